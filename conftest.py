@@ -1,0 +1,76 @@
+"""Test fixtures shared by every suite. Monkey patching comes first: nameko's plugin no longer does it, and
+tests that open real sockets to a container in the same process hang without it (STACK.md)."""
+import eventlet
+
+eventlet.monkey_patch()  # noqa: E402 -- must precede every other import
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+import pytest  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from services.common.config import load_config  # noqa: E402
+from services.common.migrate import upgrade  # noqa: E402
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# An administrative URL of a PostgreSQL server; when set, data tests also run against PostgreSQL.
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL")
+
+
+def create_postgres_database():
+    """A new empty database on the test PostgreSQL server; returns (url, drop)."""
+    name = f"cartmesh_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop():
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name)
+    return url.render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_backend(request):
+    """Each data test runs on SQLite, and on PostgreSQL when TEST_POSTGRES_URL is set (CI sets it)."""
+    if request.param == "postgresql" and not POSTGRES_ADMIN_URL:
+        pytest.skip("TEST_POSTGRES_URL is not set: PostgreSQL variant not run")
+    return request.param
+
+
+@pytest.fixture
+def fresh_database(db_backend, tmp_path):
+    """Factory: `fresh_database(service)` → URL of a new database migrated to that service's newest schema."""
+    drops = []
+
+    def make(service):
+        if db_backend == "sqlite":
+            url = f"sqlite:///{tmp_path / f'{service}-{uuid.uuid4().hex[:8]}.db'}"
+        else:
+            url, drop = create_postgres_database()
+            drops.append(drop)
+        upgrade(service, url)
+        return url
+
+    yield make
+    for drop in drops:
+        drop()
+
+
+@pytest.fixture
+def service_config(rabbit_config):
+    """Factory: `service_config(name, **overrides)` → the service's real config file with the test's vhost."""
+
+    def make(name, **overrides):
+        config = load_config(os.path.join(ROOT, "config", f"{name}.yml"))
+        config.pop("LOGGING", None)
+        config["AMQP_URI"] = rabbit_config["AMQP_URI"]
+        config.update(overrides)
+        return config
+
+    return make

@@ -1,0 +1,1 @@
+"""Cartmesh services: one package per service plus `common`, the shared Nameko dependency providers."""

@@ -1,0 +1,1 @@
+"""What every Cartmesh service needs: database sessions, RPC with timeouts, errors, request context, config."""

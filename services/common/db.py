@@ -1,0 +1,94 @@
+"""SQLAlchemy 2 for nameko services: one engine per container, one session per worker.
+
+nameko sends an RPC reply (or acks an event) *before* it calls `worker_result`, so committing there would let
+a caller see an answer for a write that is not yet visible, or lost. `Database` commits when the entrypoint
+method returns instead, before the reply leaves.
+"""
+import functools
+import os
+
+from nameko.extensions import DependencyProvider
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
+
+
+def make_engine(url, **options):
+    """An engine for `url`; SQLite files get a busy timeout, WAL and foreign keys, and their folder is made."""
+    url = make_url(url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **options)
+    if url.database and url.database != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+    # Green threads share pooled connections, so the thread check must go; writers wait up to 30 s for the
+    # file lock instead of failing at once when another process holds it.
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def after_commit(session, callback):
+    """Run `callback()` once, right after `session`'s next successful commit (never if it rolls back).
+
+    A crash between the commit and the callback loses what the callback does: use it for notifications
+    that can be lost, not for state other services depend on.
+    """
+    event.listen(session, "after_commit", lambda _session: callback(), once=True)
+
+
+class Database(DependencyProvider):
+    """Injects a SQLAlchemy `Session` for the worker's entrypoint.
+
+    The session commits when the entrypoint method returns and rolls back when it raises — both before nameko
+    replies to an RPC call or acks an event — and is closed when the worker is torn down. The engine (URL
+    from config key `url_key`) lives as long as the container.
+
+    Under eventlet a SQLite write lock must not be held across a yield: do RPC calls before the first write.
+    """
+
+    def __init__(self, url_key):
+        self.url_key = url_key
+        self.engine = None
+        self.Session = None
+        self.sessions = {}
+
+    def setup(self):
+        self.engine = make_engine(self.container.config[self.url_key])
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def stop(self):
+        self.engine.dispose()
+
+    def get_dependency(self, worker_ctx):
+        session = self.sessions[worker_ctx] = self.Session()
+        return session
+
+    def worker_setup(self, worker_ctx):
+        name = worker_ctx.entrypoint.method_name
+        method = getattr(worker_ctx.service, name)
+        session = self.sessions[worker_ctx]
+
+        @functools.wraps(method)
+        def in_transaction(*args, **kwargs):
+            try:
+                result = method(*args, **kwargs)
+            except BaseException:
+                session.rollback()
+                raise
+            session.commit()
+            return result
+
+        # nameko looks the method up on the worker's own service instance after worker_setup.
+        setattr(worker_ctx.service, name, in_transaction)
+
+    def worker_teardown(self, worker_ctx):
+        session = self.sessions.pop(worker_ctx, None)
+        if session is not None:
+            session.close()

@@ -1,0 +1,81 @@
+"""The errors services raise for their callers, and that the gateway maps to the HTTP error envelope.
+
+Each class is registered with nameko's `deserialize_to_instance`, so a caller that imports this module gets the
+same class back from an RPC call (not a bare `RemoteError`), message and details intact. Declare them in
+`@rpc(expected_exceptions=EXPECTED)` so nameko does not log them as failures.
+"""
+from nameko.exceptions import deserialize_to_instance
+
+
+class CartmeshError(Exception):
+    """Base class: `code` and `status` are what the gateway answers; `details` is optional JSON."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message, details=None):
+        super().__init__(message, details)
+        self.message = message
+        self.details = details
+
+    def __str__(self):
+        return self.message
+
+
+@deserialize_to_instance
+class NotFound(CartmeshError):
+    code, status = "not_found", 404
+
+
+@deserialize_to_instance
+class Conflict(CartmeshError):
+    code, status = "conflict", 409
+
+
+@deserialize_to_instance
+class ValidationFailed(CartmeshError):
+    """Breaks a rule; `details` is `{"fields": {field: reason}}`."""
+
+    code, status = "validation_error", 422
+
+    @classmethod
+    def field(cls, name, reason):
+        return cls(f"{name}: {reason}", {"fields": {name: reason}})
+
+
+@deserialize_to_instance
+class UnknownProduct(CartmeshError):
+    code, status = "unknown_product", 422
+
+
+@deserialize_to_instance
+class EmptyCart(CartmeshError):
+    code, status = "empty_cart", 422
+
+
+@deserialize_to_instance
+class Unauthorized(CartmeshError):
+    code, status = "unauthorized", 401
+
+
+@deserialize_to_instance
+class Forbidden(CartmeshError):
+    code, status = "forbidden", 403
+
+
+@deserialize_to_instance
+class ServiceUnavailable(CartmeshError):
+    """Raised by the RPC client: nothing is consuming the target service's queue."""
+
+    code, status = "service_unavailable", 503
+
+
+@deserialize_to_instance
+class ServiceTimeout(CartmeshError):
+    """Raised by the RPC client: the target service is consuming but did not answer in time."""
+
+    code, status = "gateway_timeout", 504
+
+
+# What a service's RPC methods may raise on purpose (not logged as failures).
+EXPECTED = (NotFound, Conflict, ValidationFailed, UnknownProduct, EmptyCart, Unauthorized, Forbidden)
