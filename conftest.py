@@ -44,22 +44,32 @@ def db_backend(request):
 
 
 @pytest.fixture
-def fresh_database(db_backend, tmp_path):
-    """Factory: `fresh_database(service)` → URL of a new database migrated to that service's newest schema."""
+def bare_database(db_backend, tmp_path):
+    """Factory: `bare_database(name)` → URL of a new, empty database of the test's backend (dropped after)."""
     drops = []
 
-    def make(service):
+    def make(name):
         if db_backend == "sqlite":
-            url = f"sqlite:///{tmp_path / f'{service}-{uuid.uuid4().hex[:8]}.db'}"
-        else:
-            url, drop = create_postgres_database()
-            drops.append(drop)
-        upgrade(service, url)
+            return f"sqlite:///{tmp_path / f'{name}-{uuid.uuid4().hex[:8]}.db'}"
+        url, drop = create_postgres_database()
+        drops.append(drop)
         return url
 
     yield make
     for drop in drops:
         drop()
+
+
+@pytest.fixture
+def fresh_database(bare_database):
+    """Factory: `fresh_database(service)` → URL of a new database migrated to that service's newest schema."""
+
+    def make(service):
+        url = bare_database(service)
+        upgrade(service, url)
+        return url
+
+    return make
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+"""List and replay parked events: `python -m services.common.deadletters list|replay <service> [config]`.
+
+An event lands in `parked-<service>` after its handler failed `EVENT_MAX_ATTEMPTS` times (see events.py).
+`list` prints each parked event (queue it came from, attempts, error, payload) and leaves it parked; `replay`
+sends every parked event back to the queue it came from with its attempt count reset, once the cause is fixed.
+"""
+import json
+import sys
+
+from kombu import Connection
+
+from services.common.config import load_config
+from services.common.events import ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, parked_queue
+
+
+def parked_events(amqp_uri, service_name):
+    """Every parked event of `service_name`, as dicts; they stay parked."""
+    events = []
+    with Connection(amqp_uri) as connection:
+        queue = parked_queue(service_name)(connection.default_channel)
+        queue.declare()
+        fetched = []
+        while (message := queue.get(no_ack=False)) is not None:
+            fetched.append(message)
+            events.append({"queue": message.headers.get(QUEUE_HEADER),
+                           "attempts": message.headers.get(ATTEMPTS_HEADER),
+                           "error": message.headers.get(ERROR_HEADER),
+                           "payload": message.payload})
+        for message in fetched:  # give them all back, in order
+            message.requeue()
+    return events
+
+
+def replay(amqp_uri, service_name):
+    """Send every parked event of `service_name` back to its queue; returns how many."""
+    count = 0
+    with Connection(amqp_uri) as connection:
+        channel = connection.default_channel
+        queue = parked_queue(service_name)(channel)
+        queue.declare()
+        producer = connection.Producer(channel)
+        while (message := queue.get(no_ack=False)) is not None:
+            headers = dict(message.headers, **{ATTEMPTS_HEADER: 0})
+            headers.pop(ERROR_HEADER, None)
+            producer.publish(message.body, exchange="", routing_key=headers[QUEUE_HEADER], headers=headers,
+                             content_type=message.content_type, content_encoding=message.content_encoding,
+                             delivery_mode=2)
+            message.ack()
+            count += 1
+    return count
+
+
+def main(argv):
+    if len(argv) < 2 or argv[0] not in ("list", "replay"):
+        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+        return 2
+    command, service = argv[0], argv[1]
+    amqp_uri = load_config(argv[2] if len(argv) > 2 else f"config/{service}.yml")["AMQP_URI"]
+    if command == "list":
+        for event in parked_events(amqp_uri, service):
+            print(json.dumps(event, sort_keys=True))
+    else:
+        print(f"replayed {replay(amqp_uri, service)} parked event(s) of {service}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

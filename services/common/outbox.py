@@ -1,0 +1,151 @@
+"""Transactional outbox: an event exists if and only if the change it describes was committed.
+
+`Outbox()` injects `emit(event_type, payload)`, which writes the event into the `outbox` table in the worker's
+own database transaction (the session of the service's `Database` dependency). A relay running in the same
+container publishes unpublished rows, oldest first, to the service's nameko events exchange
+(`<service>.events`, so ordinary `@event_handler`s receive them) with publisher confirms, then marks them
+published. A crash between commit and publish only delays the event: the next relay pass publishes it. A crash
+between publish and marking publishes it again: every event carries `event_id`, and consumers record the ids
+they processed (`services.common.events.first_delivery`). On PostgreSQL, relays of several instances take rows
+with `FOR UPDATE SKIP LOCKED`, so they do not publish the same row at the same time.
+"""
+import json
+import logging
+import uuid
+from datetime import datetime, timezone
+
+import eventlet
+from eventlet.event import Event
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
+from nameko.extensions import DependencyProvider
+from nameko.messaging import HeaderEncoder
+from nameko.standalone.events import get_event_exchange
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text, func, insert, select, update
+
+from services.common.db import Database, after_commit
+
+log = logging.getLogger(__name__)
+
+
+def outbox_table(metadata: MetaData):
+    """The `outbox` table on a service's metadata (each service keeps its own, in its own database)."""
+    return Table(
+        "outbox", metadata,
+        Column("id", String(36), primary_key=True),
+        Column("event_type", String(100), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("headers", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index("ix_outbox_unpublished", "published_at", "created_at"),
+    )
+
+
+# The same table on a private metadata, for the relay's own queries.
+OUTBOX = outbox_table(MetaData())
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class Outbox(DependencyProvider, HeaderEncoder):
+    """Injects `emit(event_type, payload) -> event_id`: records the event in the worker's transaction; the
+    container's relay publishes it after commit (see the module docstring).
+
+    `payload` is a JSON object; `event_id` is added to it. Config: `OUTBOX_POLL_SECONDS` (default 1), how often
+    the relay looks for rows when no commit has woken it.
+    """
+
+    batch_size = 100
+
+    def __init__(self, database_attr="db"):
+        self.database_attr = database_attr
+        self.table = OUTBOX
+        self._wake = Event()
+        self._running = False
+        self._thread = None
+
+    def setup(self):
+        config = self.container.config
+        self.poll_seconds = float(config.get("OUTBOX_POLL_SECONDS", 1))
+        self.exchange = get_event_exchange(self.container.service_name, config)
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY),
+                                   use_confirms=True, declare=[self.exchange])
+        self._database()  # fail at setup, not at the first emit
+
+    def _database(self):
+        for provider in self.container.dependencies:
+            if isinstance(provider, Database) and provider.attr_name == self.database_attr:
+                return provider
+        raise RuntimeError(f"Outbox needs a Database dependency named {self.database_attr!r}")
+
+    def start(self):
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(self._relay_forever)
+
+    def stop(self):
+        self._running = False
+        self.wake()
+        if self._thread is not None:
+            self._thread.wait()
+
+    def kill(self):
+        self._running = False
+        self.wake()
+
+    def get_dependency(self, worker_ctx):
+        def emit(event_type, payload):
+            # Looked up at call time: nameko injects dependencies in no particular order.
+            session = self._database().sessions[worker_ctx]
+            headers = self.get_message_headers(worker_ctx)
+            event_id = str(uuid.uuid4())
+            body = dict(payload, event_id=event_id)
+            session.execute(insert(self.table).values(
+                id=event_id, event_type=event_type, payload=json.dumps(body), headers=json.dumps(headers),
+                created_at=utcnow()))
+            after_commit(session, self.wake)
+            return event_id
+
+        return emit
+
+    def wake(self):
+        if not self._wake.ready():
+            self._wake.send()
+
+    def _relay_forever(self):
+        while self._running:
+            with eventlet.Timeout(self.poll_seconds, False):
+                self._wake.wait()
+            self._wake = Event()
+            if not self._running:
+                break
+            try:
+                while self.relay_once() == self.batch_size:
+                    pass
+            except Exception:  # the broker or the database is away: keep the rows, try again next pass
+                log.exception("outbox relay pass failed; will retry")
+
+    def relay_once(self):
+        """Publish one batch of unpublished events; returns how many were published."""
+        engine = self._database().engine
+        with engine.begin() as connection:
+            query = select(self.table).where(self.table.c.published_at.is_(None)).order_by(
+                self.table.c.created_at).limit(self.batch_size)
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = connection.execute(query).all()
+            for row in rows:
+                self.publisher.publish(json.loads(row.payload), exchange=self.exchange,
+                                       routing_key=row.event_type, headers=json.loads(row.headers))
+            if rows:
+                connection.execute(update(self.table).where(self.table.c.id.in_([r.id for r in rows]))
+                                   .values(published_at=utcnow()))
+        return len(rows)
+
+    def backlog(self):
+        """How many recorded events are not published yet."""
+        with self._database().engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(self.table).where(
+                self.table.c.published_at.is_(None))).scalar_one()
