@@ -54,6 +54,14 @@ class EmptyCart(CartmeshError):
 
 
 @deserialize_to_instance
+class OutOfStock(CartmeshError):
+    """Not enough stock for a line of an order; `details` is `{"sku"}`. Internal: orders turns it into a
+    failed order, it never reaches HTTP as such."""
+
+    code, status = "out_of_stock", 409
+
+
+@deserialize_to_instance
 class Unauthorized(CartmeshError):
     code, status = "unauthorized", 401
 
@@ -78,4 +86,4 @@ class ServiceTimeout(CartmeshError):
 
 
 # What a service's RPC methods may raise on purpose (not logged as failures).
-EXPECTED = (NotFound, Conflict, ValidationFailed, UnknownProduct, EmptyCart, Unauthorized, Forbidden)
+EXPECTED = (NotFound, Conflict, ValidationFailed, UnknownProduct, EmptyCart, OutOfStock, Unauthorized, Forbidden)
