@@ -4,6 +4,8 @@ Each class is registered with nameko's `deserialize_to_instance`, so a caller th
 same class back from an RPC call (not a bare `RemoteError`), message and details intact. Declare them in
 `@rpc(expected_exceptions=EXPECTED)` so nameko does not log them as failures.
 """
+import json
+
 from nameko.exceptions import deserialize_to_instance
 
 
@@ -14,7 +16,11 @@ class CartmeshError(Exception):
     status = 500
 
     def __init__(self, message, details=None):
-        super().__init__(message, details)
+        # nameko turns every non-string exception argument into its str(); details travel as JSON text and
+        # are rebuilt exactly when the caller's side reconstructs the exception.
+        if isinstance(details, str):
+            details = json.loads(details)
+        super().__init__(message, json.dumps(details))
         self.message = message
         self.details = details
 

@@ -12,13 +12,14 @@ Redelivery happens (a relay publishes twice, a retry races a late success), so h
 """
 import logging
 import traceback
-from datetime import datetime, timezone
 
 from kombu import Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
-from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, select
+from sqlalchemy import Column, MetaData, String, Table, insert, select
+
+from services.common.db import UtcDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def processed_events_table(metadata: MetaData):
         "processed_events", metadata,
         Column("event_id", String(64), primary_key=True),
         Column("handler", String(200), primary_key=True),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        Column("processed_at", UtcDateTime, nullable=False),
     )
 
 
@@ -54,7 +55,7 @@ def first_delivery(session, event_id, handler):
     if seen:
         return False
     session.execute(insert(table).values(event_id=event_id, handler=handler,
-                                         processed_at=datetime.now(timezone.utc)))
+                                         processed_at=utcnow()))
     return True
 
 

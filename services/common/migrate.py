@@ -31,6 +31,15 @@ def upgrade(service, url, revision="head"):
     command.upgrade(alembic_config(service, url), revision)
 
 
+def create_shared_tables(op, *tables):
+    """In a migration: create tables the shared toolkit defines (the outbox, processed events), with their
+    indexes. Their definitions are versioned with the toolkit: a change to one needs a new migration."""
+    for table in tables:
+        op.create_table(table.name, *[column._copy() for column in table.columns])
+        for index in table.indexes:
+            op.create_index(index.name, table.name, [column.name for column in index.columns])
+
+
 def run_migrations(metadata):
     """The body of every service's `migrations/env.py` (online mode only)."""
     url = context.config.attributes["url"]

@@ -12,7 +12,6 @@ with `FOR UPDATE SKIP LOCKED`, so they do not publish the same row at the same t
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
 
 import eventlet
 from eventlet.event import Event
@@ -21,9 +20,9 @@ from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
 from nameko.standalone.events import get_event_exchange
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text, func, insert, select, update
+from sqlalchemy import Column, Index, MetaData, String, Table, Text, func, insert, select, update
 
-from services.common.db import Database, after_commit
+from services.common.db import Database, UtcDateTime, after_commit, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +35,14 @@ def outbox_table(metadata: MetaData):
         Column("event_type", String(100), nullable=False),
         Column("payload", Text, nullable=False),
         Column("headers", Text, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("published_at", DateTime(timezone=True), nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("published_at", UtcDateTime, nullable=True),
         Index("ix_outbox_unpublished", "published_at", "created_at"),
     )
 
 
 # The same table on a private metadata, for the relay's own queries.
 OUTBOX = outbox_table(MetaData())
-
-
-def utcnow():
-    return datetime.now(timezone.utc)
 
 
 class Outbox(DependencyProvider, HeaderEncoder):

@@ -15,7 +15,8 @@ from services.common.db import Database
 from services.common.deadletters import parked_events, replay
 from services.common.errors import EXPECTED, Conflict
 from services.common.events import first_delivery, processed_events_table, reliable_event_handler
-from services.common.outbox import Outbox, outbox_table, utcnow
+from services.common.db import utcnow
+from services.common.outbox import Outbox, outbox_table
 
 ProducerBase = declarative_base()
 OUTBOX_TABLE = outbox_table(ProducerBase.metadata)

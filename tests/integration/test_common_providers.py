@@ -31,8 +31,12 @@ class NotesService:
     def add(self, text, fail=False):
         self.db.add(Note(text=text))
         if fail:
-            raise Conflict("refused", {"text": text})
+            raise Conflict("refused", {"text": text, "count": 3, "nested": {"none": None}})
         return text
+
+    @rpc(expected_exceptions=EXPECTED)
+    def fail_without_details(self):
+        raise Conflict("plain")
 
     @rpc
     def count(self):
@@ -88,7 +92,10 @@ def test_commit_before_reply_and_rollback_on_error(container_factory, rabbit_con
         assert notes.count() == 1
         with pytest.raises(Conflict) as failure:
             notes.add("dropped", fail=True)
-        assert failure.value.details == {"text": "dropped"}
+        assert failure.value.details == {"text": "dropped", "count": 3, "nested": {"none": None}}
+        with pytest.raises(Conflict) as failure:
+            notes.fail_without_details()
+        assert failure.value.details is None and str(failure.value) == "plain"
         assert notes.count() == 1
 
 
