@@ -19,6 +19,11 @@ def utcnow():
     return datetime.now(timezone.utc)
 
 
+def iso_utc(moment):
+    """`moment` as the API writes timestamps: ISO 8601 in UTC with microseconds and `Z`."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
 class UtcDateTime(TypeDecorator):
     """A timestamp that is timezone-aware UTC in Python on every backend (SQLite keeps no zone: values read
     back naive are UTC, because only UTC is written)."""

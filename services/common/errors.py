@@ -46,7 +46,18 @@ class ValidationFailed(CartmeshError):
 
     @classmethod
     def field(cls, name, reason):
-        return cls(f"{name}: {reason}", {"fields": {name: reason}})
+        return cls.fields({name: reason})
+
+    @classmethod
+    def fields(cls, errors):
+        """One error naming every field in `errors` ({field: reason})."""
+        return cls("; ".join(f"{name}: {reason}" for name, reason in errors.items()), {"fields": dict(errors)})
+
+    @classmethod
+    def raise_if(cls, errors):
+        """Raise `fields(errors)` if `errors` names any field."""
+        if errors:
+            raise cls.fields(errors)
 
 
 @deserialize_to_instance
@@ -89,6 +100,14 @@ class ServiceTimeout(CartmeshError):
     """Raised by the RPC client: the target service is consuming but did not answer in time."""
 
     code, status = "gateway_timeout", 504
+
+
+class StartupRefused(Exception):
+    """The configuration is unsafe or unusable, so the container does not start.
+
+    Not nameko's `ConfigurationError`: `nameko run` prints that one and exits with status 0, which a supervisor
+    takes for a clean stop; this one ends the process with status 1.
+    """
 
 
 # What a service's RPC methods may raise on purpose (not logged as failures).

@@ -1,0 +1,1 @@
+"""The accounts service: users, password checks, access tokens."""

@@ -1,0 +1,87 @@
+"""The rules of accounts, callable without a broker or a database: emails, passwords, password hashes."""
+import functools
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from services.common.errors import ValidationFailed
+
+EMAIL_MAX_LENGTH = 254
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+
+_hasher = PasswordHasher()
+
+
+def email_problem(email):
+    """Why `email` (already stripped) is not an acceptable address, or None when it is.
+
+    Deliberately simple: one `@`, a non-empty local part, a domain with a dot and no empty labels, no
+    whitespace or control characters, at most 254 characters. Whether it receives mail is not checked.
+    """
+    if not isinstance(email, str):
+        return "must be a string"
+    if not email:
+        return "is required"
+    if len(email) > EMAIL_MAX_LENGTH:
+        return f"must be at most {EMAIL_MAX_LENGTH} characters"
+    if any(ch.isspace() or not ch.isprintable() for ch in email):
+        return "must not contain whitespace or control characters"
+    if email.count("@") != 1:
+        return "must contain exactly one @"
+    local, domain = email.split("@")
+    labels = domain.split(".")
+    if not local or len(labels) < 2 or not all(labels):
+        return "is not a valid email address"
+    return None
+
+
+def password_problem(password):
+    """Why `password` is not acceptable, or None when it is (8–128 characters, anything else goes)."""
+    if not isinstance(password, str):
+        return "must be a string"
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        return f"must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters"
+    return None
+
+
+def clean_email(email):
+    """`email` stripped of surrounding whitespace (anything that is not a string is returned as is)."""
+    return email.strip() if isinstance(email, str) else email
+
+
+def normalize_email(email):
+    """The form that makes two addresses the same account: stripped and lowercased."""
+    return email.strip().lower()
+
+
+def validate_registration(email, password):
+    """The stripped email when `email` and `password` are acceptable, else `ValidationFailed` naming both."""
+    email = clean_email(email)
+    errors = {}
+    for field, problem in (("email", email_problem(email)), ("password", password_problem(password))):
+        if problem:
+            errors[field] = problem
+    ValidationFailed.raise_if(errors)
+    return email
+
+
+def hash_password(password):
+    """An argon2id hash of `password` (salted; parameters are encoded in the hash)."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash, password):
+    """Whether `password` matches `password_hash`; False (never an error) for a malformed hash or input."""
+    if not isinstance(password, str):
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def dummy_hash():
+    """A hash to verify against when the email is unknown, so that answer takes as long as a wrong password."""
+    return _hasher.hash("not-a-password-of-anyone")

@@ -1,0 +1,84 @@
+"""The accounts service: registration, access tokens, user lookup."""
+import logging
+import uuid
+
+from eventlet import semaphore, tpool
+from nameko.rpc import rpc
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from services.accounts.dependencies import AdminBootstrap, TokenIssuer
+from services.accounts.domain import (
+    dummy_hash, hash_password, normalize_email, validate_registration, verify_password,
+)
+from services.accounts.models import User
+from services.common import health
+from services.common.context import RequestId
+from services.common.db import Database
+from services.common.errors import EXPECTED, Conflict, NotFound, Unauthorized
+
+log = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "the email or password is wrong"
+
+# Argon2 takes ~0.1 s of CPU and 64 MiB per hash: run it in native threads so the other workers keep going,
+# a few at a time so memory stays bounded.
+_hashing = semaphore.Semaphore(4)
+
+
+def off_hub(function, *args):
+    """`function(*args)` run in a native thread (CPU-heavy work must not stall eventlet's hub)."""
+    with _hashing:
+        return tpool.execute(function, *args)
+
+
+# `health.HealthRpc`, not an imported `HealthRpc`: `nameko run` would take that name for a second service.
+class AccountsService(health.HealthRpc):
+    name = "accounts"
+
+    db = Database("DATABASE_URL")
+    request_id = RequestId()
+    tokens = TokenIssuer()
+    admin_bootstrap = AdminBootstrap("DATABASE_URL")
+
+    @rpc(expected_exceptions=EXPECTED)
+    def register(self, email, password):
+        """A new user: `{"id", "email"}`; Conflict when the email is taken in any letter case."""
+        email = validate_registration(email, password)
+        normalized = normalize_email(email)
+        if self._find(normalized) is not None:
+            raise Conflict("this email is already registered")
+        password_hash = off_hub(hash_password, password)  # before the first write (see Database)
+        user = User(id=str(uuid.uuid4()), email=email, email_normalized=normalized,
+                    password_hash=password_hash, is_admin=False)
+        self.db.add(user)
+        try:
+            self.db.flush()
+        except IntegrityError:  # a concurrent registration of the same email won
+            log.info("registration lost a race for the same email")
+            raise Conflict("this email is already registered") from None
+        log.info("registered user %s", user.id)
+        return {"id": user.id, "email": user.email}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def issue_token(self, email, password):
+        """`{"access_token", "token_type", "expires_in"}`; one Unauthorized for unknown email, bad password."""
+        user = self._find(normalize_email(email)) if isinstance(email, str) else None
+        if user is None:
+            # Verify anyway, so that an unknown email takes as long to answer as a wrong password.
+            off_hub(lambda: verify_password(dummy_hash(), password))
+            raise Unauthorized(BAD_CREDENTIALS)
+        if not off_hub(verify_password, user.password_hash, password):
+            raise Unauthorized(BAD_CREDENTIALS)
+        return self.tokens.issue(user.to_dict())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_user(self, user_id):
+        """`{"id", "email", "is_admin"}`; NotFound for an unknown or malformed id."""
+        user = self.db.get(User, user_id) if isinstance(user_id, str) else None
+        if user is None:
+            raise NotFound("no such user")
+        return user.to_dict()
+
+    def _find(self, email_normalized):
+        return self.db.scalars(select(User).where(User.email_normalized == email_normalized)).one_or_none()

@@ -1,0 +1,1 @@
+"""The catalog service: products, their prices and stock."""

@@ -1,0 +1,116 @@
+"""The catalog's rules, callable without a broker or a database: what a product, a change and a page are."""
+import re
+
+from services.common.errors import ValidationFailed
+
+SKU_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 2000
+# Prices and stock stay within 32 bits, so sums of them (a cart's total, stock given back) fit 64-bit columns.
+MAX_AMOUNT = 2**31 - 1
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_OFFSET = 2**31 - 1
+Q_MAX_LENGTH = 200
+
+REQUIRED_FIELDS = ("sku", "name", "price_cents", "stock")
+CHANGEABLE_FIELDS = ("name", "description", "price_cents", "stock")
+
+
+def is_whole_number(value):
+    """Whether `value` is a JSON integer: an int, and not a bool (True is an int in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_sku(value):
+    """Whether `value` is a well-formed sku: 1–64 characters of A-Z a-z 0-9 - _."""
+    return isinstance(value, str) and SKU_PATTERN.fullmatch(value) is not None
+
+
+def sku_problem(value):
+    if not is_sku(value):
+        return "must be 1 to 64 characters of A-Z a-z 0-9 - _"
+    return None
+
+
+def name_problem(value):
+    if not isinstance(value, str):
+        return "must be a string"
+    if not 1 <= len(value) <= NAME_MAX_LENGTH:
+        return f"must be 1 to {NAME_MAX_LENGTH} characters"
+    if not value.strip():
+        return "must not be blank"
+    return None
+
+
+def description_problem(value):
+    if not isinstance(value, str):
+        return "must be a string"
+    if len(value) > DESCRIPTION_MAX_LENGTH:
+        return f"must be at most {DESCRIPTION_MAX_LENGTH} characters"
+    return None
+
+
+def amount_problem(value):
+    if not is_whole_number(value) or not 0 <= value <= MAX_AMOUNT:
+        return f"must be a whole number from 0 to {MAX_AMOUNT}"
+    return None
+
+
+FIELD_CHECKS = {
+    "sku": sku_problem,
+    "name": name_problem,
+    "description": description_problem,
+    "price_cents": amount_problem,
+    "stock": amount_problem,
+}
+
+
+def _field_errors(values, allowed):
+    """{field: reason} for every field of `values` that is unknown or breaks its rule."""
+    errors = {}
+    for field, value in values.items():
+        if field not in allowed:
+            errors[str(field)] = "cannot be changed" if field == "sku" else "unknown field"
+        else:
+            problem = FIELD_CHECKS[field](value)
+            if problem:
+                errors[field] = problem
+    return errors
+
+
+def validate_new_product(product):
+    """The complete product (description defaults to "") or `ValidationFailed` naming each bad field."""
+    if not isinstance(product, dict):
+        raise ValidationFailed.field("product", "must be an object")
+    errors = _field_errors(product, FIELD_CHECKS)
+    for field in REQUIRED_FIELDS:
+        if field not in product:
+            errors[field] = "is required"
+    ValidationFailed.raise_if(errors)
+    return {"description": "", **product}
+
+
+def validate_changes(changes):
+    """The changes to apply (any of name, description, price_cents, stock), or `ValidationFailed`."""
+    if not isinstance(changes, dict):
+        raise ValidationFailed.field("changes", "must be an object")
+    if not changes:
+        raise ValidationFailed.field("changes", f"must name at least one of {', '.join(CHANGEABLE_FIELDS)}")
+    ValidationFailed.raise_if(_field_errors(changes, CHANGEABLE_FIELDS))
+    return dict(changes)
+
+
+def validate_page(limit, offset, q):
+    """`(limit, offset, q)` of a product listing, checked; an empty `q` is no filter (None)."""
+    errors = {}
+    if not is_whole_number(limit) or not 1 <= limit <= MAX_LIMIT:
+        errors["limit"] = f"must be a whole number from 1 to {MAX_LIMIT}"
+    if not is_whole_number(offset) or not 0 <= offset <= MAX_OFFSET:
+        errors["offset"] = f"must be a whole number from 0 to {MAX_OFFSET}"
+    if q is not None and not isinstance(q, str):
+        errors["q"] = "must be a string"
+    elif q is not None and len(q) > Q_MAX_LENGTH:
+        errors["q"] = f"must be at most {Q_MAX_LENGTH} characters"
+    ValidationFailed.raise_if(errors)
+    return limit, offset, (q or None)
