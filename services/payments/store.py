@@ -1,0 +1,61 @@
+"""The payments service's SQL: reads answer plain mappings, every write is a single statement.
+
+`insert_charge_once` is where concurrent callers for one order meet: the charges table's primary key is the
+order id, so exactly one insert wins and every caller answers the winner's row.
+"""
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.payments.domain import REFUNDED, SUCCEEDED
+from services.payments.models import charges, payment_methods
+
+
+def find_payment_method(session, method_id):
+    """The payment method row `method_id`, or None."""
+    return session.execute(
+        select(payment_methods).where(payment_methods.c.id == method_id)
+    ).mappings().one_or_none()
+
+
+def insert_payment_method(session, row):
+    session.execute(insert(payment_methods).values(**row))
+
+
+def find_charge(session, order_id):
+    """The charge row of `order_id`, or None."""
+    return session.execute(select(charges).where(charges.c.order_id == order_id)).mappings().one_or_none()
+
+
+def insert_charge_once(session, row):
+    """Insert charge `row` unless its order has a charge row already: (the order's row now, inserted?).
+
+    The insert runs in a savepoint, so a unique violation rolls back only the insert and the transaction stays
+    usable; the re-read then sees the row that won. On PostgreSQL the losing insert waits for the winner's
+    commit before it fails, and each statement of a READ COMMITTED transaction reads what is committed. On
+    SQLite writers are serialised by the database lock, and the loser's transaction (opened by the savepoint,
+    since nothing was written before) reads the newest state once it writes.
+    """
+    try:
+        with session.begin_nested():
+            session.execute(insert(charges).values(**row))
+    except IntegrityError:
+        found = find_charge(session, row["order_id"])
+        if found is None:  # not a duplicate order id after all (a broken constraint): a bug, not a race
+            raise
+        return found, False
+    return find_charge(session, row["order_id"]), True
+
+
+def refund_succeeded(session, order_id, now):
+    """Mark the order's charge refunded if it is succeeded; False when it is not (any more)."""
+    result = session.execute(
+        update(charges)
+        .where(charges.c.order_id == order_id, charges.c.status == SUCCEEDED)
+        .values(status=REFUNDED, refunded_at=now)
+    )
+    return result.rowcount == 1
+
+
+def all_charges(session):
+    """Every charge row, in order id order."""
+    return session.execute(select(charges).order_by(charges.c.order_id)).mappings().all()
