@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run seed clean
+.PHONY: install test run seed audit deadletters clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ run: $(STAMP)
 
 seed: $(STAMP)
 	$(BIN)/python -m scripts.seed
+
+audit: $(STAMP)
+	$(BIN)/python -m scripts.audit
+
+# make deadletters SERVICE=carts [ACTION=replay]: list (or replay) the events a service parked.
+deadletters: $(STAMP)
+	$(BIN)/python -m services.common.deadletters $(or $(ACTION),list) $(SERVICE)
 
 clean:
 	rm -rf var/*.db var/*.db-* $(VENV)

@@ -1,0 +1,1 @@
+"""The orders service: checkout, and the saga that reserves stock, charges and confirms (or compensates)."""

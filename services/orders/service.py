@@ -1,0 +1,243 @@
+"""The orders service: turns a cart into an order and runs the checkout saga to `confirmed` or `failed`.
+
+Checkout answers at once with a `pending` order; the saga then runs from the `order_placed` event (published
+through the outbox, so it is not lost) and, for anything a crash or an outage left behind, from a sweep that
+resumes every unsettled order. Each step's outcome is written before the next step starts.
+"""
+import json
+import logging
+import uuid
+from datetime import timedelta
+
+import eventlet
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+from nameko.timer import timer
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.common import health
+from services.common.context import RequestId
+from services.common.db import Database, iso_utc, utcnow
+from services.common.errors import (EXPECTED, Conflict, EmptyCart, NotFound, OutOfStock, ServiceTimeout,
+                                    ServiceUnavailable, ValidationFailed)
+from services.common.events import first_delivery, reliable_event_handler
+from services.common.outbox import Outbox
+from services.common.rpc import Rpc
+from services.orders import domain
+from services.orders.models import Order
+
+log = logging.getLogger(__name__)
+UNREACHABLE = (ServiceTimeout, ServiceUnavailable)
+
+
+class OrdersService(health.HealthRpc):
+    name = "orders"
+
+    db = Database("DATABASE_URL")
+    emit = Outbox()
+    carts = Rpc("carts")
+    catalog = Rpc("catalog")
+    payments = Rpc("payments")
+    request_id = RequestId()
+    config = Config()
+
+    @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
+    def checkout(self, user_id, cart_id, payment_method_id, idempotency_key=None):
+        if idempotency_key is not None:
+            existing = self._by_key(user_id, idempotency_key)
+            if existing is not None:
+                return {"order": self._dto(existing), "created": False}
+        now = utcnow()
+        order = Order(id=str(uuid.uuid4()), user_id=user_id, cart_id=cart_id, status=domain.PENDING,
+                      step=domain.NEW, items="[]", total_cents=0, payment_method_id=payment_method_id,
+                      idempotency_key=idempotency_key, created_at=now, updated_at=now,
+                      deadline_at=now + timedelta(seconds=self._config("ORDER_TIMEOUT_SECONDS", 30)))
+        self.db.add(order)
+        try:
+            self.db.commit()  # the key is taken before anything else happens
+        except IntegrityError:  # the same key, sent concurrently: answer the order that took it
+            self.db.rollback()
+            return {"order": self._dto(self._placed(self._by_key(user_id, idempotency_key))), "created": False}
+        try:
+            cart = self.carts.checkout_cart(user_id, cart_id, order.id)
+        except (NotFound, EmptyCart, Conflict):
+            self.db.delete(order)  # nothing was checked out: the order never existed
+            self.db.commit()
+            raise
+        except UNREACHABLE:
+            # carts may still check the cart out late: fail the order, and its order_failed event reopens it.
+            self._move(order, domain.NEW, domain.after(domain.NEW, domain.TIMEOUT))
+            self.db.commit()
+            raise
+        order.items = json.dumps(domain.line_items(cart["items"]))
+        order.total_cents = cart["total_cents"]
+        self._move(order, domain.NEW, domain.after(domain.NEW, "ok"))
+        self.emit("order_placed", {"order_id": order.id})
+        return {"order": self._dto(order), "created": True}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_order(self, user_id, order_id):
+        return self._dto(self._own(user_id, order_id))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_orders(self, user_id, limit=20, offset=0):
+        if not (isinstance(limit, int) and 1 <= limit <= 100) or isinstance(limit, bool):
+            raise ValidationFailed.field("limit", "must be an integer from 1 to 100")
+        if not (isinstance(offset, int) and offset >= 0) or isinstance(offset, bool):
+            raise ValidationFailed.field("offset", "must be an integer of at least 0")
+        mine = Order.user_id == user_id
+        total = self.db.scalar(select(func.count()).select_from(Order).where(mine))
+        orders = self.db.scalars(select(Order).where(mine).order_by(Order.created_at.desc(), Order.id)
+                                 .limit(limit).offset(offset)).all()
+        return {"items": [self._dto(order) for order in orders], "total": total, "limit": limit,
+                "offset": offset}
+
+    @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
+    def cancel_order(self, user_id, order_id):
+        order = self._own(user_id, order_id)
+        cancelled = self.db.execute(
+            update(Order).where(Order.id == order.id, Order.status == domain.CONFIRMED,
+                                Order.step == domain.DONE)
+            .values(status=domain.CANCELLED, step=domain.CANCELLING, updated_at=utcnow()))
+        if cancelled.rowcount != 1:
+            raise Conflict(f"an order that is {order.status} cannot be cancelled")
+        self.db.commit()
+        self._advance(order.id)  # refund and restock now; the sweep finishes it if a service is away
+        self.db.expire_all()
+        return self._dto(self.db.get(Order, order.id))
+
+    @rpc(expected_exceptions=UNREACHABLE)
+    def audit(self):
+        orders = [{"id": o.id, "status": o.status, "step": o.step, "total_cents": o.total_cents}
+                  for o in self.db.scalars(select(Order))]
+        stock = self.catalog.stock_audit()
+        breaches = domain.find_breaches(orders, self.payments.net_charges(), stock["holds"], stock["breaches"])
+        in_saga = sum(1 for order in orders if order["step"] != domain.DONE)
+        return {"ok": not breaches, "breaches": breaches,
+                "checked": {"orders": len(orders), "in_saga": in_saga, "holds": len(stock["holds"])}}
+
+    @reliable_event_handler("orders", "order_placed")
+    def run_saga(self, payload):
+        self._advance(payload["order_id"])
+
+    @timer(interval=1)
+    def resume_unsettled(self):
+        """Resume orders a crash or an outage left mid-saga, and time out the ones past their deadline."""
+        quiet_since = utcnow() - timedelta(seconds=self._config("SAGA_RESUME_AFTER_SECONDS", 2))
+        stalled = self.db.scalars(select(Order.id).where(Order.step != domain.DONE,
+                                                         Order.updated_at < quiet_since).limit(100)).all()
+        for order_id in stalled:
+            self._advance(order_id)
+
+    # The saga -------------------------------------------------------------------------------------------
+
+    def _advance(self, order_id):
+        """Run the order's saga as far as it goes now. Safe to run twice at once: every call downstream is
+        idempotent on the order id, and a step is recorded only by the runner that still sees the step it did."""
+        while True:
+            self.db.expire_all()
+            order = self.db.get(Order, order_id)
+            if order is None or order.step == domain.DONE:
+                return
+            step = order.step
+            if domain.timed_out(step, order.deadline_at, utcnow()):
+                outcome = domain.TIMEOUT
+            else:
+                try:
+                    outcome = self._perform(order)
+                except UNREACHABLE as error:
+                    log.warning("order %s waits in %s: %s", order_id, step, error)
+                    return
+            if not self._move(order, step, domain.after(step, outcome)):
+                continue  # another runner moved it first: look again
+            self.db.commit()
+
+    def _perform(self, order):
+        """Do the order's current step; returns its outcome."""
+        if order.step == domain.NEW:  # the checkout call was cut short: finish checking out the cart
+            try:
+                cart = self.carts.checkout_cart(order.user_id, order.cart_id, order.id)
+            except (NotFound, EmptyCart, Conflict):
+                return domain.TIMEOUT
+            order.items = json.dumps(domain.line_items(cart["items"]))
+            order.total_cents = cart["total_cents"]
+            return "ok"
+        if order.step == domain.RESERVING:
+            lines = [{"sku": item["sku"], "quantity": item["quantity"]} for item in json.loads(order.items)]
+            try:
+                self.catalog.reserve_stock(order.id, lines)
+            except OutOfStock:
+                return domain.OUT_OF_STOCK
+            except Conflict:  # the hold was released already (the order timed out meanwhile)
+                return domain.TIMEOUT
+            return "ok"
+        if order.step == domain.CHARGING:
+            charge = self.payments.charge(order.id, order.total_cents, order.payment_method_id)
+            return {"succeeded": "ok", "declined": domain.PAYMENT_DECLINED}.get(charge["status"], domain.TIMEOUT)
+        if order.step == domain.CONFIRMING:
+            try:
+                self.catalog.commit_stock(order.id)
+            except Conflict:  # the hold expired before we got here: give the money back
+                return domain.TIMEOUT
+            return "ok"
+        # compensating or cancelling: undo whatever was done, in an order that is safe to repeat
+        self.payments.refund(order.id)
+        self.catalog.release_stock(order.id)
+        return "ok"
+
+    def _move(self, order, from_step, transition):
+        """Record `transition` if the order is still at `from_step` (compare and set); emit the event of a
+        settled order in the same transaction. False if another runner moved it first."""
+        now = utcnow()
+        moved = self.db.execute(
+            update(Order).where(Order.id == order.id, Order.step == from_step)
+            .values(step=transition.step, status=transition.status, updated_at=now, items=order.items,
+                    total_cents=order.total_cents,
+                    failure_reason=transition.failure_reason or order.failure_reason))
+        if moved.rowcount != 1:
+            self.db.rollback()
+            return False
+        order_dto = dict(self._dto(order), status=transition.status, updated_at=iso_utc(now),
+                         failure_reason=transition.failure_reason or order.failure_reason)
+        if transition.step == domain.DONE:
+            self.emit(f"order_{transition.status}", {"order": order_dto})
+        return True
+
+    # Reading --------------------------------------------------------------------------------------------
+
+    def _by_key(self, user_id, idempotency_key):
+        return self.db.scalar(select(Order).where(Order.user_id == user_id,
+                                                  Order.idempotency_key == idempotency_key))
+
+    def _placed(self, order, patience=3.0):
+        """`order` once its checkout call has filled it in (a concurrent duplicate answers it complete)."""
+        with eventlet.Timeout(patience, False):
+            while order.step == domain.NEW:
+                eventlet.sleep(0.05)
+                self.db.expire_all()
+                order = self.db.get(Order, order.id)
+        return order
+
+    def _own(self, user_id, order_id):
+        order = self.db.get(Order, order_id) if _is_uuid(order_id) else None
+        if order is None or order.user_id != user_id:
+            raise NotFound("order not found")
+        return order
+
+    def _config(self, key, default):
+        return float(self.config.get(key, default))
+
+    @staticmethod
+    def _dto(order):
+        return {"id": order.id, "cart_id": order.cart_id, "status": order.status,
+                "failure_reason": order.failure_reason, "items": json.loads(order.items),
+                "total_cents": order.total_cents, "created_at": iso_utc(order.created_at),
+                "updated_at": iso_utc(order.updated_at)}
+
+
+def _is_uuid(value):
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except (ValueError, AttributeError, TypeError):
+        return False
