@@ -20,7 +20,9 @@ def utcnow():
 
 
 def iso_utc(moment):
-    """`moment` as the API writes timestamps: ISO 8601 in UTC with microseconds and `Z`."""
+    """`moment` as the API writes timestamps: ISO 8601 in UTC with microseconds and `Z` (None stays None)."""
+    if moment is None:
+        return None
     return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

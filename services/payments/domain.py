@@ -6,8 +6,8 @@ digits and the provider's verdict for it.
 """
 import re
 import uuid
-from datetime import timezone
 
+from services.common.db import iso_utc
 from services.common.errors import ValidationFailed
 
 # The provider's verdict for a card, decided when it is registered.
@@ -112,13 +112,6 @@ def charge_outcome(verdict):
     if verdict == SUCCEED:
         return SUCCEEDED, None
     return DECLINED, verdict
-
-
-def iso_utc(moment):
-    """An aware datetime as ISO 8601 UTC with a `Z` and microseconds; None stays None."""
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def charge_answer(row):
