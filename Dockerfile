@@ -1,0 +1,25 @@
+# One image for every Cartmesh service and the gateway; docker-compose.yml gives each container its command
+# (the same commands `make run` uses). Build context: see .dockerignore (an allowlist).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Runtime dependencies only (no test tools), in their own layer: rebuilt only when requirements.txt changes.
+# The import check fails the build, not a container, if nameko's CLI lacks anything (it needs pkg_resources).
+COPY requirements.txt .
+RUN pip install -r requirements.txt && python -c "import nameko.cli.main"
+
+COPY . .
+
+# A fixed numeric uid, so that an orchestrator can verify "runs as non-root"; the code stays owned by root,
+# read-only to the process.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin cartmesh
+USER 10001:10001
+
+# No CMD of its own: each container's command is in docker-compose.yml (migrate, then `nameko run`, never
+# with --backdoor-port).

@@ -1,0 +1,258 @@
+"""`make run`: every Cartmesh service and the gateway on this machine, in the foreground, without containers.
+
+    .venv/bin/python -m scripts.run
+
+What it does, in order:
+
+1. Works out the environment its children share: `AMQP_URI` (default `amqp://guest:guest@localhost:5672/`),
+   `GATEWAY_PORT` (default 8000), `GATEWAY_BIND` (default 127.0.0.1 here: set 0.0.0.0 to accept connections
+   from other machines), and for each service `<NAME>_DATABASE_URL`, by default a SQLite file in the var
+   folder (`CARTMESH_VAR_DIR`, default `var/` in the repo; made if missing). When `JWT_SECRET` is unset it
+   makes a random one for this run only (tokens then stop working when the run ends) and says so.
+2. Checks that RabbitMQ answers, then runs every service's migrations (side by side: separate databases).
+3. Starts each service (`nameko run --config config/<name>.yml services.<name>.service`) and the gateway
+   (`nameko run --config config/gateway.yml gateway_http.service`) as child processes, and prints their output
+   with the name of the process in front of each line.
+4. Runs until SIGTERM or Ctrl-C, then asks every child to stop (SIGTERM, which nameko answers with a graceful
+   stop), kills those still running after `STOP_TIMEOUT` seconds, and exits 0. If a child ends on its own, it
+   stops the others the same way and exits 1.
+
+`ADMIN_EMAIL` and `ADMIN_PASSWORD`, when set, reach the accounts service, which then creates that administrator.
+The commands are the ones the containers run (docker-compose.yml); tests/ops checks that they agree.
+Children get their own session, so a Ctrl-C reaches only this supervisor, which stops them in order; if the
+supervisor itself is killed with SIGKILL they keep running and must be stopped by hand.
+"""
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The backend services, in start order. A new service (orders, payments) is one more name here and one more
+# service in docker-compose.yml (tests/ops fails until both list it); its database URL variable must be
+# `<NAME>_DATABASE_URL` in config/<name>.yml.
+SERVICES = ["accounts", "catalog", "carts", "payments", "orders"]
+GATEWAY = "gateway"
+
+DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
+DEFAULT_GATEWAY_PORT = "8000"
+STOP_TIMEOUT = 15.0  # seconds a child gets to finish its running workers after SIGTERM
+POLL_INTERVAL = 0.2  # how often the supervisor looks for children that ended
+
+_print_lock = threading.Lock()
+
+
+def migrate_command(service):
+    """The command that brings `service`'s database to the newest schema (as run in its container)."""
+    return ["python", "-m", "services.common.migrate", service]
+
+
+def service_command(service):
+    """The command that runs `service` (as run in its container)."""
+    return ["nameko", "run", "--config", f"config/{service}.yml", f"services.{service}.service"]
+
+
+def gateway_command():
+    """The command that runs the HTTP gateway (as run in its container)."""
+    return ["nameko", "run", "--config", f"config/{GATEWAY}.yml", "gateway_http.service"]
+
+
+def local_command(argv):
+    """`argv` with `python`/`nameko` replaced by this interpreter, so that the venv's packages are used."""
+    if argv[0] == "python":
+        return [sys.executable] + argv[1:]
+    if argv[0] == "nameko":
+        return [sys.executable, "-m", "nameko"] + argv[1:]
+    return list(argv)
+
+
+def database_url_variable(service):
+    return f"{service.upper()}_DATABASE_URL"
+
+
+def say(message):
+    emit("run", message)
+
+
+def emit(name, line):
+    with _print_lock:
+        sys.stdout.write(f"{name:<16} | {line}\n")
+        sys.stdout.flush()
+
+
+def child_environment(environ, var_dir):
+    """(environment for the children, whether a JWT secret was generated) from this process's `environ`.
+
+    An empty variable counts as unset.
+    """
+    env = dict(environ)
+
+    def default(key, value):
+        if not env.get(key):
+            env[key] = value
+
+    default("AMQP_URI", DEFAULT_AMQP_URI)
+    default("GATEWAY_PORT", DEFAULT_GATEWAY_PORT)
+    default("GATEWAY_BIND", "127.0.0.1")
+    for service in SERVICES:
+        default(database_url_variable(service), f"sqlite:///{os.path.join(var_dir, service + '.db')}")
+    generated = not env.get("JWT_SECRET")
+    if generated:
+        env["JWT_SECRET"] = secrets.token_urlsafe(32)
+    # Children's lines should reach us as they are written, not when a buffer fills.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env, generated
+
+
+def masked(uri):
+    """`uri` with its password replaced, fit for a log line."""
+    from kombu.utils.url import maybe_sanitize_url
+    return maybe_sanitize_url(uri)
+
+
+def broker_error(amqp_uri):
+    """None when RabbitMQ at `amqp_uri` accepts a connection, else why not (one line)."""
+    from kombu import Connection
+    try:
+        with Connection(amqp_uri, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # any failure means the same thing here: nothing can start
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class Child:
+    """One child process; its combined output is printed line by line behind its name."""
+
+    def __init__(self, name, argv, env):
+        self.name = name
+        self.process = subprocess.Popen(
+            local_command(argv), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pump = threading.Thread(target=self._forward, name=f"output-{name}", daemon=True)
+        self.pump.start()
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def _forward(self):
+        for raw in iter(self.process.stdout.readline, b""):
+            emit(self.name, raw.decode("utf-8", "replace").rstrip("\n"))
+        self.process.stdout.close()
+
+    def poll(self):
+        return self.process.poll()
+
+    def terminate(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout):
+        """The exit code, after waiting at most `timeout` seconds; kills the child if it is still running."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            say(f"{self.name} did not stop within {STOP_TIMEOUT:g} s: killing it")
+            self.process.kill()
+            code = self.process.wait()
+        self.pump.join(timeout=2)
+        return code
+
+
+def stop_all(children, timeout=STOP_TIMEOUT):
+    """SIGTERM to every child still running, then wait for all of them together, at most `timeout` seconds."""
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        child.wait(max(0.0, deadline - time.monotonic()))
+
+
+class Supervisor:
+    """Runs children until a stop is requested (a signal) or one of them ends; see the module docstring."""
+
+    def __init__(self, env):
+        self.env = env
+        self.stopping = threading.Event()
+        self.children = []
+
+    def request_stop(self, signum, _frame):
+        if not self.stopping.is_set():
+            say(f"{signal.Signals(signum).name} received: stopping")
+        self.stopping.set()
+
+    def start(self, name, argv):
+        child = Child(name, argv, self.env)
+        self.children.append(child)
+        say(f"started {name} (pid {child.pid}): {' '.join(argv)}")
+        return child
+
+    def run_to_end(self, commands):
+        """Runs {name: argv} side by side to their ends; True if all succeeded, False as soon as one fails
+        (the others are stopped) or a stop is requested."""
+        running = [self.start(name, argv) for name, argv in commands.items()]
+        while running:
+            if self.stopping.wait(POLL_INTERVAL):
+                stop_all(running)
+                return False
+            for child in [child for child in running if child.poll() is not None]:
+                running.remove(child)
+                self.children.remove(child)
+                child.pump.join(timeout=2)
+                if child.poll() != 0:
+                    say(f"{child.name} failed (exit code {child.poll()})")
+                    stop_all(running)
+                    return False
+        return True
+
+    def supervise(self):
+        """Waits until a stop is requested (→ 0) or a child ends (→ 1); either way stops every child."""
+        code = 0
+        while not self.stopping.wait(POLL_INTERVAL):
+            ended = [child for child in self.children if child.poll() is not None]
+            if ended:
+                for child in ended:
+                    say(f"{child.name} ended unexpectedly (exit code {child.poll()}): stopping the others")
+                code = 1
+                break
+        stop_all(self.children)
+        say("all processes stopped")
+        return code
+
+
+def main(environ=None):
+    environ = os.environ if environ is None else environ
+    var_dir = os.path.abspath(environ.get("CARTMESH_VAR_DIR") or os.path.join(ROOT, "var"))
+    os.makedirs(var_dir, exist_ok=True)
+    env, generated_secret = child_environment(environ, var_dir)
+    if generated_secret:
+        say("JWT_SECRET is not set: generated a random one for this run only "
+            "(tokens issued now stop working when this run ends; set JWT_SECRET to keep them)")
+
+    supervisor = Supervisor(env)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+
+    problem = broker_error(env["AMQP_URI"])
+    if problem:
+        say(f"cannot reach RabbitMQ at {masked(env['AMQP_URI'])} ({problem}); start it "
+            "(rabbitmq-server -detached) or set AMQP_URI")
+        return 1
+    say(f"broker {masked(env['AMQP_URI'])}; gateway on http://{env['GATEWAY_BIND']}:{env['GATEWAY_PORT']}")
+
+    # Each service has its own database, so their migrations can run at the same time.
+    if not supervisor.run_to_end({f"{service}-migrate": migrate_command(service) for service in SERVICES}):
+        return 0 if supervisor.stopping.is_set() else 1
+    for service in SERVICES:
+        supervisor.start(service, service_command(service))
+    supervisor.start(GATEWAY, gateway_command())
+    return supervisor.supervise()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
