@@ -1,0 +1,157 @@
+"""The carts service's SQL: reads return plain mappings, writes are single atomic statements.
+
+Reads take no locks. Every change to an existing cart starts with a conditional update of its row
+(`lock_open_cart`, `check_out`, or `reopen`'s `lock_cart`), which both serialises the writers of one cart (a row
+lock on PostgreSQL, the database write lock on SQLite) and checks, in the same statement, the state the change
+requires.
+"""
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from services.carts.domain import CHECKED_OUT, MAX_QUANTITY, OPEN
+from services.carts.models import cart_lines, carts, released_orders
+
+_DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def find_cart(session, user_id, cart_id):
+    """The cart row `cart_id` if it belongs to `user_id`, else None."""
+    return session.execute(
+        select(carts).where(carts.c.id == cart_id, carts.c.user_id == user_id)
+    ).mappings().one_or_none()
+
+
+def user_carts(session, user_id):
+    """The rows of `user_id`'s carts, newest first."""
+    return session.execute(
+        select(carts).where(carts.c.user_id == user_id)
+        .order_by(carts.c.created_at.desc(), carts.c.id.desc())
+    ).mappings().all()
+
+
+def lines_of(session, cart_ids):
+    """`{cart_id: [line, ...]}` for every id in `cart_ids` (an empty list for a cart without lines)."""
+    found = {cart_id: [] for cart_id in cart_ids}
+    if not found:
+        return found
+    rows = session.execute(
+        select(cart_lines).where(cart_lines.c.cart_id.in_(list(found))).order_by(cart_lines.c.sku)
+    ).mappings().all()
+    for row in rows:
+        found[row["cart_id"]].append(row)
+    return found
+
+
+def insert_cart(session, cart, lines):
+    """Write a new cart row and its lines (`[{"sku", "quantity", "name", "unit_price_cents"}]`)."""
+    session.execute(insert(carts).values(**cart))
+    if lines:
+        session.execute(insert(cart_lines), [dict(line, cart_id=cart["id"]) for line in lines])
+
+
+def lock_open_cart(session, user_id, cart_id, now):
+    """Touch `updated_at` of the open cart `cart_id` of `user_id`; False when there is no such open cart.
+
+    This first write takes the lock that makes the rest of the transaction safe against other writers.
+    """
+    result = session.execute(
+        update(carts)
+        .where(carts.c.id == cart_id, carts.c.user_id == user_id, carts.c.status == OPEN)
+        .values(updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def _line_insert(session, cart_id, sku, quantity, name, unit_price_cents):
+    dialect = session.get_bind().dialect.name
+    return _DIALECT_INSERTS[dialect](cart_lines).values(
+        cart_id=cart_id, sku=sku, quantity=quantity, name=name, unit_price_cents=unit_price_cents)
+
+
+def add_to_line(session, cart_id, sku, quantity, name, unit_price_cents):
+    """Add `quantity` to the line (created if absent) in one statement; False, and nothing changed, when
+    the line would exceed the maximum quantity."""
+    statement = _line_insert(session, cart_id, sku, quantity, name, unit_price_cents)
+    added = cart_lines.c.quantity + statement.excluded.quantity
+    statement = statement.on_conflict_do_update(
+        index_elements=[cart_lines.c.cart_id, cart_lines.c.sku],
+        set_={"quantity": added, "name": statement.excluded.name,
+              "unit_price_cents": statement.excluded.unit_price_cents},
+        where=added <= MAX_QUANTITY,
+    )
+    return session.execute(statement).rowcount == 1
+
+
+def set_line(session, cart_id, sku, quantity, name, unit_price_cents):
+    """Make the line's quantity `quantity` (created if absent) in one statement."""
+    statement = _line_insert(session, cart_id, sku, quantity, name, unit_price_cents)
+    statement = statement.on_conflict_do_update(
+        index_elements=[cart_lines.c.cart_id, cart_lines.c.sku],
+        set_={"quantity": statement.excluded.quantity, "name": statement.excluded.name,
+              "unit_price_cents": statement.excluded.unit_price_cents},
+    )
+    session.execute(statement)
+
+
+def delete_line(session, cart_id, sku):
+    """Delete the line; False when it was not there."""
+    result = session.execute(delete(cart_lines).where(cart_lines.c.cart_id == cart_id, cart_lines.c.sku == sku))
+    return result.rowcount == 1
+
+
+def delete_cart(session, cart_id):
+    """Delete the cart and its lines."""
+    session.execute(delete(cart_lines).where(cart_lines.c.cart_id == cart_id))
+    session.execute(delete(carts).where(carts.c.id == cart_id))
+
+
+# --- checkout ------------------------------------------------------------------------------------------------
+
+def check_out(session, user_id, cart_id, order_id, now):
+    """Mark the open cart `cart_id` of `user_id` checked out by `order_id`; False when it is not open (or not
+    there). Of concurrent checkouts of one cart, only one finds it open: this update is the arbiter."""
+    result = session.execute(
+        update(carts)
+        .where(carts.c.id == cart_id, carts.c.user_id == user_id, carts.c.status == OPEN)
+        .values(status=CHECKED_OUT, checked_out_by=order_id, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def freeze_lines(session, cart_id, values):
+    """Store `values` (`{sku: (name, unit_price_cents)}`) on the cart's lines."""
+    for sku, (name, unit_price_cents) in sorted(values.items()):
+        session.execute(
+            update(cart_lines).where(cart_lines.c.cart_id == cart_id, cart_lines.c.sku == sku)
+            .values(name=name, unit_price_cents=unit_price_cents))
+
+
+def is_released(session, order_id):
+    """Whether order `order_id` has released its cart (see `release`)."""
+    return session.execute(
+        select(released_orders.c.order_id).where(released_orders.c.order_id == order_id)
+    ).first() is not None
+
+
+def release(session, order_id, now):
+    """Record that order `order_id` gave its cart up (once; a repeat changes nothing)."""
+    dialect = session.get_bind().dialect.name
+    session.execute(
+        _DIALECT_INSERTS[dialect](released_orders).values(order_id=order_id, released_at=now)
+        .on_conflict_do_nothing(index_elements=[released_orders.c.order_id]))
+
+
+def lock_cart(session, cart_id):
+    """Lock the cart's row whatever its state (PostgreSQL; SQLite already holds the database write lock), so
+    a checkout of it in flight finishes first and what follows sees its outcome."""
+    session.execute(select(carts.c.id).where(carts.c.id == cart_id).with_for_update())
+
+
+def reopen(session, cart_id, order_id, now):
+    """Open the cart `cart_id` again if order `order_id` checked it out; False (and no change) otherwise."""
+    result = session.execute(
+        update(carts)
+        .where(carts.c.id == cart_id, carts.c.status == CHECKED_OUT, carts.c.checked_out_by == order_id)
+        .values(status=OPEN, checked_out_by=None, updated_at=now)
+    )
+    return result.rowcount == 1
