@@ -1,0 +1,72 @@
+"""Who is calling: bearer tokens verified locally (no call to accounts), and the route's auth requirement."""
+from typing import NamedTuple
+
+from nameko.exceptions import ConfigurationError
+from nameko.extensions import DependencyProvider
+
+from gateway_http.errors import forbidden, unauthorized
+from services.common.errors import Unauthorized
+from services.common.tokens import verify_token
+
+NONE, USER, ADMIN = "none", "user", "admin"
+
+
+class Principal(NamedTuple):
+    """The authenticated caller."""
+
+    id: str
+    is_admin: bool
+
+
+class TokenVerifier(DependencyProvider):
+    """Injects `verify(token) -> claims` with the secret in config `JWT_SECRET`.
+
+    The container refuses to start without a secret: a gateway that cannot verify tokens must not serve.
+    """
+
+    def setup(self):
+        self.secret = self.container.config.get("JWT_SECRET")
+        if not self.secret:
+            raise ConfigurationError("JWT_SECRET is empty: the gateway cannot verify access tokens")
+
+    def get_dependency(self, worker_ctx):
+        return self.verify
+
+    def verify(self, token):
+        return verify_token(self.secret, token)
+
+
+def bearer_token(request):
+    """The token of an `Authorization: Bearer <token>` header; 401 when it is missing or malformed."""
+    header = request.headers.get("Authorization")
+    if not header:
+        raise unauthorized("This needs an access token: send Authorization: Bearer <token>.")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise unauthorized("The Authorization header must be: Bearer <token>.", error="invalid_request")
+    return token
+
+
+def principal_from_claims(claims):
+    """The caller named by verified claims; 401 when the subject is unusable."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise unauthorized("The access token is invalid.", error="invalid_token")
+    return Principal(id=subject, is_admin=claims.get("admin") is True)
+
+
+def authorize(requirement, request, verify):
+    """The caller for a route that needs `requirement` (NONE, USER or ADMIN): None for NONE; 401 without a
+    valid token; 403 for a non-admin where ADMIN is needed."""
+    if requirement == NONE:
+        return None
+    token = bearer_token(request)
+    try:
+        claims = verify(token)
+    except Unauthorized:
+        raise unauthorized("The access token is invalid or expired.", error="invalid_token")
+    principal = principal_from_claims(claims)
+    if requirement == ADMIN and not principal.is_admin:
+        raise forbidden("Only an administrator may do this.")
+    return principal

@@ -1,0 +1,98 @@
+"""JSON over HTTP: answers with the right content type, and request bodies read safely.
+
+A body is read from the WSGI input with a hard limit (`Content-Length` is checked first, and at most limit + 1
+bytes are read so a chunked body cannot run past it), must be `application/json` (UTF-8), and must be a JSON
+object.
+"""
+import json
+
+from werkzeug.wrappers import Response
+
+from gateway_http.errors import bad_request, payload_too_large, unsupported_media_type, validation_error
+
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+_READ_CHUNK = 16 * 1024
+
+
+def json_response(status, payload, headers=None):
+    """An answer with `payload` as a UTF-8 JSON body."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), status=status, headers=headers, content_type=JSON_CONTENT_TYPE)
+
+
+def empty_response(status=204, headers=None):
+    """An answer without a body (and so without a content type)."""
+    response = Response(status=status, headers=headers)
+    response.headers.pop("Content-Type", None)
+    return response
+
+
+def error_response(error):
+    """The envelope answer for an `HttpError`."""
+    return json_response(error.status, error.body(), headers=error.headers)
+
+
+def check_declared_length(request, limit):
+    """413 when the declared `Content-Length` is over `limit`: refused before anything is read."""
+    if request.content_length is not None and request.content_length > limit:
+        raise payload_too_large(limit)
+
+
+def read_body(request, limit):
+    """The raw body, at most `limit` bytes, else 413."""
+    check_declared_length(request, limit)
+    # werkzeug's `request.stream` is empty for a chunked body under eventlet (the server does not set
+    # wsgi.input_terminated), so read eventlet's input directly: it ends at Content-Length or the last chunk.
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise payload_too_large(limit)
+    return b"".join(chunks)
+
+
+def is_json(request):
+    """Whether the body is plain application/json: no charset or charset=utf-8, and not compressed."""
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    return request.mimetype == "application/json" and charset in ("utf-8", "utf8") and encoding == "identity"
+
+
+def parse_json_object(request, body, empty_means_object=False):
+    """The request body as a dict: 415 for another content type, 400 for bad UTF-8, bad JSON or not an
+    object. An empty body is `{}` when `empty_means_object`, else 400."""
+    if not body:
+        if empty_means_object:
+            return {}
+        raise bad_request("The request needs a JSON object body.")
+    if not is_json(request):
+        raise unsupported_media_type()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("The request body is not valid UTF-8.")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise bad_request("The request body is not valid JSON.")
+    if not isinstance(value, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return value
+
+
+def _refuse_constant(name):
+    # NaN and Infinity are not JSON, although Python's parser accepts them.
+    raise ValueError(f"{name} is not JSON")
+
+
+def query_values(request):
+    """The query string as {name: value}; 422 when a name is given more than once."""
+    repeated = {name: "given more than once" for name, values in request.args.lists() if len(values) > 1}
+    if repeated:
+        raise validation_error("The query string is not valid.", repeated)
+    return request.args.to_dict()

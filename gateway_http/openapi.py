@@ -1,0 +1,134 @@
+"""The OpenAPI 3.1 description of a route table: paths and methods from the routes, JSON Schemas from their
+pydantic models (`models_json_schema`), one error envelope schema, one bearer security scheme."""
+from pydantic.json_schema import models_json_schema
+
+from gateway_http.auth import ADMIN, NONE
+from gateway_http.schemas import PATH_PARAMS, ErrorEnvelope
+
+SECURITY_SCHEME = "bearerAuth"
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+# Each error status: its name in components/responses and when the gateway answers it (API.md, Conventions).
+ERROR_RESPONSES = {
+    400: ("bad_request", "the body is not valid JSON (UTF-8), or not a JSON object"),
+    401: ("unauthorized", "missing, malformed, expired or forged bearer token, or wrong credentials"),
+    403: ("forbidden", "authenticated but not allowed"),
+    404: ("not_found", "no such resource (or it belongs to someone else)"),
+    409: ("conflict", "a duplicate, or a state that forbids the change"),
+    413: ("payload_too_large", "the body is over the limit"),
+    415: ("unsupported_media_type", "the body is not application/json"),
+    422: ("validation_error", "validation_error (details.fields maps field to reason), unknown_product or "
+                              "empty_cart"),
+    500: ("internal_error", "a bug; the log has the rest"),
+    503: ("service_unavailable", "a backend service did not answer"),
+    504: ("gateway_timeout", "a backend service answered too late"),
+}
+
+
+def openapi_document(routes, title="Cartmesh API", version="1"):
+    """The OpenAPI 3.1 document (a dict) of `routes`."""
+    refs, schemas = _schemas(routes)
+    paths = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": _error_responses(refs),
+            "securitySchemes": {SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def _schemas(routes):
+    """({(model, mode): {"$ref"...}}, {name: JSON Schema}) for every model the routes use."""
+    wanted = {(ErrorEnvelope, "serialization")}
+    for route in routes:
+        if route.body is not None:
+            wanted.add((route.body, "validation"))
+        if route.response is not None:
+            wanted.add((route.response, "serialization"))
+    keyed = sorted(wanted, key=lambda pair: (pair[0].__name__, pair[1]))
+    refs, top = models_json_schema(keyed, ref_template=REF_TEMPLATE)
+    return refs, top.get("$defs", {})
+
+
+def _operation(route, refs):
+    operation = {
+        "operationId": route.handler.__name__,
+        "summary": route.summary,
+        "tags": [route.tag],
+        "responses": _responses(route, refs),
+    }
+    parameters = _path_parameters(route) + _query_parameters(route)
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": not route.empty_body,
+            "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
+        }
+        if route.empty_body:
+            operation["requestBody"]["description"] = "an empty body counts as {}"
+    operation["security"] = [] if route.auth == NONE else [{SECURITY_SCHEME: []}]
+    return operation
+
+
+def _path_parameters(route):
+    return [{"name": name, "in": "path", "required": True, "schema": dict(PATH_PARAMS[name][1])}
+            for name in route.path_params]
+
+
+def _query_parameters(route):
+    if route.query is None:
+        return []
+    schema = route.query.model_json_schema()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        parameter = {"name": name, "in": "query", "required": name in required, "schema": field_schema}
+        if "description" in field_schema:
+            parameter["description"] = field_schema["description"]
+        parameters.append(parameter)
+    return parameters
+
+
+def _responses(route, refs):
+    success = {"description": route.description}
+    if route.response is not None and route.status != 204:
+        schema = refs[(route.response, "serialization")]
+        success["content"] = {"application/json": {"schema": schema}}
+    responses = {str(route.status): success}
+    for status, description in route.alternatives:
+        responses[str(status)] = dict(success, description=description)
+    for status in sorted(_error_statuses(route)):
+        name = ERROR_RESPONSES[status][0]
+        responses.setdefault(str(status), {"$ref": f"#/components/responses/{name}"})
+    return responses
+
+
+def _error_responses(refs):
+    """components/responses: one per error status, each the error envelope."""
+    content = {"application/json": {"schema": refs[(ErrorEnvelope, "serialization")]}}
+    return {name: {"description": description, "content": content}
+            for name, description in ERROR_RESPONSES.values()}
+
+
+def _error_statuses(route):
+    """The error statuses `route` can answer (404 and 405 for unknown paths and methods are not per route).
+    422 is everywhere: an unknown query parameter is refused on every route."""
+    statuses = {422, 500} | set(route.errors)
+    if not route.local:
+        statuses |= {503, 504}
+    if route.body is not None:
+        statuses |= {400, 413, 415}
+    if route.auth != NONE:
+        statuses.add(401)
+    if route.auth == ADMIN:
+        statuses.add(403)
+    if route.path_params:
+        statuses.add(404)
+    return statuses

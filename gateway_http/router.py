@@ -1,0 +1,175 @@
+"""One request through the route table: match, authorize, path parameters, body, validation, handler, answer.
+
+The checks run in a fixed order, so a request that breaks several rules always gets the same answer:
+no route 404 / wrong method 405 → declared body too large 413 → 401/403 → malformed path parameter 404 →
+body read (413), content type 415, JSON 400 → body and query rules 422 → the handler (and the services'
+errors). Every outcome leaves as JSON carrying the request id.
+"""
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Map, Rule
+
+from gateway_http.auth import ADMIN, NONE, USER, Principal, authorize
+from gateway_http.errors import http_error, is_expected, method_not_allowed, not_found, validation_error
+from gateway_http.http import check_declared_length, empty_response, error_response, json_response, \
+    parse_json_object, query_values, read_body
+from gateway_http.schemas import PATH_PARAMS, field_errors
+from services.common.context import REQUEST_ID_HEADER
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+_PARAM = re.compile(r"{(\w+)}")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the public API: what serves it and, from the same record, how /openapi.json shows it."""
+
+    method: str
+    path: str  # OpenAPI template; its parameters are named in schemas.PATH_PARAMS, e.g. "/carts/{id}"
+    handler: Callable  # handler(call) -> JSON payload, or a Reply
+    summary: str
+    description: str  # of the success answer
+    tag: str
+    status: int = 200  # of the success answer; 204 sends no body
+    auth: str = NONE  # NONE, USER or ADMIN
+    body: type[BaseModel] | None = None  # the request body's model; None: the route ignores any body
+    empty_body: bool = False  # an empty body is validated as {}
+    query: type[BaseModel] | None = None  # the query string's model; None: no query parameters allowed
+    response: type[BaseModel] | None = None  # documents the success answer
+    errors: tuple[int, ...] = ()  # statuses the services may answer besides the gateway's own (documentation)
+    alternatives: tuple[tuple[int, str], ...] = ()  # other statuses answered with `response`'s shape
+    local: bool = False  # answered by the gateway alone, without calling a service
+
+    def __post_init__(self):
+        unknown = set(self.path_params) - set(PATH_PARAMS)
+        if unknown:
+            raise ValueError(f"{self.method} {self.path}: no rule for path parameters {sorted(unknown)}")
+        if self.auth not in (NONE, USER, ADMIN):
+            raise ValueError(f"{self.method} {self.path}: unknown auth requirement {self.auth!r}")
+
+    @property
+    def path_params(self):
+        return _PARAM.findall(self.path)
+
+    @property
+    def rule(self):
+        """The path as a werkzeug rule: "/carts/<id>"."""
+        return _PARAM.sub(r"<\1>", self.path)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler is given."""
+
+    service: Any  # the worker's service instance: the RPC proxies are its attributes
+    user: Principal | None  # None on routes open to anyone
+    path: dict  # path parameters, checked and normalised
+    body: BaseModel | None
+    query: BaseModel | None
+    headers: Any = None  # the request's headers (werkzeug Headers), e.g. for an Idempotency-Key
+
+
+class Reply(NamedTuple):
+    """A handler's answer when its status is not the route's usual one."""
+
+    status: int
+    payload: Any
+
+
+class Router:
+    """Serves requests from a route table.
+
+    `dispatch(service, request)` needs these attributes on `service` (the nameko worker's service instance):
+    `request_id`, `config` (MAX_BODY_BYTES), `verify_token(token) -> claims`, and whatever the handlers use.
+    """
+
+    def __init__(self, routes):
+        self.routes = tuple(routes)
+        self.url_map = Map([Rule(route.rule, methods=[route.method], endpoint=route) for route in self.routes],
+                           merge_slashes=False)
+
+    def dispatch(self, service, request):
+        """The answer to `request`: always a response, never an exception."""
+        started = time.monotonic()
+        # The caller chose the path: escape it so that it cannot forge log lines.
+        target = f"{request.method} {request.path}".encode("unicode_escape").decode("ascii")
+        try:
+            response = self.serve(service, request)
+        except Exception as exc:
+            error = http_error(exc)
+            if not is_expected(exc):
+                log.exception("unhandled error in %s (request %s)", target, service.request_id)
+            elif error.status >= 500:
+                log.warning("%s: %s", target, error.message)
+            response = error_response(error)
+        response.headers[REQUEST_ID_HEADER] = service.request_id
+        log.info("%s %s %.1f ms", target, response.status_code, (time.monotonic() - started) * 1000)
+        return response
+
+    def serve(self, service, request):
+        route, raw_params = self.match(request)
+        limit = int(service.config.get("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
+        check_declared_length(request, limit)
+        user = authorize(route.auth, request, service.verify_token)
+        path = self.path_params(raw_params)
+        body = self.body(route, request, read_body(request, limit))
+        query = self.query(route, request)
+        result = route.handler(Call(service=service, user=user, path=path, body=body, query=query,
+                                    headers=request.headers))
+        status, payload = result if isinstance(result, Reply) else (route.status, result)
+        if status == 204:
+            return empty_response()
+        return json_response(status, payload)
+
+    def match(self, request):
+        """(route, raw path parameters); 404 for an unknown path, 405 for a known path and another method."""
+        adapter = self.url_map.bind("gateway")  # the host plays no part in matching
+        try:
+            return adapter.match(request.path, method=request.method)
+        except MethodNotAllowed as exc:
+            raise method_not_allowed(exc.valid_methods)
+        except HTTPException:  # no route (or a redirect werkzeug would suggest): nothing here either way
+            raise not_found()
+
+    @staticmethod
+    def path_params(raw):
+        """Checked and normalised path parameters; a malformed one is 404, as if the resource did not exist."""
+        params = {}
+        for name, value in raw.items():
+            pattern, _schema, normalise = PATH_PARAMS[name]
+            if not pattern.match(value):
+                raise not_found()
+            params[name] = normalise(value)
+        return params
+
+    @staticmethod
+    def body(route, request, raw):
+        if route.body is None:
+            return None
+        data = parse_json_object(request, raw, empty_means_object=route.empty_body)
+        try:
+            return route.body.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error("The request body breaks the rules in details.fields.", field_errors(exc))
+
+    @staticmethod
+    def query(route, request):
+        values = query_values(request)
+        if route.query is None:
+            if values:
+                raise validation_error("This path takes no query parameters.",
+                                       {name: "unknown query parameter" for name in values})
+            return None
+        try:
+            return route.query.model_validate(values)
+        except ValidationError as exc:
+            raise validation_error("The query string breaks the rules in details.fields.", field_errors(exc))
+

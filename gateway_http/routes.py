@@ -1,0 +1,138 @@
+"""The public API (shared/API.md) as one table: every route, its rules and its handler.
+
+The gateway serves exactly this table (router.py) and describes exactly this table (openapi.py). A handler
+translates the checked request into one RPC call (docs/SERVICES.md); the services' errors travel back as they
+are and become the error envelope in router.py.
+"""
+from gateway_http import schemas
+from gateway_http.auth import ADMIN, USER
+from gateway_http.errors import unauthorized
+from gateway_http.openapi import openapi_document
+from gateway_http.router import Reply, Route
+from services.common.errors import NotFound
+
+# --- accounts ---------------------------------------------------------------------------------------------
+
+
+def register(call):
+    return call.service.accounts.register(call.body.email, call.body.password)
+
+
+def issue_token(call):
+    return call.service.accounts.issue_token(call.body.email, call.body.password)
+
+
+def me(call):
+    try:
+        return call.service.accounts.get_user(call.user.id)
+    except NotFound:
+        # A valid token for a user that no longer exists: the credentials are what is wrong, not the path.
+        raise unauthorized("The access token's user does not exist.", error="invalid_token")
+
+
+# --- catalog ----------------------------------------------------------------------------------------------
+
+
+def list_products(call):
+    query = call.query
+    return call.service.catalog.list_products(limit=query.limit, offset=query.offset, q=query.q or None)
+
+
+def get_product(call):
+    return call.service.catalog.get_product(call.path["sku"])
+
+
+def create_product(call):
+    return call.service.catalog.create_product(call.body.model_dump())
+
+
+def update_product(call):
+    return call.service.catalog.update_product(call.path["sku"], call.body.changes())
+
+
+# --- carts ------------------------------------------------------------------------------------------------
+
+
+def list_carts(call):
+    return call.service.carts.list_carts(call.user.id)
+
+
+def create_cart(call):
+    items = [line.model_dump() for line in call.body.items]
+    return call.service.carts.create_cart(call.user.id, items=items or None)
+
+
+def get_cart(call):
+    return call.service.carts.get_cart(call.user.id, call.path["id"])
+
+
+def add_item(call):
+    return call.service.carts.add_item(call.user.id, call.path["id"], call.body.sku, call.body.quantity)
+
+
+def set_item(call):
+    return call.service.carts.set_item(call.user.id, call.path["id"], call.path["sku"],
+                                       call.body.quantity)
+
+
+def remove_item(call):
+    return call.service.carts.remove_item(call.user.id, call.path["id"], call.path["sku"])
+
+
+def delete_cart(call):
+    call.service.carts.delete_cart(call.user.id, call.path["id"])
+
+
+# --- operations -------------------------------------------------------------------------------------------
+
+
+def health(call):
+    services = call.service.health_probe()
+    healthy = all(state == "ok" for state in services.values())
+    return Reply(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "services": services})
+
+
+def openapi(call):
+    return OPENAPI
+
+
+ROUTES = (
+    Route("POST", "/auth/register", register, "Create an account", "the new account", "accounts",
+          status=201, body=schemas.Registration, response=schemas.Registered, errors=(409,)),
+    Route("POST", "/auth/token", issue_token, "Get an access token", "a bearer token", "accounts",
+          body=schemas.Credentials, response=schemas.AccessToken, errors=(401,)),
+    Route("GET", "/me", me, "The caller's account", "the caller's account", "accounts",
+          auth=USER, response=schemas.User),
+
+    Route("GET", "/products", list_products, "List products", "a page of products in sku order", "catalog",
+          query=schemas.ProductQuery, response=schemas.ProductPage),
+    Route("GET", "/products/{sku}", get_product, "Get a product", "the product", "catalog",
+          response=schemas.Product),
+    Route("POST", "/products", create_product, "Add a product (admin)", "the new product", "catalog",
+          status=201, auth=ADMIN, body=schemas.NewProduct, response=schemas.Product, errors=(409,)),
+    Route("PATCH", "/products/{sku}", update_product, "Change a product (admin)", "the changed product",
+          "catalog", auth=ADMIN, body=schemas.ProductChanges, response=schemas.Product),
+
+    Route("GET", "/carts", list_carts, "The caller's carts", "the caller's carts, newest first", "carts",
+          auth=USER, response=schemas.CartList),
+    Route("POST", "/carts", create_cart, "Open a cart", "the new cart", "carts",
+          status=201, auth=USER, body=schemas.NewCart, empty_body=True, response=schemas.Cart),
+    Route("GET", "/carts/{id}", get_cart, "Get a cart", "the cart", "carts",
+          auth=USER, response=schemas.Cart),
+    Route("POST", "/carts/{id}/items", add_item, "Add to a line", "the cart", "carts",
+          auth=USER, body=schemas.NewLine, response=schemas.Cart, errors=(409,)),
+    Route("PUT", "/carts/{id}/items/{sku}", set_item, "Set a line's quantity (0 removes it)", "the cart",
+          "carts", auth=USER, body=schemas.LineQuantity, response=schemas.Cart, errors=(409,)),
+    Route("DELETE", "/carts/{id}/items/{sku}", remove_item, "Remove a line", "the cart", "carts",
+          auth=USER, response=schemas.Cart, errors=(409,)),
+    Route("DELETE", "/carts/{id}", delete_cart, "Delete a cart", "deleted", "carts",
+          status=204, auth=USER, errors=(409,)),
+
+    Route("GET", "/health", health, "Backend health", "every backend answers", "operations",
+          response=schemas.Health, alternatives=((503, "some backend is down: the failing ones are marked"),)),
+    Route("GET", "/openapi.json", openapi, "This API's description", "the OpenAPI 3.1 document",
+          "operations", response=schemas.OpenApiDocument, local=True),
+)
+
+# Built once, at import: a route the generator cannot describe fails at start-up, not on the first request.
+OPENAPI = openapi_document(ROUTES)
