@@ -6,10 +6,10 @@ are and become the error envelope in router.py.
 """
 from gateway_http import schemas
 from gateway_http.auth import ADMIN, USER
-from gateway_http.errors import unauthorized
+from gateway_http.errors import unauthorized, validation_error
 from gateway_http.openapi import openapi_document
 from gateway_http.router import Reply, Route
-from services.common.errors import NotFound
+from services.common.errors import NotFound, ValidationFailed
 
 # --- accounts ---------------------------------------------------------------------------------------------
 
@@ -83,6 +83,41 @@ def delete_cart(call):
     call.service.carts.delete_cart(call.user.id, call.path["id"])
 
 
+def checkout(call):
+    key = idempotency_key(call.headers)
+    try:
+        card = call.service.payments.register_card(call.body.payment.card_number)
+    except ValidationFailed as error:  # the Luhn check: name the field as the request does
+        raise validation_error(error.message, {"payment.card_number": "is not a valid card number"})
+    placed = call.service.orders.checkout(call.user.id, call.path["id"], card["payment_method_id"],
+                                          idempotency_key=key)
+    return Reply(202 if placed["created"] else 200, placed["order"])
+
+
+def idempotency_key(headers):
+    """The request's `Idempotency-Key`, or None; 422 for one that is not 1-255 printable ASCII characters."""
+    key = headers.get("Idempotency-Key")
+    if key is not None and not schemas.IDEMPOTENCY_KEY.match(key):
+        raise validation_error("The Idempotency-Key header breaks the rules in details.fields.",
+                               {"Idempotency-Key": "must be 1 to 255 printable ASCII characters"})
+    return key
+
+
+# --- orders -----------------------------------------------------------------------------------------------
+
+
+def list_orders(call):
+    return call.service.orders.list_orders(call.user.id, limit=call.query.limit, offset=call.query.offset)
+
+
+def get_order(call):
+    return call.service.orders.get_order(call.user.id, call.path["id"])
+
+
+def cancel_order(call):
+    return call.service.orders.cancel_order(call.user.id, call.path["id"])
+
+
 # --- operations -------------------------------------------------------------------------------------------
 
 
@@ -127,6 +162,16 @@ ROUTES = (
           auth=USER, response=schemas.Cart, errors=(409,)),
     Route("DELETE", "/carts/{id}", delete_cart, "Delete a cart", "deleted", "carts",
           status=204, auth=USER, errors=(409,)),
+
+    Route("POST", "/carts/{id}/checkout", checkout, "Check out a cart", "the new order, pending", "orders", status=202, auth=USER, body=schemas.Checkout, response=schemas.Order,
+          alternatives=((200, "the order an earlier request with the same Idempotency-Key made"),),
+          errors=(409,)),
+    Route("GET", "/orders", list_orders, "The caller's orders", "a page of the caller's orders, newest first",
+          "orders", auth=USER, query=schemas.PageQuery, response=schemas.OrderPage),
+    Route("GET", "/orders/{id}", get_order, "Get an order", "the order", "orders",
+          auth=USER, response=schemas.Order),
+    Route("POST", "/orders/{id}/cancel", cancel_order, "Cancel a confirmed order (refund, stock back)",
+          "the cancelled order", "orders", auth=USER, response=schemas.Order, errors=(409,)),
 
     Route("GET", "/health", health, "Backend health", "every backend answers", "operations",
           response=schemas.Health, alternatives=((503, "some backend is down: the failing ones are marked"),)),

@@ -110,12 +110,32 @@ def _decimal_integer(value):
 QueryInt = BeforeValidator(_decimal_integer)
 
 
-class ProductQuery(StrictModel):
-    """`GET /products?limit&offset&q`."""
+class PageQuery(StrictModel):
+    """`?limit&offset` of a list."""
 
     limit: Annotated[int, Field(ge=1, le=100), QueryInt] = 20
     offset: Annotated[int, Field(ge=0, le=MAX_AMOUNT), QueryInt] = 0
+
+
+class ProductQuery(PageQuery):
+    """`GET /products?limit&offset&q`."""
+
     q: Annotated[str, Field(max_length=200, description="case-insensitive filter on name and description")] = ""
+
+
+class Payment(StrictModel):
+    card_number: Annotated[str, Field(pattern=r"^[0-9]{12,19}$",
+                                      description="12-19 digits; checked with Luhn by payments")]
+
+
+class Checkout(StrictModel):
+    """`POST /carts/{id}/checkout`; the card number is never stored: payments keeps its last four digits."""
+
+    payment: Payment
+
+
+# An Idempotency-Key header: printable ASCII, as long as a UUID or a little more.
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 # --- path parameters --------------------------------------------------------------------------------------
@@ -183,6 +203,24 @@ class Cart(BaseModel):
     total_cents: int
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     updated_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class Order(BaseModel):
+    id: str = Field(json_schema_extra={"format": "uuid"})
+    cart_id: str = Field(json_schema_extra={"format": "uuid"})
+    status: Literal["pending", "confirmed", "failed", "cancelled"]
+    failure_reason: Literal["out_of_stock", "payment_declined", "timeout"] | None
+    items: list[CartLine] = Field(description="as in the cart at checkout, prices frozen")
+    total_cents: int
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class OrderPage(BaseModel):
+    items: list[Order]
+    total: int
+    limit: int
+    offset: int
 
 
 class CartList(BaseModel):

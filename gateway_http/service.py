@@ -28,6 +28,8 @@ class GatewayService:
     accounts = Rpc("accounts")
     catalog = Rpc("catalog")
     carts = Rpc("carts")
+    payments = Rpc("payments")
+    orders = Rpc("orders")
     health_probe = HealthProbe()
 
     @every_request

@@ -201,7 +201,25 @@ class FakeCarts:
                 "created_at": "2026-11-28T14:20:00.000000Z", "updated_at": "2026-11-28T14:20:00.000000Z"}
 
 
-ALL_BACKENDS = (FakeAccounts, FakeCatalog, FakeCarts)
+class FakePayments:
+    """Only what /health asks: checkout runs against the real services in tests/e2e."""
+
+    name = "payments"
+
+    @rpc
+    def health(self):
+        return "ok"
+
+
+class FakeOrders:
+    name = "orders"
+
+    @rpc
+    def health(self):
+        return "ok"
+
+
+ALL_BACKENDS = (FakeAccounts, FakeCatalog, FakeCarts, FakePayments, FakeOrders)
 
 
 # --- HTTP fixture ------------------------------------------------------------------------------------------
@@ -303,7 +321,8 @@ def test_accounts_through_the_gateway_and_health_ok(gateway):
 
     health = http.get("/health")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "services": {"accounts": "ok", "catalog": "ok", "carts": "ok"}}
+    assert health.json() == {"status": "ok", "services": {"accounts": "ok", "catalog": "ok", "carts": "ok",
+                                                          "payments": "ok", "orders": "ok"}}
 
 
 def test_bad_tokens_are_401(gateway):
@@ -504,18 +523,19 @@ def test_a_bug_in_a_backend_is_a_generic_500(gateway, caplog):
 
 
 def test_missing_backend_is_503_and_health_names_it(gateway):
-    http = gateway(FakeAccounts, FakeCatalog)  # carts is not running
+    http = gateway(FakeAccounts, FakeCatalog, FakePayments, FakeOrders)  # carts is not running
 
     assert_error(http.get("/carts", headers=bearer()), 503, "service_unavailable")
     health = http.get("/health")
     assert health.status_code == 503
     assert health.headers["Content-Type"] == JSON
     assert health.json() == {"status": "degraded",
-                             "services": {"accounts": "ok", "catalog": "ok", "carts": "unavailable"}}
+                             "services": {"accounts": "ok", "catalog": "ok", "carts": "unavailable",
+                                          "payments": "ok", "orders": "ok"}}
 
 
 def test_slow_backend_is_504_and_health_says_timeout(gateway):
-    http = gateway(FakeAccounts, FakeCatalog, FakeCarts, RPC_TIMEOUT=0.5, HEALTH_TIMEOUT=0.5)
+    http = gateway(*ALL_BACKENDS, RPC_TIMEOUT=0.5, HEALTH_TIMEOUT=0.5)
     Store.slow_seconds = 1.5
 
     started = time.monotonic()
@@ -523,7 +543,8 @@ def test_slow_backend_is_504_and_health_says_timeout(gateway):
     assert time.monotonic() - started < 1.4  # the gateway gave up, it did not wait for the answer
     health = http.get("/health")
     assert health.status_code == 503
-    assert health.json()["services"] == {"accounts": "ok", "catalog": "timeout", "carts": "ok"}
+    assert health.json()["services"] == {"accounts": "ok", "catalog": "timeout", "carts": "ok",
+                                         "payments": "ok", "orders": "ok"}
 
 
 def test_openapi_document_matches_the_route_table(gateway):
