@@ -114,3 +114,72 @@ def validate_page(limit, offset, q):
         errors["q"] = f"must be at most {Q_MAX_LENGTH} characters"
     ValidationFailed.raise_if(errors)
     return limit, offset, (q or None)
+
+
+# Stock holds ------------------------------------------------------------------------------------------------
+
+HELD, COMMITTED, RELEASED = "held", "committed", "released"
+HOLD_STATUSES = (HELD, COMMITTED, RELEASED)
+# Units of a hold in these states are out of `stock` but still counted in `on_hand`.
+OUTSTANDING = (HELD, COMMITTED)
+MAX_LINE_QUANTITY = 999
+MAX_LINES = 1000
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def validate_order_id(order_id):
+    """The stored form of `order_id` (lower-case canonical UUID, as orders makes them); ValidationFailed else."""
+    if isinstance(order_id, str) and _CANONICAL_UUID.fullmatch(order_id):
+        return order_id.lower()
+    raise ValidationFailed.field("order_id", "must be a UUID string")
+
+
+def validate_lines(lines):
+    """The lines of a hold as `[{"sku", "quantity"}]` in sku order, or ValidationFailed naming each bad one.
+
+    A line is exactly `{"sku", "quantity"}` with a well-formed sku and a whole quantity from 1 to 999; there is
+    at least one line and no sku appears twice.
+    """
+    if not isinstance(lines, (list, tuple)) or not lines:
+        raise ValidationFailed.field("lines", "must be a non-empty list")
+    if len(lines) > MAX_LINES:
+        raise ValidationFailed.field("lines", f"must have at most {MAX_LINES} lines")
+    errors, seen = {}, set()
+    for index, line in enumerate(lines):
+        where = f"lines[{index}]"
+        if not isinstance(line, dict):
+            errors[where] = "must be an object with sku and quantity"
+            continue
+        for field in sorted(set(line) - {"sku", "quantity"}, key=str):
+            errors[f"{where}.{field}"] = "unknown field"
+        sku, quantity = line.get("sku"), line.get("quantity")
+        if not is_sku(sku):
+            errors[f"{where}.sku"] = "must be 1 to 64 characters of A-Z a-z 0-9 - _"
+        elif sku in seen:
+            errors[f"{where}.sku"] = "appears in an earlier line"
+        else:
+            seen.add(sku)
+        if not is_whole_number(quantity) or not 1 <= quantity <= MAX_LINE_QUANTITY:
+            errors[f"{where}.quantity"] = f"must be a whole number from 1 to {MAX_LINE_QUANTITY}"
+    ValidationFailed.raise_if(errors)
+    return sorted(({"sku": line["sku"], "quantity": line["quantity"]} for line in lines),
+                  key=lambda line: line["sku"])
+
+
+def stock_breaches(counts):
+    """What breaks the stock invariants, one sentence per breach naming the sku and the numbers.
+
+    `counts`: `[{"sku", "stock", "on_hand", "held", "committed"}]`, where held and committed are the units of
+    the product's lines in holds of that status. Every product must have `on_hand == stock + held + committed`
+    and `stock >= 0`.
+    """
+    breaches = []
+    for row in counts:
+        sku, stock, on_hand, held, committed = (
+            row["sku"], row["stock"], row["on_hand"], row["held"], row["committed"])
+        if stock < 0:
+            breaches.append(f"product {sku}: stock {stock} is below zero")
+        if on_hand != stock + held + committed:
+            breaches.append(f"product {sku}: on_hand {on_hand} != stock {stock} + held {held} + "
+                            f"committed {committed} (= {stock + held + committed})")
+    return breaches

@@ -1,17 +1,18 @@
-"""The catalog database: one table of products."""
-from datetime import datetime, timezone
+"""The catalog database: products, the stock holds of orders and their lines, and the outbox."""
+from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import UtcDateTime, utcnow
+from services.common.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
     pass
 
 
-def utc_now():
-    return datetime.now(timezone.utc)
-
+outbox_table(Base.metadata)
 
 # Byte order for skus on PostgreSQL too (SQLite compares bytes already), so "sku order" is the same everywhere
 # whatever the database's default collation.
@@ -19,7 +20,11 @@ SkuType = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 
 class Product(Base):
-    """A product, keyed by its sku. 64-bit amounts leave room for sums of the bounded values domain accepts."""
+    """A product, keyed by its sku. 64-bit amounts leave room for sums of the bounded values domain accepts.
+
+    `stock` is what can still be bought; `on_hand` is what the shop counts as its own: stock plus the units
+    held for orders and the units sold (docs/SERVICES.md, "catalog: stock holds").
+    """
 
     __tablename__ = "products"
 
@@ -28,11 +33,49 @@ class Product(Base):
     description: Mapped[str] = mapped_column(String(2000), nullable=False, default="", server_default="")
     price_cents: Mapped[int] = mapped_column(BigInteger, nullable=False)
     stock: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utc_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utc_now,
-                                                 onupdate=utc_now)
+    on_hand: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        # The last line of defence against overselling: a statement that would take stock below zero fails.
+        CheckConstraint("stock >= 0", name="ck_products_stock"),
+    )
 
     def to_dict(self):
-        """The product as the RPC methods answer it."""
+        """The product as the RPC methods answer it (on_hand stays internal)."""
         return {"sku": self.sku, "name": self.name, "description": self.description,
                 "price_cents": self.price_cents, "stock": self.stock}
+
+
+class StockHold(Base):
+    """The stock an order holds: `held` (out of stock, not sold yet), `committed` (sold) or `released`
+    (given back; with no lines, a tombstone that refuses a late reserve for the order)."""
+
+    __tablename__ = "stock_holds"
+
+    order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(12), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('held', 'committed', 'released')", name="ck_stock_holds_status"),
+        # The expiry sweep looks for held holds past their time.
+        Index("ix_stock_holds_status_expires", "status", "expires_at"),
+    )
+
+
+class StockHoldLine(Base):
+    """`quantity` units of one product in an order's hold."""
+
+    __tablename__ = "stock_hold_lines"
+
+    order_id: Mapped[str] = mapped_column(String(36), ForeignKey("stock_holds.order_id"), primary_key=True)
+    sku: Mapped[str] = mapped_column(SkuType, ForeignKey("products.sku"), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="ck_stock_hold_lines_quantity"),
+    )

@@ -1,25 +1,40 @@
-"""The catalog service: products, their prices and stock; tells the others when a product changes."""
-import logging
+"""The catalog service: products, their prices and stock, and the stock orders hold; tells the others when a
+product changes.
 
-from nameko.events import EventDispatcher
+Every `product_changed` event is written to the outbox in the transaction of the change it announces
+(`services.common.outbox`), so a committed change is always announced and a rolled-back one never is.
+"""
+import logging
+from datetime import timedelta
+
+from nameko.dependency_providers import Config
 from nameko.rpc import rpc
-from sqlalchemy import func, or_, select
+from nameko.timer import timer
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from services.catalog import stock
 from services.catalog.domain import (
-    DEFAULT_LIMIT, is_sku, validate_changes, validate_new_product, validate_page,
+    COMMITTED, DEFAULT_LIMIT, HELD, RELEASED, is_sku, stock_breaches, validate_changes, validate_lines,
+    validate_new_product, validate_order_id, validate_page,
 )
 from services.catalog.models import Product
 from services.common import health
 from services.common.context import RequestId
-from services.common.db import Database, after_commit
+from services.common.db import Database, utcnow
 from services.common.errors import EXPECTED, Conflict, NotFound, ValidationFailed
+from services.common.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 PRODUCT_CHANGED = "product_changed"
 # Skus per `IN (...)` query: well under SQLite's limit on bound parameters.
 SKUS_PER_QUERY = 500
+DEFAULT_RESERVATION_TTL_SECONDS = 600
+# nameko reads a timer's interval at import, so the sweep runs at this fixed pace; the TTL comes from config.
+EXPIRY_SWEEP_SECONDS = 1
+# Attempts of a release that lost a race to insert the order's first hold (it then finds that hold).
+RELEASE_ATTEMPTS = 3
 
 
 def matching(q):
@@ -36,8 +51,9 @@ class CatalogService(health.HealthRpc):
     name = "catalog"
 
     db = Database("DATABASE_URL")
+    emit = Outbox()
     request_id = RequestId()
-    dispatch = EventDispatcher()
+    config = Config()
 
     @rpc(expected_exceptions=EXPECTED)
     def list_products(self, limit=DEFAULT_LIMIT, offset=0, q=None):
@@ -69,51 +85,139 @@ class CatalogService(health.HealthRpc):
 
     @rpc(expected_exceptions=EXPECTED)
     def create_product(self, product):
-        """The new product; Conflict when its sku exists."""
+        """The new product; Conflict when its sku exists. All of its stock is on hand."""
         fields = validate_new_product(product)
         if self.db.get(Product, fields["sku"]) is not None:
             raise Conflict(f"a product with sku {fields['sku']} already exists")
-        created = Product(**fields)
+        created = Product(**fields, on_hand=fields["stock"])
         self.db.add(created)
         try:
             self.db.flush()
         except IntegrityError:  # a concurrent create of the same sku won
             log.info("create of %s lost a race for the same sku", fields["sku"])
             raise Conflict(f"a product with sku {fields['sku']} already exists") from None
-        return self._changed(created)
+        return self._changed(created.to_dict())
 
     @rpc(expected_exceptions=EXPECTED)
     def update_product(self, sku, changes):
-        """The product after applying `changes` (any of name, description, price_cents, stock)."""
+        """The product after applying `changes` (any of name, description, price_cents, stock). Setting
+        `stock` moves `on_hand` by the same difference: held and sold units stay counted."""
         changes = validate_changes(changes)
-        product = self._get(sku, for_update=True)
-        for field, value in changes.items():
-            setattr(product, field, value)
-        self.db.flush()
-        return self._changed(product)
-
-    def _get(self, sku, for_update=False):
         if not is_sku(sku):
             raise NotFound("no such product")
-        query = select(Product).where(Product.sku == sku)
-        if for_update:
-            # Row lock: concurrent updates of one product apply one after the other.
-            query = query.with_for_update()
-        product = self.db.scalars(query).one_or_none()
+        values = dict(changes, updated_at=utcnow())
+        if "stock" in changes:
+            # One statement, evaluated on the row as it is when locked (both sides of `=` read the old
+            # values), so a concurrent reserve or release cannot slip between reading and writing the stock.
+            values["on_hand"] = Product.on_hand + (changes["stock"] - Product.stock)
+        updated = self.db.execute(update(Product).where(Product.sku == sku).values(**values)
+                                  .execution_options(synchronize_session=False))
+        if updated.rowcount != 1:
+            raise NotFound("no such product")
+        [product] = stock.products_by_sku(self.db, [sku])
+        return self._changed(product)
+
+    # Stock holds ----------------------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def reserve_stock(self, order_id, lines):
+        """Hold every line's quantity for the order, or nothing: `{"status": "held"}`; OutOfStock (details
+        `{"sku"}`) for a line that cannot be had, unknown skus included. Idempotent: an order that has a hold
+        answers its status; Conflict when that hold was released (the order gave up on its stock)."""
+        order_id = validate_order_id(order_id)
+        lines = validate_lines(lines)
+        existing = stock.hold_status(self.db, order_id)
+        if existing is not None:
+            return self._hold_answer(order_id, existing)
+        now = utcnow()
+        stock.take_stock(self.db, lines, now)  # OutOfStock rolls the whole transaction back
+        try:
+            stock.insert_hold(self.db, order_id, HELD, lines, now, now + self._reservation_ttl())
+        except IntegrityError:
+            # A concurrent call for the same order (or its release) recorded a hold first. Rolling back gives
+            # back what this call took; the answer is that hold's.
+            self.db.rollback()
+            existing = stock.hold_status(self.db, order_id)
+            if existing is None:
+                raise
+            log.info("reserve of order %s lost a race; the order's hold is %s", order_id, existing)
+            return self._hold_answer(order_id, existing)
+        self._stock_changed([line["sku"] for line in lines])
+        return {"status": HELD}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def commit_stock(self, order_id):
+        """held → committed (the units are sold): `{"status": "committed"}`; idempotent. Conflict when the
+        order's hold was released or it has none. A hold past its expiry that the sweep has not released yet
+        is still held, and commits: its units never went back to stock."""
+        order_id = validate_order_id(order_id)
+        if not stock.commit_hold(self.db, order_id, utcnow()):
+            status = stock.hold_status(self.db, order_id)
+            if status != COMMITTED:
+                raise Conflict(f"order {order_id} has no stock held to commit ({status or 'no hold'})")
+        return {"status": COMMITTED}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def release_stock(self, order_id):
+        """held or committed → released, the units back in stock: `{"status": "released"}`; idempotent. An
+        order with no hold gets a released tombstone, so that a late reserve for it is refused."""
+        order_id = validate_order_id(order_id)
+        for _attempt in range(RELEASE_ATTEMPTS):
+            now = utcnow()
+            released = stock.release_hold(self.db, order_id, now)
+            if released is not None:
+                self._stock_changed(released)
+                return {"status": RELEASED}
+            if stock.hold_status(self.db, order_id) is not None:
+                return {"status": RELEASED}  # released already: nothing more to give back
+            if stock.insert_tombstone(self.db, order_id, now):
+                return {"status": RELEASED}
+            # A reserve for the order committed its hold meanwhile: start again from what is there now.
+            self.db.rollback()
+            log.info("release of order %s met a hold recorded meanwhile; looking again", order_id)
+        raise Conflict(f"order {order_id}'s hold kept changing; try again")
+
+    @timer(interval=EXPIRY_SWEEP_SECONDS)
+    def release_expired_holds(self):
+        """Release holds still held after their `expires_at`, each in its own transaction."""
+        for order_id in stock.expired_holds(self.db, utcnow()):
+            released = stock.release_hold(self.db, order_id, utcnow(), expired_only=True)
+            if released is not None:  # None: committed or released by someone else since the query
+                self._stock_changed(released)
+                log.info("hold of order %s expired; released", order_id)
+            self.db.commit()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def stock_audit(self):
+        """`{"holds": {order_id: status}, "breaches": [str]}`: every product must have on_hand == stock +
+        held + committed, and stock >= 0."""
+        return {"holds": stock.all_holds(self.db), "breaches": stock_breaches(stock.stock_counts(self.db))}
+
+    # Helpers --------------------------------------------------------------------------------------------
+
+    def _hold_answer(self, order_id, status):
+        if status == RELEASED:
+            raise Conflict(f"the stock hold of order {order_id} was released")
+        return {"status": status}
+
+    def _reservation_ttl(self):
+        return timedelta(seconds=float(self.config.get("RESERVATION_TTL_SECONDS",
+                                                       DEFAULT_RESERVATION_TTL_SECONDS)))
+
+    def _stock_changed(self, skus):
+        """Announce the products whose stock this transaction changed."""
+        for product in stock.products_by_sku(self.db, skus):
+            self._changed(product)
+
+    def _get(self, sku):
+        if not is_sku(sku):
+            raise NotFound("no such product")
+        product = self.db.scalars(select(Product).where(Product.sku == sku)).one_or_none()
         if product is None:
             raise NotFound("no such product")
         return product
 
     def _changed(self, product):
-        """`product` as a dict, announced with `product_changed` once the transaction commits."""
-        payload = {"product": product.to_dict()}
-
-        def announce():
-            # The write is committed whatever happens here; a lost notification must not fail the call.
-            try:
-                self.dispatch(PRODUCT_CHANGED, payload)
-            except Exception:
-                log.exception("could not announce %s of %s", PRODUCT_CHANGED, payload["product"]["sku"])
-
-        after_commit(self.db, announce)
-        return payload["product"]
+        """`product` (a dict), announced with `product_changed` in this transaction (through the outbox)."""
+        self.emit(PRODUCT_CHANGED, {"product": product})
+        return product

@@ -5,9 +5,11 @@ from eventlet.queue import Empty, Queue
 from nameko.cli.run import import_service
 from nameko.events import event_handler
 from nameko.standalone.rpc import ServiceRpcProxy
+from nameko.timer import Timer
 
 from services.catalog.service import CatalogService
 from services.common.errors import Conflict, NotFound, ValidationFailed
+from services.common.outbox import Outbox
 
 MUG = {"sku": "MUG-1", "name": "Blue mug", "description": "Holds 300 ml", "price_cents": 1250, "stock": 3}
 EVENT_TIMEOUT = 5
@@ -18,12 +20,24 @@ def catalog_config(service_config, fresh_database):
     return service_config("catalog", DATABASE_URL=fresh_database("catalog"))
 
 
+def stop_background_work(*containers):
+    """Stop what catalog containers do on their own, the expiry sweep and the outbox relay, so that they do
+    not query the test's database after it is dropped: nameko's factories kill containers only after every
+    other fixture is torn down (a full stop here would cost a second per container)."""
+    for container in containers:
+        for extension in container.extensions:
+            if isinstance(extension, (Timer, Outbox)):
+                extension.stop()
+
+
 @pytest.fixture
-def catalog(container_factory, catalog_config):
+def catalog(catalog_config, container_factory):
     """A started catalog container; yields a standalone RPC proxy to it."""
-    container_factory(CatalogService, catalog_config).start()
+    container = container_factory(CatalogService, catalog_config)
+    container.start()
     with ServiceRpcProxy("catalog", catalog_config) as proxy:
         yield proxy
+    stop_background_work(container)
 
 
 @pytest.fixture
@@ -38,16 +52,21 @@ def product_events(runner_factory, catalog_config):
         def on_product_changed(self, payload):
             received.put(payload)
 
-    runner_factory(catalog_config, CatalogService, Listener).start()
+    runner = runner_factory(catalog_config, CatalogService, Listener)
+    runner.start()
     with ServiceRpcProxy("catalog", catalog_config) as proxy:
         yield proxy, received
+    stop_background_work(*runner.containers)
 
 
 def next_event(received):
+    """The next event's payload without its `event_id` (checked to be there: consumers deduplicate on it)."""
     try:
-        return received.get(timeout=EVENT_TIMEOUT)
+        payload = dict(received.get(timeout=EVENT_TIMEOUT))
     except Empty:
         pytest.fail(f"no product_changed event within {EVENT_TIMEOUT} s")
+    assert isinstance(payload.pop("event_id"), str)
+    return payload
 
 
 def test_create_get_and_get_products(catalog):
@@ -180,6 +199,15 @@ def test_product_changed_after_create_and_update_but_not_after_a_failure(product
     # The next event is the update's: the refused calls announced nothing.
     assert next_event(received) == {"product": dict(MUG, stock=7)}
     assert received.empty()
+
+
+def test_each_event_has_its_own_id(product_events):
+    catalog, received = product_events
+    catalog.create_product(MUG)
+    catalog.update_product("MUG-1", {"name": "Red mug"})
+    first, second = received.get(timeout=EVENT_TIMEOUT), received.get(timeout=EVENT_TIMEOUT)
+    assert first["event_id"] != second["event_id"]
+    assert second["product"]["name"] == "Red mug"
 
 
 def test_concurrent_duplicate_creates_make_one_product(catalog, catalog_config):
