@@ -1,5 +1,7 @@
 # One image for every Cartmesh service and the gateway; docker-compose.yml gives each container its command
-# (the same commands `make run` uses). Build context: see .dockerignore (an allowlist).
+# (the same commands `make run` uses), run through docker/entrypoint.sh, which exports the container's secrets.
+# The same image makes those secrets (docker/make_secrets.py, the compose service `secrets`). No secret is in
+# the image. Build context: see .dockerignore (an allowlist).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -21,5 +23,5 @@ COPY . .
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin cartmesh
 USER 10001:10001
 
-# No CMD of its own: each container's command is in docker-compose.yml (migrate, then `nameko run`, never
-# with --backdoor-port).
+# No ENTRYPOINT or CMD of its own: each container's are in docker-compose.yml (migrate, then `nameko run`,
+# never with --backdoor-port), and Kubernetes sets its own (deploy/k8s).

@@ -1,12 +1,14 @@
 """docker-compose.yml, the Dockerfile and .dockerignore, checked without a Docker engine (none runs here):
-parsed, compared with the services in the repo and with the commands `make run` uses, and validated by the
-`docker compose` client when one is installed."""
+parsed, compared with the services in the repo, with the commands `make run` uses and with the secrets that
+docker/make_secrets.py makes, and validated by the `docker compose` client when one is installed. What the
+containers do with the secrets is run for real in test_make_secrets.py and test_entrypoint.py."""
 import importlib.util
 import os
 import re
 import shlex
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -17,19 +19,35 @@ from scripts import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")
-INFRASTRUCTURE = {"rabbitmq", "postgres"}
+INFRASTRUCTURE = {"rabbitmq", "postgres", "secrets"}
+SECRETS_ROOT = "/run/cartmesh"
+ENTRYPOINT = "/app/docker/entrypoint.sh"
 
 
-def load_make_env():
-    """docker/make_env.py as a module (docker/ is no package: `import docker` would find docker-py)."""
-    spec = importlib.util.spec_from_file_location("make_env", os.path.join(ROOT, "docker", "make_env.py"))
+def load_make_secrets():
+    """docker/make_secrets.py as a module (docker/ is no package: `import docker` would find docker-py)."""
+    spec = importlib.util.spec_from_file_location("make_secrets", os.path.join(ROOT, "docker", "make_secrets.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def env_variables():
-    return load_make_env().variables()
+make_secrets = load_make_secrets()
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML read as compose reads it: nameko (imported by the tests) teaches SafeLoader to substitute `${VAR}`
+    itself, which would hide what the file says."""
+
+
+ComposeLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "!env_var"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def load_compose():
+    """docker-compose.yml as a mapping, `${VAR}` references left as written."""
+    return yaml.load(read("docker-compose.yml"), Loader=ComposeLoader)
 
 
 def read(name):
@@ -46,7 +64,7 @@ def service_dirs():
 
 @pytest.fixture(scope="module")
 def compose():
-    return yaml.safe_load(read("docker-compose.yml"))["services"]
+    return load_compose()["services"]
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +120,16 @@ def test_no_fixed_names_and_only_the_gateway_publishes_a_port(compose):
     assert str(port).rsplit(":", 1)[1] == "8000"
 
 
-def test_start_order_waits_for_healthy_dependencies(compose, apps):
+def test_start_order_waits_for_the_secrets_then_for_healthy_dependencies(compose, apps):
     for name, spec in compose.items():
         for dependency, condition in (spec.get("depends_on") or {}).items():
-            assert condition == {"condition": "service_healthy"}, (name, dependency)
-            assert "healthcheck" in compose[dependency], dependency
+            if dependency == "secrets":
+                assert condition == {"condition": "service_completed_successfully"}, name
+            else:
+                assert condition == {"condition": "service_healthy"}, (name, dependency)
+                assert "healthcheck" in compose[dependency], dependency
+    for name in set(compose) - {"secrets"}:
+        assert "secrets" in compose[name]["depends_on"], f"{name} could start before its secrets exist"
     for service in run.SERVICES:
         assert {"rabbitmq", "postgres"} <= set(apps[service]["depends_on"]), service
     assert set(run.SERVICES) | {"rabbitmq"} <= set(apps[run.GATEWAY]["depends_on"])
@@ -114,44 +137,118 @@ def test_start_order_waits_for_healthy_dependencies(compose, apps):
     assert "pg_isready" in compose["postgres"]["healthcheck"]["test"]
 
 
-def test_every_app_container_checks_its_own_service(apps):
+def test_the_secrets_service_runs_the_generator_once_as_root(compose):
+    spec = compose["secrets"]
+    assert spec["entrypoint"] == ["python", "docker/make_secrets.py"]
+    assert "command" not in spec  # so `docker compose run --rm secrets --rotate NAME` passes the option
+    assert spec["restart"] == "no" and spec["user"] == "0:0"  # root: to hand each directory to its reader
+    assert spec["image"] == compose[run.GATEWAY]["image"] and spec["build"] == compose[run.GATEWAY]["build"]
+    assert "depends_on" not in spec and "ports" not in spec and "healthcheck" not in spec
+
+
+def secrets_mounts(spec):
+    """{volume: (path, read_only)} of the container's volumes named secrets-*."""
+    found = {}
+    for mount in spec.get("volumes", []):
+        volume, path, *mode = mount.split(":")
+        if volume.startswith("secrets-"):
+            found[volume] = (path, mode == ["ro"])
+    return found
+
+
+def test_each_container_mounts_only_its_own_secrets_read_only(compose):
+    directories = set(make_secrets.layout(dummy_raw())) | {make_secrets.RAW}
+    # The generator sees every directory, writable, at its place under /run/cartmesh.
+    assert secrets_mounts(compose["secrets"]) == {
+        f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", False) for name in directories}
+    # Every other container: its own directory, read-only, and nothing else (raw/ is the generator's alone).
+    readers = {name for name in compose if name != "secrets"}
+    assert readers == directories - {make_secrets.RAW}
+    for name in readers:
+        assert secrets_mounts(compose[name]) == {f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", True)}, name
+    volumes = load_compose()["volumes"]
+    assert set(volumes) == {"postgres-data"} | {f"secrets-{name}" for name in directories}
+
+
+def test_app_containers_export_their_secrets_through_the_entrypoint(apps):
+    assert os.path.isfile(os.path.join(ROOT, "docker", "entrypoint.sh"))
     for name, spec in apps.items():
-        assert spec["healthcheck"]["test"] == ["CMD", "python", "-m", "scripts.healthcheck", name]
+        assert spec["entrypoint"] == ["sh", ENTRYPOINT], name
+        assert spec["environment"]["CARTMESH_SECRETS_DIR"] == f"{SECRETS_ROOT}/{name}", name
+
+
+def test_every_app_container_checks_its_own_service_with_its_secrets(apps):
+    # A healthcheck runs like `docker exec`, outside the entrypoint: it must go through it to find the broker.
+    for name, spec in apps.items():
+        assert spec["healthcheck"]["test"] == ["CMD", "sh", ENTRYPOINT, "python", "-m", "scripts.healthcheck", name]
+
+
+def dummy_raw():
+    return {name: f"raw-{name.lower()}" for name in make_secrets.raw_names()}
 
 
 def test_each_service_uses_its_own_postgres_database_and_role(compose, apps):
-    postgres_env = compose["postgres"]["environment"]
+    postgres = compose["postgres"]
+    postgres_env = postgres["environment"]
     assert postgres_env["CARTMESH_DATABASES"].split() == run.SERVICES
+    assert postgres_env["CARTMESH_SECRETS_DIR"] == f"{SECRETS_ROOT}/postgres"
+    assert postgres_env["POSTGRES_PASSWORD_FILE"] == f"{SECRETS_ROOT}/postgres/POSTGRES_PASSWORD"
+    assert any(mount.startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/")
+               for mount in postgres["volumes"])
+    raw = dummy_raw()
+    layout = make_secrets.layout(raw)
+    assert set(layout["postgres"]) == {"POSTGRES_PASSWORD"} | {f"{s.upper()}_DB_PASSWORD" for s in run.SERVICES}
+    assert make_secrets.DATABASE_HOST == "postgres" and make_secrets.DATABASE_HOST in compose
     for service in run.SERVICES:
-        assert f"{service.upper()}_DB_PASSWORD" in postgres_env
-        env = apps[service]["environment"]
-        database_urls = {key for key in env if key.endswith("_DATABASE_URL")}
+        database_urls = {key for key in layout[service] if key.endswith("_DATABASE_URL")}
         assert database_urls == {run.database_url_variable(service)}, service
-        url = make_url(env[run.database_url_variable(service)])
-        assert (url.get_backend_name(), url.host, url.username, url.database) == \
-            ("postgresql", "postgres", service, service)
-        assert f"{service.upper()}_DB_PASSWORD" in url.password
-    assert not any(key.endswith("_DATABASE_URL") for key in apps[run.GATEWAY]["environment"])
-    mounts = compose["postgres"]["volumes"]
-    assert any(mount.startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/") for mount in mounts)
+        url = make_url(layout[service][run.database_url_variable(service)])
+        assert (url.get_backend_name(), url.host, url.username, url.database, url.password) == (
+            "postgresql", "postgres", service, service, layout["postgres"][f"{service.upper()}_DB_PASSWORD"])
+    assert not any(key.endswith("_DATABASE_URL") for key in layout[run.GATEWAY])
 
 
-def test_secrets_have_no_defaults_and_make_env_provides_every_one():
+def test_every_app_reaches_the_broker_as_the_user_rabbitmq_creates(compose):
+    rabbitmq = compose["rabbitmq"]
+    assert rabbitmq["environment"] == {"RABBITMQ_DEFAULT_USER": make_secrets.BROKER_USER}
+    assert make_secrets.BROKER_HOST == "rabbitmq" and rabbitmq["hostname"] == "rabbitmq"
+    layout = make_secrets.layout(dummy_raw())
+    for app in run.SERVICES + [run.GATEWAY]:
+        uri = urlsplit(layout[app]["AMQP_URI"])
+        assert (uri.scheme, uri.username, uri.password, uri.hostname) == (
+            "amqp", make_secrets.BROKER_USER, layout["rabbitmq"]["RABBITMQ_DEFAULT_PASS"], "rabbitmq"), app
+    # The password comes from its file, read before the image's own entrypoint (test_entrypoint.py runs this line).
+    entrypoint = rabbitmq["entrypoint"]
+    assert entrypoint[:2] == ["sh", "-c"]
+    assert f"$$(cat {SECRETS_ROOT}/rabbitmq/RABBITMQ_DEFAULT_PASS)" in entrypoint[2]
+    assert entrypoint[2].endswith("exec docker-entrypoint.sh rabbitmq-server")
+
+
+def is_secret(name):
+    """Whether the variable `name` holds a secret (a path to one, *_FILE or *_DIR, is no secret)."""
+    return bool(re.search(r"PASSWORD|SECRET|_URI$|_URL$", name)) and not name.endswith(("_FILE", "_DIR"))
+
+
+def test_secrets_have_no_value_in_the_file_and_only_the_generator_takes_them_from_the_environment(compose):
     text = read("docker-compose.yml")
-    references = re.findall(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}", text)
-    required = {name for name, operator, _ in references if operator == ":?"}
-    for name, operator, _ in references:
-        if re.search(r"PASSWORD|SECRET", name) and name != "ADMIN_PASSWORD":
-            assert operator == ":?", f"{name} must be required, not defaulted"
-    assert {"JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"} <= required
-    assert required <= {name for name, _, _ in env_variables()}
-    # Nothing that looks like a literal credential.
+    for name, operator, default in re.findall(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}", text):
+        if is_secret(name):
+            assert (operator, default) == (":-", ""), f"${{{name}}} must be passed through empty when unset"
+    holders = {}
+    for service, spec in compose.items():
+        for key, value in (spec.get("environment") or {}).items():
+            if is_secret(key):
+                holders.setdefault(service, set()).add(key)
+                assert value == f"${{{key}:-}}", f"{service}: {key} must come from the environment or nowhere"
+    assert holders == {"secrets": set(make_secrets.raw_names()), "accounts": {"ADMIN_PASSWORD"}}
+    assert set(compose["accounts"]["environment"]) >= {"ADMIN_EMAIL", "ADMIN_PASSWORD"}  # no admin by default
     assert "guest" not in text
 
 
 def test_jwt_secret_reaches_accounts_and_gateway_only(apps):
-    holders = {name for name, spec in apps.items() if "JWT_SECRET" in spec["environment"]}
+    holders = {name for name, files in make_secrets.layout(dummy_raw()).items() if "JWT_SECRET" in files}
     assert holders == {"accounts", run.GATEWAY}
+    assert set(make_secrets.layout(dummy_raw())) >= set(apps)
 
 
 def test_dockerfile_builds_a_slim_image_that_runs_as_non_root():
@@ -161,11 +258,13 @@ def test_dockerfile_builds_a_slim_image_that_runs_as_non_root():
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users, "no USER instruction"
     assert users[-1].split(":")[0] not in ("root", "0")
+    assert users[-1] == f"{make_secrets.APP_UID}:{make_secrets.APP_UID}"  # the owner of the app directories
     text = "\n".join(lines)
     assert "pip install -r requirements.txt" in text
     assert "requirements-dev" not in text
     assert "PYTHONUNBUFFERED=1" in text
     assert "backdoor" not in text
+    assert not re.search(r"PASSWORD|SECRET", text)
 
 
 def test_dockerignore_lets_in_only_what_runs():
@@ -173,8 +272,9 @@ def test_dockerignore_lets_in_only_what_runs():
                if line.strip() and not line.startswith("#")]
     assert entries[0] == "*"
     allowed = {entry[1:].rstrip("/") for entry in entries if entry.startswith("!")}
-    assert {"requirements.txt", "config", "services", "gateway_http", "scripts"} <= allowed
-    assert not allowed & {".env", ".venv", "var", ".git", "tests"}
+    assert {"requirements.txt", "config", "services", "gateway_http", "scripts",
+            "docker/make_secrets.py", "docker/entrypoint.sh"} <= allowed
+    assert not allowed & {".env", ".venv", "var", ".git", "tests", "docker"}
 
 
 def compose_client():
@@ -185,25 +285,20 @@ def compose_client():
     return None
 
 
-@pytest.fixture
-def compose_env(tmp_path):
-    """A clean environment with every required variable set, and an empty env file (never the user's .env)."""
-    env_file = tmp_path / "empty.env"
-    env_file.write_text("")
-    env = {key: value for key, value in os.environ.items() if key not in {n for n, _, _ in env_variables()}}
-    env.update({name: f"test-{name.lower()}" for name, _, _ in env_variables()})
-    return env, str(env_file)
-
-
-def test_compose_client_accepts_the_file_and_refuses_a_missing_secret(compose_env):
+def test_compose_client_accepts_the_file_with_no_env_file_and_no_secret_set(tmp_path):
     client = compose_client()
     if client is None:
         pytest.skip("no docker compose client installed: file checked by the parser tests only")
-    env, env_file = compose_env
-    base = client + ["--project-directory", ROOT, "-f", COMPOSE_FILE, "--env-file", env_file, "config"]
+    # A newcomer's machine: no .env (an empty one stands in for the repo's, which may exist here), nothing set.
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    env = {key: value for key, value in os.environ.items()
+           if key not in make_secrets.raw_names() and not key.startswith(("ADMIN_", "COMPOSE_"))}
+    base = client + ["--project-directory", ROOT, "-f", COMPOSE_FILE, "--env-file", str(env_file), "config"]
     result = subprocess.run(base + ["-q"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    del env["JWT_SECRET"]
-    result = subprocess.run(base + ["-q"], env=env, capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "JWT_SECRET" in result.stderr
+    result = subprocess.run(base, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.load(result.stdout, Loader=ComposeLoader)["services"]
+    assert resolved["secrets"]["environment"] == {name: "" for name in make_secrets.raw_names()}
+    assert resolved["accounts"]["depends_on"]["secrets"] == {"condition": "service_completed_successfully"}

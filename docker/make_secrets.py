@@ -1,0 +1,215 @@
+"""`python docker/make_secrets.py [--rotate NAME]... [DIR]`: the containers' secrets, made up on first start.
+
+docker-compose.yml runs this as the one-shot service `secrets` (the app image, as root) before any other
+container starts; docs/CONTAINERS.md is the operator's guide. Under DIR (default /run/cartmesh), each
+directory is its own volume in compose, mounted only where it is named:
+
+    raw/        the values everything else is made from: JWT_SECRET, RABBITMQ_PASSWORD, POSTGRES_PASSWORD and
+                each <NAME>_DB_PASSWORD. Only this service mounts it.
+    <app>/      one per app container (each service and the gateway): AMQP_URI and, for a service, its own
+                <NAME>_DATABASE_URL, full values with the passwords in them; JWT_SECRET for accounts and the
+                gateway only. docker/entrypoint.sh exports them as environment variables.
+    postgres/   POSTGRES_PASSWORD and each <NAME>_DB_PASSWORD (read by docker/postgres-init.sh).
+    rabbitmq/   RABBITMQ_DEFAULT_PASS.
+
+A raw value is made once and then kept: PostgreSQL and RabbitMQ fix their passwords when their data is first
+made, so a new value would lock the services out. A raw value given in this process's environment (compose
+passes the host's variables, or the repo's .env, through) wins: it is stored when it differs, which is how an
+operator brings their own. `--rotate NAME` replaces one stored value by a new random one (see
+docs/CONTAINERS.md for what else must follow). Every other file is derived from raw/ on every run, so it is
+rewritten when it differs and removed when no longer wanted: each app directory holds exactly what its
+container needs.
+
+One file per value, without a trailing newline; directories 0700 and files 0600, owned by the uid that reads
+them: 10001 (the app image's user) for app directories, 999 (the postgres user of the official Debian-based
+postgres image, which runs the init scripts) for postgres/, root for raw/ and rabbitmq/ (the rabbitmq service
+reads its file as root before the image's entrypoint drops to its own user). Ownership is only set when this
+runs as root. Standard library only.
+"""
+import argparse
+import os
+import secrets
+import sys
+from urllib.parse import quote
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from scripts.run import GATEWAY, SERVICES, database_url_variable  # noqa: E402 -- the one list of services
+
+DEFAULT_DIR = "/run/cartmesh"
+RAW = "raw"
+# Host names are the compose service names; the broker user is the one rabbitmq creates at its first start.
+BROKER_HOST, BROKER_USER = "rabbitmq", "cartmesh"
+DATABASE_HOST = "postgres"
+JWT_HOLDERS = ("accounts", GATEWAY)  # who issues tokens and who verifies them; nobody else gets the secret
+APP_UID, POSTGRES_UID = 10001, 999
+OWNERS = {RAW: 0, "rabbitmq": 0, "postgres": POSTGRES_UID}  # every other directory: APP_UID
+
+
+class SecretsError(Exception):
+    """A value or an option that cannot be used; nothing was written."""
+
+
+def db_password_variable(service):
+    return f"{service.upper()}_DB_PASSWORD"
+
+
+def raw_names():
+    """The names of the raw values, in the order they are made."""
+    return ["JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]
+
+
+# What a changed raw value needs beyond this script, said when it changes (docs/CONTAINERS.md has the commands).
+_ROLE_NOTE = "; PostgreSQL keeps the old password until you ALTER ROLE (docs/CONTAINERS.md)"
+AFTER_CHANGE = {
+    "JWT_SECRET": "; restart accounts and the gateway (tokens issued before stop working)",
+    "RABBITMQ_PASSWORD": "; the broker keeps the old password until you change it with rabbitmqctl "
+                         "(docs/CONTAINERS.md)",
+    "POSTGRES_PASSWORD": _ROLE_NOTE,
+    **{db_password_variable(service): _ROLE_NOTE for service in SERVICES},
+}
+
+
+def random_value():
+    """A fresh secret: 43 URL-safe characters (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def layout(raw):
+    """{directory: {file name: value}}: what each container's directory holds, made from the `raw` values."""
+    def password(name):
+        return quote(raw[name], safe="")  # an operator's own password may hold ':', '@' or '/'
+
+    amqp_uri = f"amqp://{BROKER_USER}:{password('RABBITMQ_PASSWORD')}@{BROKER_HOST}:5672/"
+    found = {}
+    for app in SERVICES + [GATEWAY]:
+        files = {"AMQP_URI": amqp_uri}
+        if app != GATEWAY:
+            files[database_url_variable(app)] = (
+                f"postgresql://{app}:{password(db_password_variable(app))}@{DATABASE_HOST}:5432/{app}")
+        if app in JWT_HOLDERS:
+            files["JWT_SECRET"] = raw["JWT_SECRET"]
+        found[app] = files
+    found["postgres"] = {name: raw[name] for name in
+                         ["POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]}
+    found["rabbitmq"] = {"RABBITMQ_DEFAULT_PASS": raw["RABBITMQ_PASSWORD"]}
+    return found
+
+
+def owner(directory):
+    return OWNERS.get(directory, APP_UID)
+
+
+def check_value(name, value):
+    """`value` if it can be stored as `name`, else SecretsError."""
+    if not value.strip() or any(char in value for char in "\r\n\0"):
+        raise SecretsError(f"{name}: the value is blank or holds a line break or NUL; choose another")
+    return value
+
+
+def read_value(path):
+    with open(path) as value_file:
+        return value_file.read()
+
+
+def secure(path, mode, uid):
+    """Gives `path` its mode and, when this runs as root, its owner (`uid`, group the same number)."""
+    os.chmod(path, mode)
+    if os.geteuid() == 0:
+        os.chown(path, uid, uid)
+
+
+def write_value(path, value, uid):
+    """Writes `value` to `path` through a temporary file, so that a reader never sees half a value."""
+    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as value_file:
+        value_file.write(value)
+    secure(temporary, 0o600, uid)
+    os.replace(temporary, path)
+
+
+def prepare_directory(path, uid):
+    os.makedirs(path, exist_ok=True)  # in compose it is a volume's mount point, so it exists already
+    secure(path, 0o700, uid)
+
+
+def store(path, value, uid):
+    """Makes the file at `path` hold `value` (mode 0600, owner `uid`); True if it had to be written."""
+    if os.path.exists(path) and read_value(path) == value:
+        secure(path, 0o600, uid)  # e.g. restored from a backup by another user
+        return False
+    write_value(path, value, uid)
+    return True
+
+
+def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=()):
+    """Brings `directory` to the layout above; returns what was done, one line each (never a value).
+
+    `environ` (default os.environ) may give raw values; `rotate` names raw values to replace by new random
+    ones. Every given value and option is checked before anything is written.
+    """
+    environ = os.environ if environ is None else environ
+    names = raw_names()
+    unknown = sorted(set(rotate) - set(names))
+    if unknown:
+        raise SecretsError(f"cannot rotate {', '.join(unknown)}: not one of {', '.join(names)}")
+    given = {name: check_value(name, environ[name]) for name in names if environ.get(name)}
+    clash = sorted(set(rotate) & set(given))
+    if clash:
+        raise SecretsError(f"cannot rotate {', '.join(clash)}: set in the environment, which wins; "
+                           "change or unset it there")
+
+    done = []
+    raw_dir = os.path.join(directory, RAW)
+    prepare_directory(raw_dir, owner(RAW))
+    raw = {}
+    for name in names:
+        path = os.path.join(raw_dir, name)
+        stored = read_value(path) if os.path.exists(path) else None
+        if name in given:
+            raw[name] = given[name]
+            if stored != given[name]:
+                done.append(f"{RAW}/{name}: replaced by the value in the environment{AFTER_CHANGE[name]}"
+                            if stored is not None else f"{RAW}/{name}: taken from the environment")
+        elif stored is not None and name not in rotate:
+            raw[name] = stored
+        else:
+            raw[name] = random_value()
+            done.append(f"{RAW}/{name}: " + (f"rotated{AFTER_CHANGE[name]}" if stored is not None
+                                              else "made (random)"))
+        store(path, raw[name], owner(RAW))
+
+    for name, files in layout(raw).items():
+        path = os.path.join(directory, name)
+        prepare_directory(path, owner(name))
+        for leftover in sorted(set(os.listdir(path)) - set(files)):
+            os.remove(os.path.join(path, leftover))
+            done.append(f"{name}/{leftover}: removed (not for this container)")
+        for file_name, value in files.items():
+            if store(os.path.join(path, file_name), value, owner(name)):
+                done.append(f"{name}/{file_name}: written")
+    return done
+
+
+def main(argv, environ=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("directory", nargs="?", default=DEFAULT_DIR)
+    parser.add_argument("--rotate", action="append", default=[], metavar="NAME",
+                        help=f"replace this raw value by a new random one ({', '.join(raw_names())})")
+    args = parser.parse_args(argv)
+    try:
+        done = make_secrets(args.directory, environ, args.rotate)
+    except SecretsError as error:
+        print(f"make_secrets: {error}", file=sys.stderr)
+        return 2
+    for line in done:
+        print(f"make_secrets: {line}")
+    if not done:
+        print(f"make_secrets: {args.directory} is complete, nothing changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
