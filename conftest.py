@@ -43,21 +43,28 @@ def db_backend(request):
     return request.param
 
 
-@pytest.fixture
-def bare_database(db_backend, tmp_path):
-    """Factory: `bare_database(name)` → URL of a new, empty database of the test's backend (dropped after)."""
+@pytest.fixture(scope="session")
+def postgres_drops():
+    """Test databases on PostgreSQL are dropped when the session ends: nameko's fixtures stop containers after
+    a test's own fixtures are torn down, and a container's timers and relays may still query until then."""
     drops = []
+    yield drops
+    for drop in drops:
+        drop()
+
+
+@pytest.fixture
+def bare_database(db_backend, tmp_path, postgres_drops):
+    """Factory: `bare_database(name)` → URL of a new, empty database of the test's backend."""
 
     def make(name):
         if db_backend == "sqlite":
             return f"sqlite:///{tmp_path / f'{name}-{uuid.uuid4().hex[:8]}.db'}"
         url, drop = create_postgres_database()
-        drops.append(drop)
+        postgres_drops.append(drop)
         return url
 
-    yield make
-    for drop in drops:
-        drop()
+    return make
 
 
 @pytest.fixture
