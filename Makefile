@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run seed audit deadletters clean
+.PHONY: install test run seed audit deadletters bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ audit: $(STAMP)
 # make deadletters SERVICE=carts [ACTION=replay]: list (or replay) the events a service parked.
 deadletters: $(STAMP)
 	$(BIN)/python -m services.common.deadletters $(or $(ACTION),list) $(SERVICE)
+
+# make bench [BENCH_ARGS="--postgres postgresql://postgres@127.0.0.1:5432/postgres"]: load test against a minimal
+# Nameko baseline; report in bench/results/ (docs/PERFORMANCE.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf var/*.db var/*.db-* $(VENV)

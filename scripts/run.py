@@ -18,6 +18,10 @@ What it does, in order:
    stops the others the same way and exits 1.
 
 `ADMIN_EMAIL` and `ADMIN_PASSWORD`, when set, reach the accounts service, which then creates that administrator.
+`CARTMESH_INSTANCES` starts several instances of backend services, e.g. `carts=2` or `carts=2,catalog=3`
+(default one each): they are competing consumers on the service's queue, which is how Cartmesh scales. The
+first instance keeps the service's name, the others are `<name>-2`, `<name>-3`, ... The gateway is always one
+process (it owns the port). A value it cannot read stops it before anything starts (exit code 2).
 The commands are the ones the containers run (docker-compose.yml); tests/ops checks that they agree.
 Children get their own session, so a Ctrl-C reaches only this supervisor, which stops them in order; if the
 supervisor itself is killed with SIGKILL they keep running and must be stopped by hand.
@@ -40,6 +44,7 @@ GATEWAY = "gateway"
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 DEFAULT_GATEWAY_PORT = "8000"
+MAX_INSTANCES = 16  # per service: more than this on one machine is a typo, not a plan
 STOP_TIMEOUT = 15.0  # seconds a child gets to finish its running workers after SIGTERM
 POLL_INTERVAL = 0.2  # how often the supervisor looks for children that ended
 
@@ -68,6 +73,31 @@ def local_command(argv):
     if argv[0] == "nameko":
         return [sys.executable, "-m", "nameko"] + argv[1:]
     return list(argv)
+
+
+def instance_counts(value):
+    """{service: number of instances} from a `CARTMESH_INSTANCES` value such as "carts=2,catalog=3"; every
+    service not named gets 1. Raises ValueError, saying what is wrong, for anything else."""
+    counts = dict.fromkeys(SERVICES, 1)
+    named = set()
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, number = (piece.strip() for piece in part.partition("="))
+        if name not in SERVICES:
+            raise ValueError(f"{name!r} is not a backend service (one of {', '.join(SERVICES)})")
+        if not sep or not number.isdigit() or not 1 <= int(number) <= MAX_INSTANCES:
+            raise ValueError(f"{part.strip()!r}: write {name}=N with N from 1 to {MAX_INSTANCES}")
+        if name in named:
+            raise ValueError(f"{name} is named twice")
+        named.add(name)
+        counts[name] = int(number)
+    return counts
+
+
+def instance_names(service, count):
+    """The process names of `count` instances of `service`: "carts", "carts-2", ..."""
+    return [service] + [f"{service}-{number}" for number in range(2, count + 1)]
 
 
 def database_url_variable(service):
@@ -227,6 +257,11 @@ class Supervisor:
 
 def main(environ=None):
     environ = os.environ if environ is None else environ
+    try:
+        counts = instance_counts(environ.get("CARTMESH_INSTANCES"))
+    except ValueError as exc:
+        say(f"CARTMESH_INSTANCES: {exc}")
+        return 2
     var_dir = os.path.abspath(environ.get("CARTMESH_VAR_DIR") or os.path.join(ROOT, "var"))
     os.makedirs(var_dir, exist_ok=True)
     env, generated_secret = child_environment(environ, var_dir)
@@ -249,7 +284,8 @@ def main(environ=None):
     if not supervisor.run_to_end({f"{service}-migrate": migrate_command(service) for service in SERVICES}):
         return 0 if supervisor.stopping.is_set() else 1
     for service in SERVICES:
-        supervisor.start(service, service_command(service))
+        for name in instance_names(service, counts[service]):
+            supervisor.start(name, service_command(service))
     supervisor.start(GATEWAY, gateway_command())
     return supervisor.supervise()
 

@@ -89,7 +89,7 @@ def wait_until(predicate, deadline, what, process=None):
 
 def base_env(rabbit_config, **extra):
     env = {key: value for key, value in os.environ.items()
-           if key not in ("JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "GATEWAY_BIND")
+           if key not in ("JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "GATEWAY_BIND", "CARTMESH_INSTANCES")
            and not key.endswith("_DATABASE_URL")}
     env.update(AMQP_URI=rabbit_config["AMQP_URI"], **extra)
     return env
@@ -223,8 +223,8 @@ def test_a_failed_migration_starts_nothing_and_fails_the_run(rabbit_config, star
 
 def test_ctrl_c_stops_every_process_and_exits_0(rabbit_config, start, tmp_path):
     system = start(base_env(rabbit_config, GATEWAY_PORT=str(find_free_port()),
-                            CARTMESH_VAR_DIR=str(tmp_path / "var")))
-    everything = set(run.SERVICES) | {run.GATEWAY}
+                            CARTMESH_VAR_DIR=str(tmp_path / "var"), CARTMESH_INSTANCES="carts=2"))
+    everything = set(run.SERVICES) | {run.GATEWAY, "carts-2"}
     wait_until(lambda: everything <= set(system.child_pids()), START_DEADLINE, "every process started", system)
     children = system.child_pids()
     system.process.send_signal(signal.SIGINT)
