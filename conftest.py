@@ -10,6 +10,7 @@ import uuid  # noqa: E402
 import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
 
 from services.common.config import load_config  # noqa: E402
 from services.common.migrate import upgrade  # noqa: E402
@@ -20,27 +21,22 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL")
 
 
 def create_postgres_database():
-    """A new empty database on the test PostgreSQL server; returns (url, drop)."""
+    """A new empty database on the test PostgreSQL server; returns (url, drop). No connection stays open."""
     name = f"cartmesh_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    _admin_execute(f'CREATE DATABASE "{name}"')
 
     def drop():
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     url = make_url(POSTGRES_ADMIN_URL).set(database=name)
     return url.render_as_string(hide_password=False), drop
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_backend(request):
-    """Each data test runs on SQLite, and on PostgreSQL when TEST_POSTGRES_URL is set (CI sets it)."""
-    if request.param == "postgresql" and not POSTGRES_ADMIN_URL:
-        pytest.skip("TEST_POSTGRES_URL is not set: PostgreSQL variant not run")
-    return request.param
+def _admin_execute(statement):
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(statement))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,11 @@ class Database(DependencyProvider):
     def stop(self):
         self.engine.dispose()
 
+    def kill(self):
+        # Killed workers have rolled back and returned their connections: close them now, not at garbage
+        # collection (a killed container's pool would otherwise hold its database connections open).
+        self.engine.dispose()
+
     def get_dependency(self, worker_ctx):
         session = self.sessions[worker_ctx] = self.Session()
         return session
