@@ -39,6 +39,14 @@ def _admin_execute(statement):
     admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_backend(request):
+    """Each data test runs on SQLite, and on PostgreSQL when TEST_POSTGRES_URL is set (CI sets it)."""
+    if request.param == "postgresql" and not POSTGRES_ADMIN_URL:
+        pytest.skip("TEST_POSTGRES_URL is not set: PostgreSQL variant not run")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def postgres_drops():
     """Test databases on PostgreSQL are dropped when the session ends: nameko's fixtures stop containers after
