@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run seed audit deadletters bench clean
+.PHONY: install test run seed audit deadletters services bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ seed: $(STAMP)
 
 audit: $(STAMP)
 	$(BIN)/python -m scripts.audit
+
+# The service map: live instances and queue depth of every service, from the RabbitMQ management API.
+services: $(STAMP)
+	$(BIN)/python -m scripts.services
 
 # make deadletters SERVICE=carts [ACTION=replay]: list (or replay) the events a service parked.
 deadletters: $(STAMP)

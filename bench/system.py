@@ -154,7 +154,9 @@ class Cartmesh:
                     if not key.endswith("_DATABASE_URL") and key not in ("CARTMESH_INSTANCES", "MAX_WORKERS")}
         self.env.update(AMQP_URI=vhost.amqp_uri, GATEWAY_PORT=str(self.port), GATEWAY_BIND="127.0.0.1",
                         CARTMESH_VAR_DIR=var_dir, JWT_SECRET=uuid.uuid4().hex + uuid.uuid4().hex,
-                        ADMIN_EMAIL=self.admin_email, ADMIN_PASSWORD=self.admin_password, LOG_LEVEL=log_level)
+                        ADMIN_EMAIL=self.admin_email, ADMIN_PASSWORD=self.admin_password, LOG_LEVEL=log_level,
+                        # stats.log_problems reads the text format; make run defaults to JSON
+                        LOG_FORMAT="console")
         for service, url in (database_urls or {}).items():  # else scripts.run's SQLite files in var_dir
             self.env[run.database_url_variable(service)] = url
         self.processes = None

@@ -4,27 +4,30 @@ docker-compose.yml runs this as the one-shot service `secrets` (the app image, a
 container starts; docs/CONTAINERS.md is the operator's guide. Under DIR (default /run/cartmesh), each
 directory is its own volume in compose, mounted only where it is named:
 
-    raw/        the values everything else is made from: JWT_SECRET, RABBITMQ_PASSWORD, POSTGRES_PASSWORD and
-                each <NAME>_DB_PASSWORD. Only this service mounts it.
+    raw/        the values everything else is made from: JWT_SECRET, RABBITMQ_PASSWORD, POSTGRES_PASSWORD, each
+                <NAME>_DB_PASSWORD and GRAFANA_ADMIN_PASSWORD. Only this service mounts it.
     <app>/      one per app container (each service and the gateway): AMQP_URI and, for a service, its own
                 <NAME>_DATABASE_URL, full values with the passwords in them; JWT_SECRET for accounts and the
+                gateway only; RABBITMQ_API_URI (the broker's management API, for GET /services) for the
                 gateway only. docker/entrypoint.sh exports them as environment variables.
     postgres/   POSTGRES_PASSWORD and each <NAME>_DB_PASSWORD (read by docker/postgres-init.sh).
     rabbitmq/   RABBITMQ_DEFAULT_PASS.
+    grafana/    GF_SECURITY_ADMIN_PASSWORD (Grafana reads it through GF_SECURITY_ADMIN_PASSWORD__FILE).
 
-A raw value is made once and then kept: PostgreSQL and RabbitMQ fix their passwords when their data is first
-made, so a new value would lock the services out. A raw value given in this process's environment (compose
-passes the host's variables, or the repo's .env, through) wins: it is stored when it differs, which is how an
-operator brings their own. `--rotate NAME` replaces one stored value by a new random one (see
+A raw value is made once and then kept: PostgreSQL, RabbitMQ and Grafana fix their passwords when their data
+is first made, so a new value would lock the services out. A raw value given in this process's environment
+(compose passes the host's variables, or the repo's .env, through) wins: it is stored when it differs, which
+is how an operator brings their own. `--rotate NAME` replaces one stored value by a new random one (see
 docs/CONTAINERS.md for what else must follow). Every other file is derived from raw/ on every run, so it is
 rewritten when it differs and removed when no longer wanted: each app directory holds exactly what its
 container needs.
 
 One file per value, without a trailing newline; directories 0700 and files 0600, owned by the uid that reads
 them: 10001 (the app image's user) for app directories, 999 (the postgres user of the official Debian-based
-postgres image, which runs the init scripts) for postgres/, root for raw/ and rabbitmq/ (the rabbitmq service
-reads its file as root before the image's entrypoint drops to its own user). Ownership is only set when this
-runs as root. Standard library only.
+postgres image, which runs the init scripts) for postgres/, 472 (the grafana user of the official grafana
+image) for grafana/, root for raw/ and rabbitmq/ (the rabbitmq service reads its file as root before the
+image's entrypoint drops to its own user). Ownership is only set when this runs as root. Standard library
+only.
 """
 import argparse
 import os
@@ -41,10 +44,11 @@ DEFAULT_DIR = "/run/cartmesh"
 RAW = "raw"
 # Host names are the compose service names; the broker user is the one rabbitmq creates at its first start.
 BROKER_HOST, BROKER_USER = "rabbitmq", "cartmesh"
+BROKER_API_PORT = 15672  # the management plugin of the rabbitmq:3-management image
 DATABASE_HOST = "postgres"
 JWT_HOLDERS = ("accounts", GATEWAY)  # who issues tokens and who verifies them; nobody else gets the secret
-APP_UID, POSTGRES_UID = 10001, 999
-OWNERS = {RAW: 0, "rabbitmq": 0, "postgres": POSTGRES_UID}  # every other directory: APP_UID
+APP_UID, POSTGRES_UID, GRAFANA_UID = 10001, 999, 472
+OWNERS = {RAW: 0, "rabbitmq": 0, "postgres": POSTGRES_UID, "grafana": GRAFANA_UID}  # every other directory: APP_UID
 
 
 class SecretsError(Exception):
@@ -57,7 +61,8 @@ def db_password_variable(service):
 
 def raw_names():
     """The names of the raw values, in the order they are made."""
-    return ["JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]
+    return (["JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]
+            + ["GRAFANA_ADMIN_PASSWORD"])
 
 
 # What a changed raw value needs beyond this script, said when it changes (docs/CONTAINERS.md has the commands).
@@ -68,6 +73,8 @@ AFTER_CHANGE = {
                          "(docs/CONTAINERS.md)",
     "POSTGRES_PASSWORD": _ROLE_NOTE,
     **{db_password_variable(service): _ROLE_NOTE for service in SERVICES},
+    "GRAFANA_ADMIN_PASSWORD": "; Grafana keeps the old password until you reset it with `grafana cli` "
+                              "(docs/CONTAINERS.md)",
 }
 
 
@@ -90,10 +97,14 @@ def layout(raw):
                 f"postgresql://{app}:{password(db_password_variable(app))}@{DATABASE_HOST}:5432/{app}")
         if app in JWT_HOLDERS:
             files["JWT_SECRET"] = raw["JWT_SECRET"]
+        if app == GATEWAY:
+            files["RABBITMQ_API_URI"] = (
+                f"http://{BROKER_USER}:{password('RABBITMQ_PASSWORD')}@{BROKER_HOST}:{BROKER_API_PORT}/api")
         found[app] = files
     found["postgres"] = {name: raw[name] for name in
                          ["POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]}
     found["rabbitmq"] = {"RABBITMQ_DEFAULT_PASS": raw["RABBITMQ_PASSWORD"]}
+    found["grafana"] = {"GF_SECURITY_ADMIN_PASSWORD": raw["GRAFANA_ADMIN_PASSWORD"]}
     return found
 
 

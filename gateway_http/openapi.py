@@ -100,7 +100,9 @@ def _responses(route, refs):
     success = {"description": route.description}
     if route.response is not None and route.status != 204:
         schema = refs[(route.response, "serialization")]
-        success["content"] = {"application/json": {"schema": schema}}
+        success["content"] = {route.media_type: {"schema": schema}}
+    elif route.media_type != "application/json":  # a text answer (/metrics)
+        success["content"] = {route.media_type: {"schema": {"type": "string"}}}
     responses = {str(route.status): success}
     for status, description in route.alternatives:
         responses[str(status)] = dict(success, description=description)

@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Response
 
 from gateway_http.auth import ADMIN, NONE, USER, Principal, authorize
 from gateway_http.errors import http_error, is_expected, method_not_allowed, not_found, validation_error
@@ -21,9 +22,12 @@ from gateway_http.http import check_declared_length, empty_response, error_respo
     parse_json_object, query_values, read_body
 from gateway_http.schemas import PATH_PARAMS, field_errors
 from services.common.context import REQUEST_ID_HEADER
+from services.common.metrics import observe_http
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _PARAM = re.compile(r"{(\w+)}")
+UNMATCHED = "unmatched"  # the route label of a request no route matches
+_ROUTE_KEY = "cartmesh.route"  # where `serve` notes the matched route's template, in the WSGI environ
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ class Route:
 
     method: str
     path: str  # OpenAPI template; its parameters are named in schemas.PATH_PARAMS, e.g. "/carts/{id}"
-    handler: Callable  # handler(call) -> JSON payload, or a Reply
+    handler: Callable  # handler(call) -> JSON payload, a Reply, or a werkzeug Response (sent as it is)
     summary: str
     description: str  # of the success answer
     tag: str
@@ -47,6 +51,7 @@ class Route:
     errors: tuple[int, ...] = ()  # statuses the services may answer besides the gateway's own (documentation)
     alternatives: tuple[tuple[int, str], ...] = ()  # other statuses answered with `response`'s shape
     local: bool = False  # answered by the gateway alone, without calling a service
+    media_type: str = "application/json"  # of the success answer (documentation; a handler sends the rest)
 
     def __post_init__(self):
         unknown = set(self.path_params) - set(PATH_PARAMS)
@@ -111,11 +116,16 @@ class Router:
                 log.warning("%s: %s", target, error.message)
             response = error_response(error)
         response.headers[REQUEST_ID_HEADER] = service.request_id
-        log.info("%s %s %.1f ms", target, response.status_code, (time.monotonic() - started) * 1000)
+        elapsed = time.monotonic() - started
+        # By route template, never the raw path: the label values must stay few.
+        observe_http("gateway", request.method, request.environ.get(_ROUTE_KEY, UNMATCHED),
+                     response.status_code, elapsed)
+        log.info("%s %s %.1f ms", target, response.status_code, elapsed * 1000)
         return response
 
     def serve(self, service, request):
         route, raw_params = self.match(request)
+        request.environ[_ROUTE_KEY] = route.path
         limit = int(service.config.get("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
         check_declared_length(request, limit)
         user = authorize(route.auth, request, service.verify_token)
@@ -124,6 +134,8 @@ class Router:
         query = self.query(route, request)
         result = route.handler(Call(service=service, user=user, path=path, body=body, query=query,
                                     headers=request.headers))
+        if isinstance(result, Response):  # not JSON (/metrics): the handler made the whole answer
+            return result
         status, payload = result if isinstance(result, Reply) else (route.status, result)
         if status == 204:
             return empty_response()

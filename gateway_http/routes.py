@@ -4,11 +4,14 @@ The gateway serves exactly this table (router.py) and describes exactly this tab
 translates the checked request into one RPC call (docs/SERVICES.md); the services' errors travel back as they
 are and become the error envelope in router.py.
 """
+from werkzeug.wrappers import Response
+
 from gateway_http import schemas
 from gateway_http.auth import ADMIN, USER
 from gateway_http.errors import unauthorized, validation_error
 from gateway_http.openapi import openapi_document
 from gateway_http.router import Reply, Route
+from services.common import probes
 from services.common.errors import NotFound, ValidationFailed
 
 # --- accounts ---------------------------------------------------------------------------------------------
@@ -131,6 +134,16 @@ def openapi(call):
     return OPENAPI
 
 
+def metrics(call):
+    # Prometheus text (or OpenMetrics when the scraper asks for it) of the whole gateway process.
+    body, content_type = probes.render_metrics(call.headers.get("Accept"))
+    return Response(body, content_type=content_type)
+
+
+def services(call):
+    return {"services": call.service.service_map()}
+
+
 ROUTES = (
     Route("POST", "/auth/register", register, "Create an account", "the new account", "accounts",
           status=201, body=schemas.Registration, response=schemas.Registered, errors=(409,)),
@@ -175,6 +188,12 @@ ROUTES = (
 
     Route("GET", "/health", health, "Backend health", "every backend answers", "operations",
           response=schemas.Health, alternatives=((503, "some backend is down: the failing ones are marked"),)),
+    Route("GET", "/metrics", metrics, "Prometheus metrics of the gateway",
+          "the Prometheus text exposition (OpenMetrics when the Accept header asks for it)", "operations",
+          local=True, media_type="text/plain; version=0.0.4"),
+    Route("GET", "/services", services, "Live services", "what the broker knows of each service: its "
+          "instances (consumers of its RPC queue) and its queue depth", "operations",
+          response=schemas.ServiceList, errors=(503,)),
     Route("GET", "/openapi.json", openapi, "This API's description", "the OpenAPI 3.1 document",
           "operations", response=schemas.OpenApiDocument, local=True),
 )

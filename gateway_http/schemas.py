@@ -232,6 +232,16 @@ class Health(BaseModel):
     services: dict[str, Literal["ok", "unavailable", "timeout", "error"]]
 
 
+class LiveService(BaseModel):
+    name: str
+    instances: int = Field(ge=0, description="consumers of the service's RPC queue")
+    queue_depth: int = Field(ge=0, description="requests waiting in the service's RPC queue")
+
+
+class ServiceList(BaseModel):
+    services: list[LiveService]
+
+
 class OpenApiDocument(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra={"description": "an OpenAPI 3.1 document"})
 

@@ -22,6 +22,11 @@ What it does, in order:
 (default one each): they are competing consumers on the service's queue, which is how Cartmesh scales. The
 first instance keeps the service's name, the others are `<name>-2`, `<name>-3`, ... The gateway is always one
 process (it owns the port). A value it cannot read stops it before anything starts (exit code 2).
+Logs: `LOG_FORMAT=json` for every child unless the caller set `LOG_FORMAT` (`console` for text lines). Each
+service instance serves its probes (`/metrics`, `/health/live`, `/health/ready`, docs/OBSERVABILITY.md) on its
+own `METRICS_PORT`, counted up from `METRICS_PORT_BASE` (default 9101; 0 turns them off; a port already
+taken is skipped) on `METRICS_BIND` (default 127.0.0.1); the map is printed at start. The gateway serves
+`/metrics` on its own port.
 The commands are the ones the containers run (docker-compose.yml); tests/ops checks that they agree.
 Children get their own session, so a Ctrl-C reaches only this supervisor, which stops them in order; if the
 supervisor itself is killed with SIGKILL they keep running and must be stopped by hand.
@@ -44,6 +49,7 @@ GATEWAY = "gateway"
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 DEFAULT_GATEWAY_PORT = "8000"
+DEFAULT_METRICS_PORT_BASE = 9101
 MAX_INSTANCES = 16  # per service: more than this on one machine is a typo, not a plan
 STOP_TIMEOUT = 15.0  # seconds a child gets to finish its running workers after SIGTERM
 POLL_INTERVAL = 0.2  # how often the supervisor looks for children that ended
@@ -128,6 +134,8 @@ def child_environment(environ, var_dir):
     default("AMQP_URI", DEFAULT_AMQP_URI)
     default("GATEWAY_PORT", DEFAULT_GATEWAY_PORT)
     default("GATEWAY_BIND", "127.0.0.1")
+    default("LOG_FORMAT", "json")
+    default("METRICS_BIND", "127.0.0.1")
     for service in SERVICES:
         default(database_url_variable(service), f"sqlite:///{os.path.join(var_dir, service + '.db')}")
     generated = not env.get("JWT_SECRET")
@@ -136,6 +144,40 @@ def child_environment(environ, var_dir):
     # Children's lines should reach us as they are written, not when a buffer fills.
     env["PYTHONUNBUFFERED"] = "1"
     return env, generated
+
+
+def metrics_ports(names, base, is_free=lambda port: True):
+    """{process name: its METRICS_PORT}: distinct ports counted up from `base`, skipping those `is_free` says
+    are taken (so a port some other program holds does not stop a service from starting); all 0 (off) when
+    `base` is 0. Raises ValueError for a base that is not a port number, or when the ports run out."""
+    base = int(base)
+    if base == 0:
+        return dict.fromkeys(names, 0)
+    if not 0 < base < 65536:
+        raise ValueError(f"{base} is not a port number")
+    ports, port = {}, base
+    for name in names:
+        while not is_free(port):
+            port += 1
+        if port > 65535:
+            raise ValueError(f"no free ports left from {base} for {len(names)} services")
+        ports[name] = port
+        port += 1
+    return ports
+
+
+def port_is_free(bind):
+    """A check: whether a TCP port on address `bind` can be listened on now."""
+    import socket
+
+    def check(port):
+        with socket.socket() as sock:
+            try:
+                sock.bind((bind, port))
+            except OSError:
+                return False
+            return True
+    return check
 
 
 def masked(uri):
@@ -216,8 +258,8 @@ class Supervisor:
             say(f"{signal.Signals(signum).name} received: stopping")
         self.stopping.set()
 
-    def start(self, name, argv):
-        child = Child(name, argv, self.env)
+    def start(self, name, argv, **extra_env):
+        child = Child(name, argv, dict(self.env, **extra_env))
         self.children.append(child)
         say(f"started {name} (pid {child.pid}): {' '.join(argv)}")
         return child
@@ -283,10 +325,23 @@ def main(environ=None):
     # Each service has its own database, so their migrations can run at the same time.
     if not supervisor.run_to_end({f"{service}-migrate": migrate_command(service) for service in SERVICES}):
         return 0 if supervisor.stopping.is_set() else 1
-    for service in SERVICES:
-        for name in instance_names(service, counts[service]):
-            supervisor.start(name, service_command(service))
-    supervisor.start(GATEWAY, gateway_command())
+    instances = [(service, name) for service in SERVICES for name in instance_names(service, counts[service])]
+    try:
+        ports = metrics_ports([name for _, name in instances],
+                              env.get("METRICS_PORT_BASE") or DEFAULT_METRICS_PORT_BASE,
+                              port_is_free(env["METRICS_BIND"]))
+    except ValueError as exc:
+        say(f"METRICS_PORT_BASE: {exc}")
+        return 2
+    if any(ports.values()):
+        say("metrics: " + ", ".join(f"{name} http://{env['METRICS_BIND']}:{port}/metrics"
+                                    for name, port in ports.items())
+            + f", gateway http://{env['GATEWAY_BIND']}:{env['GATEWAY_PORT']}/metrics")
+    for service, name in instances:
+        # SERVICE_NAME: the `service` of log lines written before the container is set up.
+        supervisor.start(name, service_command(service), METRICS_PORT=str(ports[name]),
+                         SERVICE_NAME=service)
+    supervisor.start(GATEWAY, gateway_command(), SERVICE_NAME=GATEWAY)
     return supervisor.supervise()
 
 

@@ -16,6 +16,7 @@ from services.common import health
 from services.common.context import RequestId
 from services.common.db import Database
 from services.common.errors import EXPECTED, Conflict, NotFound, Unauthorized
+from services.common.metrics import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class AccountsService(health.HealthRpc):
 
     db = Database("DATABASE_URL")
     request_id = RequestId()
+    telemetry = Telemetry()
     tokens = TokenIssuer()
     admin_bootstrap = AdminBootstrap("DATABASE_URL")
 

@@ -23,6 +23,7 @@ from services.common.errors import (
 )
 # A decorator function, not a class with entrypoints: safe to import by name (see the note on `health`).
 from services.common.events import first_delivery, reliable_event_handler
+from services.common.metrics import Telemetry
 from services.common.rpc import Rpc
 
 # The catalog being down is an outage to report, not a bug of this service: no traceback in its log.
@@ -46,6 +47,7 @@ class CartsService(health.HealthRpc):
     db = Database("DATABASE_URL")
     catalog = Rpc("catalog")
     request_id = RequestId()
+    telemetry = Telemetry()
 
     @rpc(expected_exceptions=CARTS_EXPECTED)
     def list_carts(self, user_id):

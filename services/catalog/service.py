@@ -23,6 +23,7 @@ from services.common import health
 from services.common.context import RequestId
 from services.common.db import Database, utcnow
 from services.common.errors import EXPECTED, Conflict, NotFound, ValidationFailed
+from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class CatalogService(health.HealthRpc):
     db = Database("DATABASE_URL")
     emit = Outbox()
     request_id = RequestId()
+    telemetry = Telemetry()
     config = Config()
 
     @rpc(expected_exceptions=EXPECTED)

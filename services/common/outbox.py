@@ -23,6 +23,8 @@ from nameko.standalone.events import get_event_exchange
 from sqlalchemy import Column, Index, MetaData, String, Table, Text, func, insert, select, update
 
 from services.common.db import Database, UtcDateTime, after_commit, utcnow
+from services.common.metrics import set_outbox_backlog
+from services.common.tracing import producer_headers
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class Outbox(DependencyProvider, HeaderEncoder):
         def emit(event_type, payload):
             # Looked up at call time: nameko injects dependencies in no particular order.
             session = self._database().sessions[worker_ctx]
-            headers = self.get_message_headers(worker_ctx)
+            headers = producer_headers(worker_ctx, event_type, self.get_message_headers(worker_ctx))
             event_id = str(uuid.uuid4())
             body = dict(payload, event_id=event_id)
             session.execute(insert(self.table).values(
@@ -119,6 +121,7 @@ class Outbox(DependencyProvider, HeaderEncoder):
             try:
                 while self.relay_once() == self.batch_size:
                     pass
+                set_outbox_backlog(self.container.service_name, self.backlog())
             except Exception:  # the broker or the database is away: keep the rows, try again next pass
                 log.exception("outbox relay pass failed; will retry")
 

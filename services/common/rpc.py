@@ -12,6 +12,8 @@ from nameko.exceptions import UnknownService
 from nameko.rpc import MethodProxy, RpcProxy, ServiceProxy
 
 from services.common.errors import ServiceTimeout, ServiceUnavailable
+from services.common.metrics import rpc_call
+from services.common.tracing import outgoing_headers
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -40,6 +42,11 @@ class TimedMethodProxy(MethodProxy):
                          expiration=timeout, **options)
 
     def __call__(self, *args, **kwargs):
+        # Timed, counted (timeout / unavailable) and traced as a CLIENT span: services.common.metrics.
+        with rpc_call(self.worker_ctx, self.service_name, self.method_name):
+            return self._timed_call(*args, **kwargs)
+
+    def _timed_call(self, *args, **kwargs):
         try:
             reply = self._call(*args, **kwargs)
         except UnknownService:
@@ -52,6 +59,10 @@ class TimedMethodProxy(MethodProxy):
             if consumer_count(self.amqp_uri, self.service_name, self.ssl) == 0:
                 raise ServiceUnavailable(f"the {self.service_name} service is not available")
             raise ServiceTimeout(f"the {self.service_name} service did not answer in time")
+
+    def get_message_headers(self, worker_ctx):
+        # The CLIENT span's traceparent replaces the worker's, so the callee's span is the call's child.
+        return outgoing_headers(super().get_message_headers(worker_ctx))
 
     def _forget(self, reply):
         # The reply may never come (the request expired); drop its slot in the shared reply listener.

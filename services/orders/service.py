@@ -22,6 +22,7 @@ from services.common.db import Database, iso_utc, utcnow
 from services.common.errors import (EXPECTED, Conflict, EmptyCart, NotFound, OutOfStock, ServiceTimeout,
                                     ServiceUnavailable, ValidationFailed)
 from services.common.events import first_delivery, reliable_event_handler
+from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 from services.common.rpc import Rpc
 from services.orders import domain
@@ -40,6 +41,7 @@ class OrdersService(health.HealthRpc):
     catalog = Rpc("catalog")
     payments = Rpc("payments")
     request_id = RequestId()
+    telemetry = Telemetry()
     config = Config()
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)

@@ -16,6 +16,7 @@ from services.common import health
 from services.common.context import RequestId
 from services.common.db import Database, utcnow
 from services.common.errors import EXPECTED, NotFound
+from services.common.metrics import Telemetry
 from services.payments import store
 from services.payments.domain import (
     SUCCEEDED, VOIDED, card_verdict, charge_answer, charge_outcome, charge_record, last4, net_amount, new_id,
@@ -32,6 +33,7 @@ class PaymentsService(health.HealthRpc):
 
     db = Database("DATABASE_URL")
     request_id = RequestId()
+    telemetry = Telemetry()
 
     @rpc(expected_exceptions=EXPECTED)
     def register_card(self, card_number):

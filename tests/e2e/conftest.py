@@ -1,5 +1,6 @@
 """The whole system — every service and the gateway, each in its own container with its own database — on a
 fresh RabbitMQ vhost, driven over HTTP. Started once per database backend for the session."""
+import contextlib
 import os
 import secrets
 import uuid
@@ -146,11 +147,9 @@ def _database_url(backend, service, folder, drops):
     return url
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def system(request, vhost_pipeline, tmp_path_factory):
-    if request.param == "postgresql" and not POSTGRES_ADMIN_URL:
-        pytest.skip("TEST_POSTGRES_URL is not set: PostgreSQL variant not run")
-    folder = tmp_path_factory.mktemp(f"system-{request.param}")
+@contextlib.contextmanager
+def running_system(backend, vhost_pipeline, folder):
+    """Every service and the gateway, each in its own container with its own fresh database, on a fresh vhost."""
     drops = []
     admin_password = secrets.token_urlsafe(16)
     jwt_secret = secrets.token_urlsafe(32)
@@ -159,7 +158,7 @@ def system(request, vhost_pipeline, tmp_path_factory):
         amqp_uri = f"pyamqp://guest:guest@localhost:5672/{vhost}"
         database_urls, configs = {}, {}
         for name in BACKENDS:
-            database_urls[name] = _database_url(request.param, name, folder, drops)
+            database_urls[name] = _database_url(backend, name, folder, drops)
             upgrade(name, database_urls[name])
             configs[name] = _config(name, AMQP_URI=amqp_uri, DATABASE_URL=database_urls[name],
                                     JWT_SECRET=jwt_secret, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=admin_password,
@@ -167,6 +166,7 @@ def system(request, vhost_pipeline, tmp_path_factory):
         configs["gateway"] = _config("gateway", AMQP_URI=amqp_uri, JWT_SECRET=jwt_secret,
                                      WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", **TEST_SETTINGS)
         system = System(f"http://127.0.0.1:{port}", amqp_uri, database_urls, admin_password, jwt_secret, configs)
+        system.backend = backend
         try:
             for name in SERVICE_CLASSES:
                 system.start(name)
@@ -175,6 +175,24 @@ def system(request, vhost_pipeline, tmp_path_factory):
             system.kill_all()
             for drop in drops:
                 drop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def system(request, vhost_pipeline, tmp_path_factory):
+    """The system most tests share. Tests must not stop or kill its services: use `own_system` for that."""
+    if request.param == "postgresql" and not POSTGRES_ADMIN_URL:
+        pytest.skip("TEST_POSTGRES_URL is not set: PostgreSQL variant not run")
+    with running_system(request.param, vhost_pipeline, tmp_path_factory.mktemp(f"system-{request.param}")) as system:
+        yield system
+
+
+@pytest.fixture
+def own_system(system, vhost_pipeline, tmp_path):
+    """A system of the test's own, on the same backend as `system`, for tests that stop, kill and restart
+    services. (nameko's autouse fast_teardown stops every consumer made during a test when the test ends, so a
+    container restarted inside a test must not outlive it.)"""
+    with running_system(system.backend, vhost_pipeline, tmp_path) as own:
+        yield own
 
 
 def _config(name, **overrides):

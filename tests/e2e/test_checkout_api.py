@@ -222,9 +222,10 @@ def test_orders_are_paginated_newest_first(admin, user):
     assert_error(user.get("/orders", params={"limit": 0}), 422, "validation_error")
 
 
-def test_orders_crash_between_reserve_and_charge_then_settles(system, admin, user):
+def test_orders_crash_between_reserve_and_charge_then_settles(own_system):
     """orders dies with an order reserved but not charged (payments is away); started again with payments
     back, it resumes the saga from its database and the order settles."""
+    system, admin, user = own_system, own_system.admin(), own_system.new_user()
     sku = stocked(admin, stock=2)
     cart = cart_with(user, (sku, 1))
     card = system.rpc("payments", "register_card", GOOD)  # the gateway's first step, while payments is up
@@ -241,3 +242,5 @@ def test_orders_crash_between_reserve_and_charge_then_settles(system, admin, use
     final = settled(user, order["id"], timeout=30)
     assert final["status"] == "confirmed"
     assert system.rpc("payments", "net_charges")[order["id"]] == 500
+    report = system.settled_audit()
+    assert report["ok"], report["breaches"]

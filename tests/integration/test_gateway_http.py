@@ -15,6 +15,7 @@ import pytest
 import requests
 from nameko.exceptions import ConfigurationError
 from nameko.rpc import rpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_http.routes import ROUTES
 from gateway_http.service import GatewayService
@@ -603,3 +604,54 @@ def _published_schema(model, schemas):
     schema = json.loads(json.dumps(model.model_json_schema(ref_template="#/components/schemas/{model}")))
     schema.pop("$defs", None)
     return schema
+
+
+# --- operations: /metrics and /services --------------------------------------------------------------------
+
+
+def test_metrics_are_prometheus_text_by_route_template(gateway):
+    http = gateway(*ALL_BACKENDS)
+    cart_id = str(uuid.uuid4())
+    assert http.get(f"/carts/{cart_id}", headers=bearer()).status_code == 404
+    assert http.get("/nowhere").status_code == 404
+
+    response = http.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["X-Request-ID"]
+    samples = {(sample.name, frozenset(sample.labels.items())): sample.value
+               for family in text_string_to_metric_families(response.text) for sample in family.samples}
+    labels = dict(service="gateway", method="GET", route="/carts/{id}", status="404")
+    assert samples[("cartmesh_http_requests_total", frozenset(labels.items()))] >= 1
+    unmatched = dict(labels, route="unmatched")
+    assert samples[("cartmesh_http_requests_total", frozenset(unmatched.items()))] >= 1
+    assert cart_id not in response.text and "/nowhere" not in response.text
+    assert http.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}) \
+        .headers["Content-Type"].startswith("application/openmetrics-text")
+
+
+def test_services_counts_the_instances_on_each_rpc_queue(gateway, container_factory, service_config):
+    http = gateway(*ALL_BACKENDS)
+    container_factory(FakeCarts, service_config("carts")).start()  # a second carts instance
+
+    def carts_row():
+        response = http.get("/services")
+        assert response.status_code == 200 and response.headers["Content-Type"] == JSON
+        rows = {row["name"]: row for row in response.json()["services"]}
+        assert set(rows) == {"accounts", "catalog", "carts", "payments", "orders"}
+        return rows["carts"]
+
+    # The management API samples queue figures every few seconds: poll, with a deadline.
+    deadline = time.monotonic() + 15
+    while (row := carts_row())["instances"] != 2:
+        assert time.monotonic() < deadline, row
+        eventlet.sleep(0.25)
+    assert row == {"name": "carts", "instances": 2, "queue_depth": 0}
+
+
+def test_services_is_503_when_the_management_api_does_not_answer(gateway):
+    http = gateway(*ALL_BACKENDS, RABBITMQ_API_URI=f"http://guest:guest@127.0.0.1:{free_port()}/api")
+
+    assert_error(http.get("/services"), 503, "service_unavailable")
+    assert http.get("/health").status_code == 200  # the services themselves are fine

@@ -20,6 +20,9 @@ from scripts import run
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")
 INFRASTRUCTURE = {"rabbitmq", "postgres", "secrets"}
+MONITORING = {"prometheus", "grafana", "jaeger"}  # tests/ops/test_monitoring.py checks them further
+# The only host ports: container port of each service that publishes one, always on loopback.
+PUBLISHED = {"gateway": 8000, "grafana": 3000, "jaeger": 16686}
 SECRETS_ROOT = "/run/cartmesh"
 ENTRYPOINT = "/app/docker/entrypoint.sh"
 
@@ -69,7 +72,7 @@ def compose():
 
 @pytest.fixture(scope="module")
 def apps(compose):
-    return {name: spec for name, spec in compose.items() if name not in INFRASTRUCTURE}
+    return {name: spec for name, spec in compose.items() if name not in INFRASTRUCTURE | MONITORING}
 
 
 def command_line(spec):
@@ -111,13 +114,16 @@ def test_every_command_names_a_config_file_and_module_that_exist(apps):
         assert os.path.isfile(os.path.join(ROOT, "services", service, "migrations", "env.py")), service
 
 
-def test_no_fixed_names_and_only_the_gateway_publishes_a_port(compose):
+def test_no_fixed_names_and_only_the_gateway_grafana_and_jaeger_ui_publish_a_port_on_loopback(compose):
     for name, spec in compose.items():
         assert "container_name" not in spec, name
-        if name != run.GATEWAY:
+        if name not in PUBLISHED:
             assert "ports" not in spec, name
-    (port,) = compose[run.GATEWAY]["ports"]
-    assert str(port).rsplit(":", 1)[1] == "8000"
+    for name, container_port in PUBLISHED.items():
+        (port,) = compose[name]["ports"]
+        # "127.0.0.1:${GATEWAY_PORT:-8000}:8000": the host port may be a variable, the address may not
+        assert str(port).startswith("127.0.0.1:"), name
+        assert str(port).rsplit(":", 1)[1] == str(container_port), name
 
 
 def test_start_order_waits_for_the_secrets_then_for_healthy_dependencies(compose, apps):
@@ -129,7 +135,8 @@ def test_start_order_waits_for_the_secrets_then_for_healthy_dependencies(compose
                 assert condition == {"condition": "service_healthy"}, (name, dependency)
                 assert "healthcheck" in compose[dependency], dependency
     for name in set(compose) - {"secrets"}:
-        assert "secrets" in compose[name]["depends_on"], f"{name} could start before its secrets exist"
+        if secrets_mounts(compose[name]):
+            assert "secrets" in compose[name]["depends_on"], f"{name} could start before its secrets exist"
     for service in run.SERVICES:
         assert {"rabbitmq", "postgres"} <= set(apps[service]["depends_on"]), service
     assert set(run.SERVICES) | {"rabbitmq"} <= set(apps[run.GATEWAY]["depends_on"])
@@ -161,13 +168,16 @@ def test_each_container_mounts_only_its_own_secrets_read_only(compose):
     # The generator sees every directory, writable, at its place under /run/cartmesh.
     assert secrets_mounts(compose["secrets"]) == {
         f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", False) for name in directories}
-    # Every other container: its own directory, read-only, and nothing else (raw/ is the generator's alone).
-    readers = {name for name in compose if name != "secrets"}
+    # Every other container: its own directory, read-only, and nothing else (raw/ is the generator's alone);
+    # prometheus and jaeger need no secret and mount none.
+    readers = {name for name in compose if name != "secrets" and secrets_mounts(compose[name])}
     assert readers == directories - {make_secrets.RAW}
+    assert set(compose) - readers == {"secrets", "prometheus", "jaeger"}
     for name in readers:
         assert secrets_mounts(compose[name]) == {f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", True)}, name
     volumes = load_compose()["volumes"]
-    assert set(volumes) == {"postgres-data"} | {f"secrets-{name}" for name in directories}
+    assert set(volumes) == ({"postgres-data", "prometheus-data", "grafana-data"}
+                            | {f"secrets-{name}" for name in directories})
 
 
 def test_app_containers_export_their_secrets_through_the_entrypoint(apps):
@@ -302,3 +312,20 @@ def test_compose_client_accepts_the_file_with_no_env_file_and_no_secret_set(tmp_
     resolved = yaml.load(result.stdout, Loader=ComposeLoader)["services"]
     assert resolved["secrets"]["environment"] == {name: "" for name in make_secrets.raw_names()}
     assert resolved["accounts"]["depends_on"]["secrets"] == {"condition": "service_completed_successfully"}
+
+
+CONFIG_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([^}]*))?\}")
+
+
+def test_every_setting_whose_default_is_wrong_in_a_container_is_given(apps):
+    """A config/*.yml default that is empty or local (localhost, SQLite) must come from the compose file or from
+    the container's secrets: e.g. RABBITMQ_API_URI, whose default is the local broker's management API."""
+    layout = make_secrets.layout(dummy_raw())
+    checked = 0
+    for name, spec in apps.items():
+        given = set(spec.get("environment") or {}) | set(layout[name])
+        for variable, default in CONFIG_VARIABLE.findall(read(f"config/{name}.yml")):
+            if not default or "localhost" in default or default.startswith("sqlite"):
+                assert variable in given, f"{name} leaves {variable} at its default {default!r}"
+                checked += 1
+    assert checked >= 8

@@ -49,7 +49,12 @@ OLDEST_KUBERNETES = "1.31"
 BROKER_NAME = "cartmesh-broker"
 # The labels the RabbitMQ Cluster Operator gives every node pod (its internal/metadata/label.go).
 BROKER_POD_LABELS = {"app.kubernetes.io/name": BROKER_NAME, "app.kubernetes.io/component": "rabbitmq"}
-AMQP_PORT, DB_PORT, DNS_PORT, GATEWAY_PORT = 5672, 5432, 53, 8000
+AMQP_PORT, DB_PORT, DNS_PORT, GATEWAY_PORT, MANAGEMENT_PORT = 5672, 5432, 53, 8000, 15672
+# Each service's probe server (services/common/probes.py): METRICS_PORT in the ConfigMap, port `metrics`.
+METRICS_PORT = 9100
+# Who may scrape /metrics: Prometheus's pods in the namespace `monitoring`.
+PROMETHEUS_NAMESPACE = "monitoring"
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 
 
 
@@ -457,6 +462,63 @@ def test_every_workload_has_probes_limits_and_runs_locked_down(overlay):
                 assert container.get(probe), f"{overlay}: {name}/{container['name']} has no {probe}"
 
 
+def probe_port(container, probe):
+    """The container port number an httpGet probe targets (by name or number)."""
+    port = probe["httpGet"]["port"]
+    if isinstance(port, int):
+        return port
+    [number] = [p["containerPort"] for p in container.get("ports") or [] if p["name"] == port]
+    return number
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_are_probed_and_scraped_on_their_metrics_port(overlay):
+    """Per pod, over HTTP: live = /health/live, started and ready = /health/ready (broker and database), so a pod
+    whose database is unreachable leaves the Service without being restarted."""
+    documents = build(overlay)
+    settings = config_map_values(documents)
+    assert settings["METRICS_PORT"] == str(METRICS_PORT) and settings["LOG_FORMAT"] == "json"
+    for name, deployment in app_deployments(documents).items():
+        template = deployment["spec"]["template"]
+        [container] = template["spec"]["containers"]
+        assert {"METRICS_PORT", "LOG_FORMAT"} <= env_names(container, documents), name
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_names(container, documents), f"{name}: tracing is opt-in"
+        annotations = template["metadata"].get("annotations") or {}
+        scrape_port = GATEWAY_PORT if name == "gateway" else METRICS_PORT
+        assert annotations.get("prometheus.io/scrape") == "true", f"{name} is not scraped"
+        assert annotations.get("prometheus.io/port") == str(scrape_port)
+        assert annotations.get("prometheus.io/path") == "/metrics"
+        ports = {port["containerPort"]: port for port in container.get("ports") or []}
+        assert scrape_port in ports, f"{name} does not declare port {scrape_port}"
+        if name == "gateway":
+            continue
+        assert ports[METRICS_PORT]["name"] == "metrics" and ports[METRICS_PORT]["protocol"] == "TCP"
+        expected = {"startupProbe": "/health/ready", "readinessProbe": "/health/ready",
+                    "livenessProbe": "/health/live"}
+        for kind, path in expected.items():
+            probe = container.get(kind)
+            assert probe and "httpGet" in probe and "exec" not in probe, f"{overlay}: {name} {kind} is not httpGet"
+            assert probe["httpGet"]["path"] == path, f"{name} {kind}: {probe['httpGet']['path']}"
+            assert probe_port(container, probe) == METRICS_PORT, f"{name} {kind} is not on the metrics port"
+        # Liveness must be more patient than readiness: a pod out of the Service is recovered, a restarted one
+        # loses its running workers.
+        live, ready = container["livenessProbe"], container["readinessProbe"]
+        assert (live["periodSeconds"] * live["failureThreshold"]
+                > ready["periodSeconds"] * ready["failureThreshold"]), name
+
+
+def test_the_gateway_reads_the_management_api_from_a_secret():
+    for overlay in OVERLAYS:
+        documents = build(overlay)
+        [container] = named(documents, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"]
+        env = {entry["name"]: entry for entry in container.get("env") or []}
+        assert "RABBITMQ_API_URI" in env, f"{overlay}: the gateway would derive the management API from AMQP_URI"
+        assert env["RABBITMQ_API_URI"]["valueFrom"]["secretKeyRef"]["name"] == "cartmesh-amqp"
+    made = dev_secrets()["cartmesh-amqp"]
+    assert made["management-api-uri"] == (
+        f"http://{made['username']}:{made['password']}@{BROKER_NAME}.cartmesh-dev.svc:{MANAGEMENT_PORT}/api")
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_termination_grace_covers_the_graceful_shutdown(overlay):
     documents = build(overlay)
@@ -750,12 +812,30 @@ def test_network_policies_isolate_every_pod(overlay):
         assert any(set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not p["spec"].get("ingress")
                    and not p["spec"].get("egress") for p in policies), f"{name}: no default deny"
         ingress = [rule for p in policies for rule in p["spec"].get("ingress") or []]
+        open_port = GATEWAY_PORT if name == "gateway" else METRICS_PORT
+        assert all([port["port"] for port in rule.get("ports") or []] == [open_port] for rule in ingress), (
+            f"{name} accepts connections on other ports than {open_port}")
+        peers = [peer for rule in ingress for peer in rule.get("from") or [None]]
+        assert None not in peers, f"{name}: an ingress rule open to everyone"
+        prometheus = [peer for peer in peers if "podSelector" in peer]
+        assert prometheus, f"{name} cannot be scraped"
+        for peer in prometheus:
+            assert peer["podSelector"] == {"matchLabels": PROMETHEUS_POD_LABELS}
+            assert peer["namespaceSelector"] == {
+                "matchLabels": {"kubernetes.io/metadata.name": PROMETHEUS_NAMESPACE}}
+        others = [peer for peer in peers if "podSelector" not in peer]
         if name == "gateway":
-            assert ingress and all([port["port"] for port in rule["ports"]] == [GATEWAY_PORT] for rule in ingress)
+            assert others == [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "ingress-nginx"}}}], others
         else:
-            assert not ingress, f"{name} accepts connections"
+            assert not others, f"{name} accepts connections from other than Prometheus"
         egress = allowed_egress(documents, labels)
-        assert {port for _, port in egress} <= {AMQP_PORT, DB_PORT, 15672}
+        allowed_ports = {AMQP_PORT, MANAGEMENT_PORT} if name == "gateway" else {AMQP_PORT, DB_PORT}
+        assert {port for _, port in egress} <= allowed_ports, f"{name}: egress to {egress}"
+        if name == "gateway":
+            management_peers = [peer for peer, port in egress if port == MANAGEMENT_PORT]
+            assert management_peers and all(selector_matches(peer["podSelector"], BROKER_POD_LABELS)
+                                            for peer in management_peers), "GET /services needs 15672"
         broker_peers = [peer for peer, port in egress if port == AMQP_PORT]
         assert broker_peers and all(selector_matches(peer["podSelector"], BROKER_POD_LABELS)
                                     for peer in broker_peers), f"{name}: AMQP only to the broker's pods"

@@ -16,10 +16,11 @@ make_secrets = load_make_secrets()
 SCRIPT = os.path.join(ROOT, "docker", "make_secrets.py")
 DB_PASSWORDS = {f"{service.upper()}_DB_PASSWORD" for service in SERVICES}
 EXPECTED = {
-    "raw": {"JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"} | DB_PASSWORDS,
+    "raw": {"JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} | DB_PASSWORDS,
     "postgres": {"POSTGRES_PASSWORD"} | DB_PASSWORDS,
     "rabbitmq": {"RABBITMQ_DEFAULT_PASS"},
-    GATEWAY: {"AMQP_URI", "JWT_SECRET"},
+    "grafana": {"GF_SECURITY_ADMIN_PASSWORD"},
+    GATEWAY: {"AMQP_URI", "JWT_SECRET", "RABBITMQ_API_URI"},
     "accounts": {"AMQP_URI", "ACCOUNTS_DATABASE_URL", "JWT_SECRET"},
     **{service: {"AMQP_URI", database_url_variable(service)} for service in SERVICES if service != "accounts"},
 }
@@ -52,6 +53,7 @@ def test_first_run_gives_each_container_exactly_what_it_needs_composed_from_the_
     for name, value in raw.items():
         assert len(value) >= 32 and value.replace("-", "").replace("_", "").isalnum(), name
     assert values["rabbitmq/RABBITMQ_DEFAULT_PASS"] == raw["RABBITMQ_PASSWORD"]
+    assert values["grafana/GF_SECURITY_ADMIN_PASSWORD"] == raw["GRAFANA_ADMIN_PASSWORD"]
     for name in EXPECTED["postgres"]:
         assert values[f"postgres/{name}"] == raw[name]
     assert values["accounts/JWT_SECRET"] == values[f"{GATEWAY}/JWT_SECRET"] == raw["JWT_SECRET"]
@@ -59,6 +61,9 @@ def test_first_run_gives_each_container_exactly_what_it_needs_composed_from_the_
         amqp = urlsplit(values[f"{app}/AMQP_URI"])
         assert (amqp.username, unquote(amqp.password), amqp.hostname, amqp.port) == (
             "cartmesh", raw["RABBITMQ_PASSWORD"], "rabbitmq", 5672), app
+    api = urlsplit(values[f"{GATEWAY}/RABBITMQ_API_URI"])
+    assert (api.scheme, api.username, unquote(api.password), api.hostname, api.port, api.path) == (
+        "http", "cartmesh", raw["RABBITMQ_PASSWORD"], "rabbitmq", 15672, "/api")
     for service in SERVICES:
         url = make_url(values[f"{service}/{database_url_variable(service)}"])
         assert (url.username, url.password, url.host, url.database) == (
@@ -85,7 +90,7 @@ def test_directories_are_0700_and_files_0600_owned_by_their_reader(tmp_path):
     for name, files in EXPECTED.items():
         directory = tmp_path / name
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, name
-        uid = {"raw": 0, "rabbitmq": 0, "postgres": 999}.get(name, 10001)
+        uid = {"raw": 0, "rabbitmq": 0, "postgres": 999, "grafana": 472}.get(name, 10001)
         if as_root:
             assert os.stat(directory).st_uid == uid, name
         for file_name in files:

@@ -39,13 +39,15 @@ def make_secrets(namespace):
     broker_host = f"{BROKER}.{namespace}.svc"  # a full name: KEDA reads it from its own namespace
     role_passwords = {service: random_value() for service in SERVICES}
     found = [
-        # The application's broker user (imported by the User in deploy/k8s/broker), its AMQP URI, and the
-        # management API that KEDA reads queue depths from.
+        # The application's broker user (imported by the User in deploy/k8s/broker), its AMQP URI, the
+        # management API that KEDA reads queue depths from (credentials apart), and the same API with the
+        # credentials in it for the gateway's GET /services (RABBITMQ_API_URI).
         secret("cartmesh-amqp", {
             "username": BROKER_USER,
             "password": broker_password,
             "uri": f"amqp://{BROKER_USER}:{broker_password}@{broker_host}:5672/{VHOST}",
             "management-uri": f"http://{broker_host}:15672/",
+            "management-api-uri": f"http://{BROKER_USER}:{broker_password}@{broker_host}:15672/api",
         }),
         secret("cartmesh-jwt", {"secret": random_value(32)}),
         secret("cartmesh-admin", {"email": "admin@example.com", "password": random_value(12)}),

@@ -1,0 +1,221 @@
+"""Prometheus metrics of every Cartmesh service, and `Telemetry`: the one dependency that makes a service seen.
+
+    from services.common.metrics import Telemetry
+
+    class CartsService:
+        telemetry = Telemetry()
+
+With it, every worker of the service is counted by outcome and timed (`cartmesh_entrypoint_*`), counted while
+in flight, traced (services.common.tracing), and ends with one log line (services.common.logs); the process
+serves `/metrics`, `/health/live` and `/health/ready` on `METRICS_PORT` (services.common.probes).
+
+The metrics live in the process's default registry, next to prometheus_client's process collector (CPU,
+memory, open files). Every label value comes from the code (service, entrypoint and target names, a fixed set
+of kinds, outcomes and reasons), never from a request, so the number of series is bounded.
+"""
+import logging
+import time
+from contextlib import contextmanager
+
+from nameko.events import EventHandler
+from nameko.extensions import DependencyProvider
+from nameko.messaging import Consumer
+from nameko.rpc import Rpc, RpcProxy
+from nameko.timer import Timer
+from nameko.web.handlers import HttpRequestHandler
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+from services.common import logs, probes, tracing
+from services.common.errors import CartmeshError, ServiceTimeout, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+# No `*_created` series beside every counter and histogram: they double the series and nothing here reads them.
+disable_created_metrics()
+
+# Seconds: from a cached read (1 ms) to a sweep or an RPC call that hit its timeout.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+OUTCOMES = ("success", "expected_error", "error")
+RPC_FAILURE_REASONS = ("timeout", "unavailable")
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+ENTRYPOINT_CALLS = Counter(
+    "cartmesh_entrypoint_calls_total",
+    "Workers finished, by entrypoint and outcome (success, expected_error: one of the entrypoint's "
+    "expected_exceptions or an HTTP 4xx, error: anything else or an HTTP 5xx).",
+    ["service", "entrypoint", "kind", "outcome"])
+ENTRYPOINT_DURATION = Histogram(
+    "cartmesh_entrypoint_duration_seconds", "How long workers ran, by entrypoint.",
+    ["service", "entrypoint", "kind"], buckets=BUCKETS)
+WORKERS_IN_FLIGHT = Gauge(
+    "cartmesh_workers_in_flight", "Workers running now.", ["service"])
+RPC_CLIENT_DURATION = Histogram(
+    "cartmesh_rpc_client_duration_seconds",
+    "How long outgoing RPC calls took, answered or not, by target service.",
+    ["service", "target"], buckets=BUCKETS)
+RPC_CLIENT_FAILURES = Counter(
+    "cartmesh_rpc_client_failures_total",
+    "Outgoing RPC calls that got no answer: timeout (the target consumes but did not answer in time) or "
+    "unavailable (nothing consumes the target's queue).",
+    ["service", "target", "reason"])
+OUTBOX_BACKLOG = Gauge(
+    "cartmesh_outbox_backlog", "Events recorded in the outbox and not yet published.", ["service"])
+HTTP_REQUESTS = Counter(
+    "cartmesh_http_requests_total", "HTTP requests answered, by route template and status code.",
+    ["service", "method", "route", "status"])
+HTTP_DURATION = Histogram(
+    "cartmesh_http_request_duration_seconds", "How long HTTP requests took, by route template.",
+    ["service", "method", "route"], buckets=BUCKETS)
+
+
+# Checked in order: EventHandler is a Consumer.
+_KINDS = ((HttpRequestHandler, "http"), (Rpc, "rpc"), (EventHandler, "event"), (Timer, "timer"),
+          (Consumer, "consumer"))
+
+
+def entrypoint_kind(entrypoint):
+    """rpc, event, http, timer or consumer, from the entrypoint's class (else its class name, lower case)."""
+    for cls, kind in _KINDS:
+        if isinstance(entrypoint, cls):
+            return kind
+    return type(entrypoint).__name__.lower()
+
+
+def _http_status(result):
+    status = getattr(result, "status_code", None)
+    if status is None and isinstance(result, tuple) and result and isinstance(result[0], int):
+        status = result[0]
+    return status or 200
+
+
+def outcome_of(entrypoint, kind, result, exc_info):
+    """success, expected_error or error, for a worker of `entrypoint` that ended with `result`/`exc_info`."""
+    if exc_info is not None:
+        return "expected_error" if isinstance(exc_info[1], entrypoint.expected_exceptions) else "error"
+    if kind == "http":
+        status = _http_status(result)
+        if status >= 500:
+            return "error"
+        if status >= 400:
+            return "expected_error"
+    return "success"
+
+
+def _is_call_failure(exc):
+    # A service's own expected error (NotFound, Conflict...) is an answer, not a failed call.
+    return not isinstance(exc, CartmeshError) or isinstance(exc, (ServiceTimeout, ServiceUnavailable))
+
+
+@contextmanager
+def rpc_call(worker_ctx, target_service, method_name):
+    """Around one outgoing RPC call (services.common.rpc's TimedMethodProxy): times it, counts a timeout or an
+    unavailable target, and traces it as a CLIENT span (see tracing.outgoing_headers)."""
+    started = time.perf_counter()
+    reason = None
+    try:
+        with tracing.client_span(worker_ctx, target_service, method_name, is_failure=_is_call_failure):
+            yield
+    except ServiceTimeout:
+        reason = "timeout"
+        raise
+    except ServiceUnavailable:
+        reason = "unavailable"
+        raise
+    finally:
+        service = worker_ctx.service_name
+        RPC_CLIENT_DURATION.labels(service, target_service).observe(time.perf_counter() - started)
+        if reason:
+            RPC_CLIENT_FAILURES.labels(service, target_service, reason).inc()
+
+
+def set_outbox_backlog(service, count):
+    """The outbox relay reports how many events wait to be published (after each pass)."""
+    OUTBOX_BACKLOG.labels(service).set(count)
+
+
+def observe_http(service, method, route, status, seconds):
+    """One answered HTTP request. `route` must be the route *template* (`/carts/{id}`), or `unmatched`
+    for a path no route matches, never the raw path: label values must stay few."""
+    method = method.upper() if method and method.upper() in HTTP_METHODS else "other"
+    HTTP_REQUESTS.labels(service, method, route, str(int(status))).inc()
+    HTTP_DURATION.labels(service, method, route).observe(seconds)
+
+
+class Telemetry(DependencyProvider):
+    """Measures, traces and logs every worker of its service, and serves the process's probes.
+
+    Per worker: `cartmesh_workers_in_flight` while it runs; when it ends, `cartmesh_entrypoint_calls_total`
+    by outcome and `cartmesh_entrypoint_duration_seconds`, its span ended (tracing.start_worker_span), and the
+    log line `rpc carts.get_cart success in 3.2 ms` with `duration` and `outcome` as fields. Log lines the
+    worker writes carry its service, entrypoint and request id. Injects nothing (the attribute is None).
+    Never fails a worker: a fault here is logged and the worker goes on.
+    """
+
+    def __init__(self):
+        self.started_at = {}  # worker_ctx -> (perf_counter at setup, kind)
+        self.in_flight = set()
+        self.probe_server = None
+
+    def setup(self):
+        tracing.configure_from_env()
+        service = self.container.service_name
+        logs.register_service(service)
+        # Series exist (at 0) from the start, so rates and dashboards do not wait for the first failure.
+        WORKERS_IN_FLIGHT.labels(service)
+        for entrypoint in self.container.entrypoints:
+            kind = entrypoint_kind(entrypoint)
+            for outcome in OUTCOMES:
+                ENTRYPOINT_CALLS.labels(service, entrypoint.method_name, kind, outcome)
+            ENTRYPOINT_DURATION.labels(service, entrypoint.method_name, kind)
+        for dependency in self.container.dependencies:
+            if isinstance(dependency, RpcProxy):
+                RPC_CLIENT_DURATION.labels(service, dependency.target_service)
+                for reason in RPC_FAILURE_REASONS:
+                    RPC_CLIENT_FAILURES.labels(service, dependency.target_service, reason)
+        self.probe_server = probes.attach(self)
+
+    def stop(self):
+        probes.detach(self)
+
+    def kill(self):
+        probes.detach(self)
+
+    def get_dependency(self, worker_ctx):
+        return None
+
+    def worker_setup(self, worker_ctx):
+        try:
+            service = worker_ctx.service_name
+            kind = entrypoint_kind(worker_ctx.entrypoint)
+            WORKERS_IN_FLIGHT.labels(service).inc()
+            self.in_flight.add(worker_ctx)
+            trace_id = tracing.start_worker_span(worker_ctx, kind)
+            logs.bind_worker(service, worker_ctx.entrypoint.method_name, worker_ctx.data.get("request_id"),
+                             trace_id)
+            self.started_at[worker_ctx] = (time.perf_counter(), kind)
+        except Exception:
+            log.exception("telemetry could not set up %s", worker_ctx)
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        started = self.started_at.pop(worker_ctx, None)
+        if started is None:
+            return
+        try:
+            started_at, kind = started
+            duration = time.perf_counter() - started_at
+            service, entrypoint = worker_ctx.service_name, worker_ctx.entrypoint
+            outcome = outcome_of(entrypoint, kind, result, exc_info)
+            ENTRYPOINT_CALLS.labels(service, entrypoint.method_name, kind, outcome).inc()
+            ENTRYPOINT_DURATION.labels(service, entrypoint.method_name, kind).observe(duration)
+            tracing.end_worker_span(worker_ctx, outcome, exc_info[1] if exc_info else None)
+            logs.log_worker_end(kind, service, entrypoint.method_name, duration, outcome)
+        except Exception:
+            log.exception("telemetry could not record %s", worker_ctx)
+
+    def worker_teardown(self, worker_ctx):
+        self.started_at.pop(worker_ctx, None)
+        if worker_ctx in self.in_flight:
+            self.in_flight.discard(worker_ctx)
+            WORKERS_IN_FLIGHT.labels(worker_ctx.service_name).dec()
+        tracing.end_worker_span(worker_ctx, "error")  # only if worker_result never ran
+        logs.unbind_worker()
