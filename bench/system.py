@@ -2,8 +2,6 @@
 loopback port with fresh databases, the minimal baseline, and the data the scenarios need, made through the
 public API. Everything started here is stopped by `stop()`, whatever happened."""
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -65,15 +63,6 @@ class Vhost:
             self.created = False
 
 
-def alive(pid):
-    """Whether process `pid` still runs (a zombie counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 class Processes:
     """Child processes started by the bench, each with its output in a log file; stopped gracefully, then
     killed, together with the processes they say they started (scripts.run prints "started NAME (pid N)")."""
@@ -96,22 +85,13 @@ class Processes:
 
     def children(self):
         """{name: pid} of the processes scripts.run says it started (migrations included)."""
-        return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", self.output())}
+        return run.started_children(self.output())
 
     def ended(self):
         return self.process.poll() is not None
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pid in self.children().values():
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        run.stop_supervisor(self.process, self.output(), STOP_DEADLINE)
 
 
 def wait_until(predicate, deadline, what, process=None):

@@ -32,6 +32,7 @@ Children get their own session, so a Ctrl-C reaches only this supervisor, which 
 supervisor itself is killed with SIGKILL they keep running and must be stopped by hand.
 """
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -295,6 +296,38 @@ class Supervisor:
         stop_all(self.children)
         say("all processes stopped")
         return code
+
+
+# --- for whatever drives this supervisor from outside (its tests, the bench) ------------------------------------
+
+
+def started_children(output):
+    """{name: pid} of the processes a supervisor's output says it started (its `started NAME (pid N)` lines)."""
+    return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", output)}
+
+
+def alive(pid):
+    """Whether process `pid` still runs (a zombie counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def stop_supervisor(process, output, deadline=STOP_TIMEOUT + 10):
+    """Stop a supervisor started as `process` (a Popen) whatever state it is in: SIGTERM, then SIGKILL for it
+    after `deadline` and for every child its `output` names that is still there."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(deadline)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for pid in started_children(output).values():
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def main(environ=None):

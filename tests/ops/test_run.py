@@ -1,7 +1,6 @@
 """`make run` (scripts/run.py), `make seed` (scripts/seed.py) and the containers' healthcheck, run for real as
 child processes: every service and the gateway on a fresh RabbitMQ vhost, a free port and fresh databases."""
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -35,32 +34,14 @@ class RunProcess:
             return log.read()
 
     def child_pids(self):
-        return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", self.output())}
+        return run.started_children(self.output())
 
     def wait(self, timeout):
         return self.process.wait(timeout)
 
     def stop(self):
         """Teardown whatever happened: SIGTERM, then SIGKILL for the supervisor and each child still there."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pid in self.child_pids().values():
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def alive(pid):
-    """Whether process `pid` still runs (a zombie counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        run.stop_supervisor(self.process, self.output(), STOP_DEADLINE)
 
 
 def listeners(port):
@@ -182,7 +163,7 @@ def test_make_run_serves_the_api_seeds_and_stops_cleanly_on_sigterm(db_backend, 
         assert set(run.SERVICES) | {run.GATEWAY} <= set(children)
         system.process.send_signal(signal.SIGTERM)
         assert system.wait(STOP_DEADLINE) == 0, system.output()
-        assert not [name for name, pid in children.items() if alive(pid)]
+        assert not [name for name, pid in children.items() if run.alive(pid)]
         assert "all processes stopped" in system.output()
         assert "did not stop within" not in system.output()
     finally:
@@ -206,7 +187,7 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(rabbit_config, sta
     assert "JWT_SECRET is not set" not in output
     children = system.child_pids()
     assert set(run.SERVICES) | {run.GATEWAY} <= set(children)
-    assert not [name for name, pid in children.items() if alive(pid)]
+    assert not [name for name, pid in children.items() if run.alive(pid)]
 
 
 def test_a_failed_migration_starts_nothing_and_fails_the_run(rabbit_config, start, tmp_path):
@@ -218,7 +199,7 @@ def test_a_failed_migration_starts_nothing_and_fails_the_run(rabbit_config, star
     assert f"{broken}-migrate failed" in system.output()
     started = system.child_pids()
     assert set(started) <= {f"{service}-migrate" for service in run.SERVICES}
-    assert not [name for name, pid in started.items() if alive(pid)]
+    assert not [name for name, pid in started.items() if run.alive(pid)]
 
 
 def test_ctrl_c_stops_every_process_and_exits_0(rabbit_config, start, tmp_path):
@@ -230,7 +211,7 @@ def test_ctrl_c_stops_every_process_and_exits_0(rabbit_config, start, tmp_path):
     system.process.send_signal(signal.SIGINT)
     assert system.wait(STOP_DEADLINE) == 0, system.output()
     assert "SIGINT received: stopping" in system.output()
-    assert not [name for name, pid in children.items() if alive(pid)]
+    assert not [name for name, pid in children.items() if run.alive(pid)]
 
 
 def test_an_unreachable_broker_is_said_plainly_without_its_password(start, tmp_path):
