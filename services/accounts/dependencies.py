@@ -11,7 +11,7 @@ from services.accounts.domain import dummy_hash, hash_password, normalize_email,
 from services.accounts.models import User
 from services.common.db import make_engine
 from services.common.errors import StartupRefused, ValidationFailed
-from services.common.tokens import issue_token
+from services.common.tokens import issue_token, key_id
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class TokenIssuer(DependencyProvider):
             log.warning("JWT_SECRET is shorter than %d bytes; use a longer random secret",
                         RECOMMENDED_SECRET_BYTES)
         self.tokens = Tokens(secret, token_ttl(config))
+        log.info("signing access tokens with key id %s", key_id(secret))
         dummy_hash()  # made now, so the first sign-in with an unknown email is not slower than later ones
 
     def get_dependency(self, worker_ctx):

@@ -10,7 +10,13 @@ EMAIL_MAX_LENGTH = 254
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 
-_hasher = PasswordHasher()
+# argon2id with OWASP's minimum recommended parameters (Password Storage Cheat Sheet: m=19 MiB, t=2, p=1),
+# not argon2-cffi's default (RFC 9106's low-memory profile: 64 MiB, t=3, p=4). The memory is allocated for every
+# hash and every verification, so 64 MiB alone put the accounts process at 140 MiB; 19 MiB with two passes is
+# the setting OWASP lists as equivalent in strength to its stronger-memory ones. Parameters are stored in each
+# hash, so hashes made with the old parameters still verify, and `needs_rehash` moves them to these on the next
+# sign-in.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
 def email_problem(email):
@@ -79,6 +85,14 @@ def verify_password(password_hash, password):
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def needs_rehash(password_hash):
+    """Whether `password_hash` was made with other parameters than today's (hash the password again then)."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,6 +19,10 @@ outbox_table(Base.metadata)
 SkuType = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 
+# A product as the RPC methods answer it (on_hand stays internal).
+PUBLIC_FIELDS = ("sku", "name", "description", "price_cents", "stock")
+
+
 class Product(Base):
     """A product, keyed by its sku. 64-bit amounts leave room for sums of the bounded values domain accepts.
 
@@ -44,8 +48,7 @@ class Product(Base):
 
     def to_dict(self):
         """The product as the RPC methods answer it (on_hand stays internal)."""
-        return {"sku": self.sku, "name": self.name, "description": self.description,
-                "price_cents": self.price_cents, "stock": self.stock}
+        return {field: getattr(self, field) for field in PUBLIC_FIELDS}
 
 
 class StockHold(Base):

@@ -42,13 +42,32 @@ class UtcDateTime(TypeDecorator):
         return value
 
 
+# Connections a container needs besides one per worker: the outbox relay, and one spare.
+EXTRA_CONNECTIONS = 2
+
+
+def pool_options(max_workers):
+    """Pool settings for a container running `max_workers` workers: every worker keeps a pooled connection.
+
+    SQLAlchemy's default (5 pooled + 10 overflow) closes every connection beyond the fifth when it is returned,
+    so under load a 10-worker service opened and closed a database connection every few requests (a new
+    PostgreSQL backend each time: a fork and an authentication). A few overflow connections remain for bursts
+    beyond the estimate.
+    """
+    return {"pool_size": max_workers + EXTRA_CONNECTIONS, "max_overflow": 5}
+
+
 def make_engine(url, **options):
-    """An engine for `url`; SQLite files get a busy timeout, WAL and foreign keys, and their folder is made."""
+    """An engine for `url`; SQLite files get a busy timeout, WAL with `synchronous=NORMAL` and foreign keys,
+    and their folder is made."""
     url = make_url(url)
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **options)
     if url.database and url.database != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+    else:  # an in-memory database lives in one connection (SingletonThreadPool): no pool to size
+        options.pop("pool_size", None)
+        options.pop("max_overflow", None)
     # Green threads share pooled connections, so the thread check must go; writers wait up to 30 s for the
     # file lock instead of failing at once when another process holds it.
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **options)
@@ -57,6 +76,11 @@ def make_engine(url, **options):
     def _sqlite_pragmas(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL syncs the log at checkpoints instead of at every commit: a committed transaction
+        # survives the process being killed (the WAL is in the OS's page cache), only an OS crash or a power
+        # loss can undo the last ones, and the file is never corrupted. FULL made each commit an fsync that
+        # blocks the process's event loop (19 % of orders' samples under checkout load).
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -89,7 +113,8 @@ class Database(DependencyProvider):
         self.sessions = {}
 
     def setup(self):
-        self.engine = make_engine(self.container.config[self.url_key])
+        self.engine = make_engine(self.container.config[self.url_key],
+                                  **pool_options(self.container.max_workers))
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 
     def stop(self):

@@ -13,6 +13,8 @@ twice. A pending order past its deadline in `new`, `reserving` or `charging` goe
 """
 from dataclasses import dataclass
 
+from services.common.errors import ValidationFailed
+
 PENDING, CONFIRMED, FAILED, CANCELLED = "pending", "confirmed", "failed", "cancelled"
 NEW, RESERVING, CHARGING, CONFIRMING, COMPENSATING, CANCELLING, DONE = (
     "new", "reserving", "charging", "confirming", "compensating", "cancelling", "done")
@@ -20,6 +22,17 @@ OUT_OF_STOCK, PAYMENT_DECLINED, TIMEOUT = "out_of_stock", "payment_declined", "t
 
 # Steps a deadline can still cut short: nothing has been charged for good yet.
 INTERRUPTIBLE = {NEW, RESERVING, CHARGING}
+
+
+USER_ID_MAX_LENGTH = 36  # orders.user_id's size: the gateway passes the token's subject, a UUID
+
+
+def validate_user_id(user_id):
+    """The owner's id as the gateway gives it: a string of 1 to 36 characters. Anything else is refused before
+    it reaches a query, where it would match no order or fail in the driver."""
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= USER_ID_MAX_LENGTH:
+        raise ValidationFailed.field("user_id", f"must be a string of 1 to {USER_ID_MAX_LENGTH} characters")
+    return user_id
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ class OrdersService(health.HealthRpc):
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
     def checkout(self, user_id, cart_id, payment_method_id, idempotency_key=None):
+        domain.validate_user_id(user_id)
+        if not _is_uuid(cart_id):  # as carts answers a malformed id, before an order row is written for it
+            raise NotFound("the cart does not exist")
         if idempotency_key is not None:
             existing = self._by_key(user_id, idempotency_key)
             if existing is not None:
@@ -80,10 +83,12 @@ class OrdersService(health.HealthRpc):
 
     @rpc(expected_exceptions=EXPECTED)
     def get_order(self, user_id, order_id):
+        domain.validate_user_id(user_id)
         return self._dto(self._own(user_id, order_id))
 
     @rpc(expected_exceptions=EXPECTED)
     def list_orders(self, user_id, limit=20, offset=0):
+        domain.validate_user_id(user_id)
         if not (isinstance(limit, int) and 1 <= limit <= 100) or isinstance(limit, bool):
             raise ValidationFailed.field("limit", "must be an integer from 1 to 100")
         if not (isinstance(offset, int) and offset >= 0) or isinstance(offset, bool):
@@ -97,6 +102,7 @@ class OrdersService(health.HealthRpc):
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
     def cancel_order(self, user_id, order_id):
+        domain.validate_user_id(user_id)
         order = self._own(user_id, order_id)
         cancelled = self.db.execute(
             update(Order).where(Order.id == order.id, Order.status == domain.CONFIRMED,
