@@ -2,9 +2,12 @@
 
 A body is read from the WSGI input with a hard limit (`Content-Length` is checked first, and at most limit + 1
 bytes are read so a chunked body cannot run past it), must be `application/json` (UTF-8), and must be a JSON
-object.
+object. JSON that Python's parser would take but that means different things to different readers is refused
+as 400: a key given twice in one object (which one wins?), a string holding half of a surrogate pair (not
+Unicode: it cannot be stored or sent on), NaN and Infinity, and nesting deeper than `MAX_JSON_DEPTH`.
 """
 import json
+import re
 
 from werkzeug.wrappers import Response
 
@@ -12,6 +15,9 @@ from gateway_http.errors import bad_request, payload_too_large, unsupported_medi
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 _READ_CHUNK = 16 * 1024
+# No request model nests deeper than 3; anything past this is refused before a model walks it.
+MAX_JSON_DEPTH = 32
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a valid pair is decoded to one character by the parser
 
 
 def json_response(status, payload, headers=None):
@@ -77,17 +83,59 @@ def parse_json_object(request, body, empty_means_object=False):
     except UnicodeDecodeError:
         raise bad_request("The request body is not valid UTF-8.")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object_without_duplicates)
+    except _DuplicateKey as exc:
+        raise bad_request(f"The request body gives the key {exc.key!r} more than once.")
     except (ValueError, RecursionError):
         raise bad_request("The request body is not valid JSON.")
     if not isinstance(value, dict):
         raise bad_request("The request body must be a JSON object.")
+    _check_tree(value)
     return value
 
 
 def _refuse_constant(name):
     # NaN and Infinity are not JSON, although Python's parser accepts them.
     raise ValueError(f"{name} is not JSON")
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key[:64]
+
+
+def _object_without_duplicates(pairs):
+    # Python keeps the last of repeated keys, other parsers the first: refuse rather than guess.
+    value = {}
+    for key, item in pairs:
+        if key in value:
+            raise _DuplicateKey(key)
+        value[key] = item
+    return value
+
+
+def _check_tree(value):
+    """400 for nesting deeper than MAX_JSON_DEPTH or a string (value or key) with a lone surrogate. Iterative,
+    so that a deep body cannot exhaust the stack here."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()  # depth: how many objects and arrays `item` is in, itself included
+        if isinstance(item, (dict, list)) and depth > MAX_JSON_DEPTH:
+            raise bad_request(f"The request body is nested deeper than {MAX_JSON_DEPTH} levels.")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key)
+                pending.append((child, depth + 1))
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _check_text(item)
+
+
+def _check_text(text):
+    if _LONE_SURROGATE.search(text):
+        raise bad_request("The request body holds a string that is not valid Unicode (a lone surrogate).")
 
 
 def query_values(request):

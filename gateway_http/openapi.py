@@ -3,7 +3,7 @@ pydantic models (`models_json_schema`), one error envelope schema, one bearer se
 from pydantic.json_schema import models_json_schema
 
 from gateway_http.auth import ADMIN, NONE
-from gateway_http.schemas import PATH_PARAMS, ErrorEnvelope
+from gateway_http.schemas import HEADER_PARAMS, PATH_PARAMS, ErrorEnvelope
 
 SECURITY_SCHEME = "bearerAuth"
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -14,11 +14,15 @@ ERROR_RESPONSES = {
     401: ("unauthorized", "missing, malformed, expired or forged bearer token, or wrong credentials"),
     403: ("forbidden", "authenticated but not allowed"),
     404: ("not_found", "no such resource (or it belongs to someone else)"),
+    408: ("request_timeout", "the request (its headers or its body) did not arrive in time"),
     409: ("conflict", "a duplicate, or a state that forbids the change"),
     413: ("payload_too_large", "the body is over the limit"),
+    414: ("uri_too_long", "the request line (path and query) is over the limit"),
     415: ("unsupported_media_type", "the body is not application/json"),
     422: ("validation_error", "validation_error (details.fields maps field to reason), unknown_product or "
                               "empty_cart"),
+    429: ("rate_limited", "too many requests from this address or user (or failed logins); see Retry-After"),
+    431: ("request_header_fields_too_large", "a header line or all the headers are over the limit"),
     500: ("internal_error", "a bug; the log has the rest"),
     503: ("service_unavailable", "a backend service did not answer"),
     504: ("gateway_timeout", "a backend service answered too late"),
@@ -63,7 +67,7 @@ def _operation(route, refs):
         "tags": [route.tag],
         "responses": _responses(route, refs),
     }
-    parameters = _path_parameters(route) + _query_parameters(route)
+    parameters = _path_parameters(route) + _query_parameters(route) + _header_parameters(route)
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
@@ -80,6 +84,11 @@ def _operation(route, refs):
 def _path_parameters(route):
     return [{"name": name, "in": "path", "required": True, "schema": dict(PATH_PARAMS[name][1])}
             for name in route.path_params]
+
+
+def _header_parameters(route):
+    return [{"name": name, "in": "header", "required": False, "schema": dict(schema), "description": description}
+            for name, (schema, description) in HEADER_PARAMS.get((route.method, route.path), {}).items()]
 
 
 def _query_parameters(route):
@@ -113,16 +122,22 @@ def _responses(route, refs):
 
 
 def _error_responses(refs):
-    """components/responses: one per error status, each the error envelope."""
+    """components/responses: one per error status, each the error envelope (429 also says when to retry)."""
     content = {"application/json": {"schema": refs[(ErrorEnvelope, "serialization")]}}
-    return {name: {"description": description, "content": content}
-            for name, description in ERROR_RESPONSES.values()}
+    responses = {name: {"description": description, "content": content}
+                 for name, description in ERROR_RESPONSES.values()}
+    responses["rate_limited"]["headers"] = {"Retry-After": {
+        "description": "whole seconds to wait before trying again", "required": True,
+        "schema": {"type": "integer", "minimum": 1}}}
+    return responses
 
 
 def _error_statuses(route):
     """The error statuses `route` can answer (404 and 405 for unknown paths and methods are not per route).
-    422 is everywhere: an unknown query parameter is refused on every route."""
-    statuses = {422, 500} | set(route.errors)
+    Some are everywhere: 422 (an unknown query parameter is refused on every route), 429 (every request counts
+    against its client address's rate limit, ratelimit.py) and what the HTTP server refuses before routing
+    (server.py): 408 slow headers, 414 a request line over the limit, 431 headers over the limit."""
+    statuses = {408, 414, 422, 429, 431, 500} | set(route.errors)
     if not route.local:
         statuses |= {503, 504}
     if route.body is not None:

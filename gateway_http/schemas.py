@@ -16,14 +16,32 @@ UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0
 # The largest money amount or stock count accepted: what a 32-bit SQL INTEGER column holds.
 MAX_AMOUNT = 2**31 - 1
 
-Email = Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-Password = Annotated[str, Field(min_length=8, max_length=128)]
+# A new account's email: printable ASCII (no look-alike of another address in another script), one @, a domain of
+# two or more non-empty labels: the accounts service's rule (services/accounts/domain.py), made exact in the
+# schema so that whatever the schema allows the service accepts.
+_EMAIL_CHAR = r"\x21-\x2d\x2f-\x3f\x41-\x7e"  # printable ASCII but space, "@" and "."
+EMAIL_PATTERN = rf"^[.{_EMAIL_CHAR}]+@[{_EMAIL_CHAR}]+(\.[{_EMAIL_CHAR}]+)+$"
+Email = Annotated[str, Field(min_length=5, max_length=254, pattern=EMAIL_PATTERN,
+                             description="printable ASCII: local part, @, a domain with a dot")]
+# Free text never holds NUL: PostgreSQL cannot store it (nor compare with it), and no person types it.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+Password = Annotated[str, Field(min_length=8, max_length=128, pattern=NO_NUL_PATTERN)]
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, description="1-64 characters of A-Z a-z 0-9 - _")]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Description = Annotated[str, Field(max_length=2000)]
+# What Python's str.strip() removes, spelled out: regex engines disagree on what \s covers.
+_WHITESPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A name is not blank (the catalog's rule): at least one character that is neither whitespace nor NUL.
+NAME_PATTERN = rf"^[^\x00]*[^\x00{_WHITESPACE}][^\x00]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
+Description = Annotated[str, Field(max_length=2000, pattern=NO_NUL_PATTERN)]
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 AddQuantity = Annotated[int, Field(ge=1, le=999)]
 SetQuantity = Annotated[int, Field(ge=0, le=999, description="0 removes the line")]
+
+
+def exact(pattern):
+    """`pattern` ("^...$") compiled for Python's re so that `.match` takes the whole string: Python's `$` also
+    matches before a final newline ("tea\n" would pass as a sku), JSON Schema's and pydantic's do not."""
+    return re.compile(pattern.removesuffix("$") + r"\Z")
 
 
 class StrictModel(BaseModel):
@@ -38,8 +56,8 @@ class StrictModel(BaseModel):
 class Credentials(StrictModel):
     """`POST /auth/token`: the password is checked by accounts, so only its size is limited here."""
 
-    email: Annotated[str, Field(min_length=1, max_length=254)]
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    email: Annotated[str, Field(min_length=1, max_length=254, pattern=NO_NUL_PATTERN)]
+    password: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL_PATTERN)]
 
 
 class Registration(StrictModel):
@@ -120,11 +138,15 @@ class PageQuery(StrictModel):
 class ProductQuery(PageQuery):
     """`GET /products?limit&offset&q`."""
 
-    q: Annotated[str, Field(max_length=200, description="case-insensitive filter on name and description")] = ""
+    q: Annotated[str, Field(max_length=200, pattern=NO_NUL_PATTERN,
+                            description="case-insensitive filter on name and description")] = ""
+
+
+CARD_PATTERN = r"^[0-9]{12,19}$"
 
 
 class Payment(StrictModel):
-    card_number: Annotated[str, Field(pattern=r"^[0-9]{12,19}$",
+    card_number: Annotated[str, Field(pattern=CARD_PATTERN,
                                       description="12-19 digits; checked with Luhn by payments")]
 
 
@@ -135,7 +157,15 @@ class Checkout(StrictModel):
 
 
 # An Idempotency-Key header: printable ASCII, as long as a UUID or a little more.
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+IDEMPOTENCY_KEY = exact(IDEMPOTENCY_KEY_PATTERN)
+# Request headers an operation reads, by (method, path): name → (JSON schema, description) for /openapi.json.
+HEADER_PARAMS = {
+    ("POST", "/carts/{id}/checkout"): {
+        "Idempotency-Key": ({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+                            "a repeat with the same key answers the same order and never charges twice"),
+    },
+}
 
 
 # --- path parameters --------------------------------------------------------------------------------------
@@ -148,8 +178,8 @@ def _canonical_uuid(value):
 # Path parameter name → (pattern it must match, JSON schema, normaliser). A value that does not match is a 404.
 # `id` is the UUID of a cart or an order, named as in the contract's paths ("/carts/{id}").
 PATH_PARAMS = {
-    "sku": (re.compile(SKU_PATTERN), {"type": "string", "pattern": SKU_PATTERN}, str),
-    "id": (re.compile(UUID_PATTERN), {"type": "string", "format": "uuid"}, _canonical_uuid),
+    "sku": (exact(SKU_PATTERN), {"type": "string", "pattern": SKU_PATTERN}, str),
+    "id": (exact(UUID_PATTERN), {"type": "string", "format": "uuid"}, _canonical_uuid),
 }
 
 
@@ -263,6 +293,16 @@ class ErrorEnvelope(BaseModel):
 # --- validation errors ------------------------------------------------------------------------------------
 
 
+# What a pattern means, said to a person instead of the regular expression.
+PATTERN_REASONS = {
+    NO_NUL_PATTERN: "must not contain NUL characters",
+    NAME_PATTERN: "must not be blank or contain NUL characters",
+    EMAIL_PATTERN: "is not a valid email address (printable ASCII, one @, a domain with a dot)",
+    SKU_PATTERN: "must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
+    CARD_PATTERN: "must be 12 to 19 digits",
+}
+
+
 def field_errors(error: ValidationError):
     """{field: reason} for a pydantic error: dotted paths for nested fields ("items.0.quantity"), first reason
     per field; a rule on the whole object is reported under "body"."""
@@ -272,5 +312,7 @@ def field_errors(error: ValidationError):
         reason = problem["msg"]
         if problem["type"] == "value_error":  # our own ValueError: drop pydantic's "Value error, " prefix
             reason = str(problem.get("ctx", {}).get("error", reason))
+        elif problem["type"] == "string_pattern_mismatch":
+            reason = PATTERN_REASONS.get(problem.get("ctx", {}).get("pattern"), reason)
         fields.setdefault(name, reason)
     return fields

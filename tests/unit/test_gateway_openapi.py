@@ -74,7 +74,7 @@ def test_operations_carry_auth_parameters_bodies_and_errors():
 def test_schemas_carry_the_contract_rules():
     schemas = OPENAPI["components"]["schemas"]
     assert schemas["Registration"]["properties"]["password"] | {"title": None} == {
-        "type": "string", "minLength": 8, "maxLength": 128, "title": None}
+        "type": "string", "minLength": 8, "maxLength": 128, "pattern": "^[^\\x00]*$", "title": None}
     assert schemas["LineQuantity"]["properties"]["quantity"]["minimum"] == 0
     assert schemas["NewLine"]["properties"]["sku"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
     assert schemas["NewProduct"]["additionalProperties"] is False
@@ -86,3 +86,15 @@ def test_schemas_carry_the_contract_rules():
     health = OPENAPI["paths"]["/health"]["get"]["responses"]
     assert health["503"]["content"] == health["200"]["content"]  # /health's 503 is its own body, not an error
     assert "content" not in OPENAPI["paths"]["/carts/{id}"]["delete"]["responses"]["204"]
+
+
+def test_refusals_any_route_can_meet_and_the_idempotency_header_are_described():
+    for route in ROUTES:
+        responses = OPENAPI["paths"][route.path][route.method.lower()]["responses"]
+        assert {"408", "414", "429", "431"} <= set(responses), route.path  # before routing, or rate limited
+    assert OPENAPI["components"]["responses"]["rate_limited"]["headers"]["Retry-After"]["schema"] == {
+        "type": "integer", "minimum": 1}
+    checkout = OPENAPI["paths"]["/carts/{id}/checkout"]["post"]["parameters"]
+    key = next(p for p in checkout if p["in"] == "header")
+    assert (key["name"], key["required"], key["schema"]["pattern"]) == (
+        "Idempotency-Key", False, "^[\\x21-\\x7e]{1,255}$")

@@ -99,3 +99,33 @@ def test_path_parameters_are_checked_and_normalised():
         with pytest.raises(Exception) as failure:
             Router.path_params(raw)
         assert (failure.value.status, failure.value.code) == (404, "not_found")
+
+
+@pytest.mark.parametrize("email, ok", [("a@b.co", True), ("first.last+tag@mail.example.org", True),
+                                       ("0@0", False), ("a@b..c", False), ("a@b.", False), ("a b@c.de", False),
+                                       ("\u0430dmin@example.com", False), ("\uff41@example.com", False),
+                                       ("a\u200b@example.com", False), ("a@example.com\n", False)])
+def test_a_new_accounts_email_is_printable_ascii_with_a_dotted_domain(email, ok):
+    data = {"email": email, "password": "x" * 8}
+    if ok:
+        assert schemas.Registration.model_validate(data).email == email
+    else:
+        assert list(fields(schemas.Registration, data)) == ["email"]
+
+
+def test_free_text_refuses_nul_and_names_refuse_blanks_with_reasons_for_people():
+    reported = fields(schemas.NewProduct, {"sku": "t", "name": "\u3000 \t", "description": "a\x00",
+                                           "price_cents": 1, "stock": 1})
+    assert reported == {"name": "must not be blank or contain NUL characters",
+                        "description": "must not contain NUL characters"}
+    assert fields(schemas.Credentials, {"email": "a\x00", "password": "p"}) == {
+        "email": "must not contain NUL characters"}
+    assert schemas.NewProduct.model_validate({"sku": "t", "name": " x ", "description": "'; --\n{{7*7}}",
+                                              "price_cents": 1, "stock": 1}).name == " x "
+
+
+def test_path_parameters_with_a_final_newline_are_404_not_500():
+    for raw in ({"id": "0f8fad5b-d9cb-469f-a165-70867728950e\n"}, {"sku": "tea\n"}):
+        with pytest.raises(Exception) as failure:
+            Router.path_params(raw)
+        assert (failure.value.status, failure.value.code) == (404, "not_found")
