@@ -10,6 +10,7 @@ from gateway_http import schemas
 from gateway_http.auth import ADMIN, USER
 from gateway_http.errors import unauthorized, validation_error
 from gateway_http.openapi import openapi_document
+from gateway_http.ratelimit import login_attempt
 from gateway_http.router import Reply, Route
 from services.common import probes
 from services.common.errors import NotFound, ValidationFailed
@@ -22,7 +23,8 @@ def register(call):
 
 
 def issue_token(call):
-    return call.service.accounts.issue_token(call.body.email, call.body.password)
+    with login_attempt(call):  # repeated failures slow down, then 429 (ratelimit.py)
+        return call.service.accounts.issue_token(call.body.email, call.body.password)
 
 
 def me(call):
@@ -36,21 +38,32 @@ def me(call):
 # --- catalog ----------------------------------------------------------------------------------------------
 
 
+# Reads come from the gateway's product cache (cache.py); a write drops what it changes at once, so this instance
+# reads its own writes (the others on the product_changed event).
+
+
 def list_products(call):
-    query = call.query
-    return call.service.catalog.list_products(limit=query.limit, offset=query.offset, q=query.q or None)
+    params = {"limit": call.query.limit, "offset": call.query.offset, "q": call.query.q or None}
+    return call.service.product_cache.page(params, lambda: call.service.catalog.list_products(**params))
 
 
 def get_product(call):
-    return call.service.catalog.get_product(call.path["sku"])
+    sku = call.path["sku"]
+    return call.service.product_cache.product(sku, lambda: call.service.catalog.get_product(sku))
 
 
 def create_product(call):
-    return call.service.catalog.create_product(call.body.model_dump())
+    product = call.service.catalog.create_product(call.body.model_dump())
+    call.service.product_cache.changed(product["sku"])
+    return product
 
 
 def update_product(call):
-    return call.service.catalog.update_product(call.path["sku"], call.body.changes())
+    sku = call.path["sku"]
+    try:
+        return call.service.catalog.update_product(sku, call.body.changes())
+    finally:  # even on a timeout: the change may have been made
+        call.service.product_cache.changed(sku)
 
 
 # --- carts ------------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 Config: WEB_SERVER_ADDRESS (host:port), JWT_SECRET (required), MAX_BODY_BYTES, RPC_TIMEOUT (or RPC_TIMEOUTS per
 service), HEALTH_TIMEOUT, RABBITMQ_API_URI and RABBITMQ_API_TIMEOUT (GET /services; the vhost comes from
-AMQP_URI).
+AMQP_URI); rate limits and login throttling (ratelimit.py), headers and CORS (security.py) and HTTP limits
+(server.py).
 """
 from nameko.dependency_providers import Config
 
 from gateway_http.auth import TokenVerifier
+from gateway_http.cache import ProductCache, product_events
 from gateway_http.health import HealthProbe
+from gateway_http.ratelimit import LoginGuard, RateLimit
 from gateway_http.router import Router
 from gateway_http.routes import ROUTES
 from gateway_http.server import every_request
@@ -28,15 +31,24 @@ class GatewayService:
     request_id = RequestId()
     telemetry = Telemetry()
     verify_token = TokenVerifier()
-    # The backends; /health asks every service named by an Rpc here.
-    accounts = Rpc("accounts")
-    catalog = Rpc("catalog")
-    carts = Rpc("carts")
+    rate_limit = RateLimit()  # RATE_LIMIT_*, counters in Redis (REDIS_URL) or memory
+    login_guard = LoginGuard()  # LOGIN_THROTTLE_*, on POST /auth/token
+    # The backends; /health asks every service named by an Rpc here. Each has a circuit breaker (BREAKER_*);
+    # the reads named `idempotent` are sent once more after a timeout or unavailable, writes never.
+    accounts = Rpc("accounts", idempotent=("get_user",))
+    catalog = Rpc("catalog", idempotent=("get_product", "get_products", "list_products"))
+    carts = Rpc("carts", idempotent=("get_cart", "list_carts"))
     payments = Rpc("payments")
-    orders = Rpc("orders")
+    orders = Rpc("orders", idempotent=("get_order", "list_orders"))
+    product_cache = ProductCache()  # CACHE_*: GET /products and /products/{sku} from memory
     health_probe = HealthProbe()
     service_map = ServiceMap()
 
     @every_request
     def handle(self, request):
         return ROUTER.dispatch(self, request)
+
+    @product_events("catalog", "product_changed")
+    def on_product_changed(self, payload):
+        """Every instance hears every change (a broadcast): drop what it makes stale (cache.py)."""
+        self.product_cache.changed((payload.get("product") or {}).get("sku"))

@@ -4,7 +4,6 @@ import logging
 import uuid
 
 from eventlet import semaphore, tpool
-from nameko.rpc import rpc
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -18,6 +17,7 @@ from services.common.context import RequestId
 from services.common.db import Database
 from services.common.errors import EXPECTED, Conflict, NotFound, Unauthorized
 from services.common.metrics import Telemetry
+from services.common.rpc import rpc
 
 log = logging.getLogger(__name__)
 

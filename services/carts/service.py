@@ -5,7 +5,6 @@ Every change follows the same order, because under eventlet a SQLite write lock 
 yield (see `services.common.db.Database`): read without locks, ask the catalog for everything the answer
 needs, then write (the first write locks the cart), re-read and return; the session commits on return.
 """
-from nameko.rpc import rpc
 
 from services.carts import store
 from services.carts.domain import (
@@ -24,7 +23,7 @@ from services.common.errors import (
 # A decorator function, not a class with entrypoints: safe to import by name (see the note on `health`).
 from services.common.events import first_delivery, reliable_event_handler
 from services.common.metrics import Telemetry
-from services.common.rpc import Rpc
+from services.common.rpc import Rpc, rpc
 
 # The catalog being down is an outage to report, not a bug of this service: no traceback in its log.
 CARTS_EXPECTED = EXPECTED + (ServiceUnavailable, ServiceTimeout)

@@ -8,7 +8,6 @@ import logging
 from datetime import timedelta
 
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 from nameko.timer import timer
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +24,7 @@ from services.common.db import Database, utcnow
 from services.common.errors import EXPECTED, Conflict, NotFound, ValidationFailed
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
+from services.common.rpc import rpc
 
 log = logging.getLogger(__name__)
 

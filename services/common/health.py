@@ -1,6 +1,7 @@
 """The `health` RPC every service answers: the gateway's `/health` and container healthchecks call it."""
-from nameko.rpc import rpc
 from sqlalchemy import text
+
+from services.common.rpc import rpc
 
 
 class HealthRpc:

@@ -25,7 +25,7 @@ from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from services.common import logs, probes, tracing
+from services.common import logs, probes, publishing, tracing
 from services.common.errors import CartmeshError, ServiceTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ disable_created_metrics()
 # Seconds: from a cached read (1 ms) to a sweep or an RPC call that hit its timeout.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 OUTCOMES = ("success", "expected_error", "error")
-RPC_FAILURE_REASONS = ("timeout", "unavailable")
+RPC_FAILURE_REASONS = ("timeout", "unavailable", "circuit_open")
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 ENTRYPOINT_CALLS = Counter(
@@ -55,9 +55,22 @@ RPC_CLIENT_DURATION = Histogram(
     ["service", "target"], buckets=BUCKETS)
 RPC_CLIENT_FAILURES = Counter(
     "cartmesh_rpc_client_failures_total",
-    "Outgoing RPC calls that got no answer: timeout (the target consumes but did not answer in time) or "
-    "unavailable (nothing consumes the target's queue).",
+    "Outgoing RPC calls that got no answer: timeout (the target consumes but did not answer in time), "
+    "unavailable (nothing consumes the target's queue, or the broker is away) or circuit_open (refused by the "
+    "caller's circuit breaker, never sent).",
     ["service", "target", "reason"])
+RPC_CLIENT_RETRIES = Counter(
+    "cartmesh_rpc_client_retries_total", "Outgoing reads sent a second time after a timeout or unavailable.",
+    ["service", "target"])
+CIRCUIT_STATE = Gauge(
+    "cartmesh_circuit_state", "The caller's circuit breaker to a target service: 0 closed, 1 half-open, 2 open.",
+    ["service", "target"])
+CACHE_REQUESTS = Counter(
+    "cartmesh_cache_requests_total", "Reads of an in-process cache, by result (hit or miss).",
+    ["service", "cache", "result"])
+CACHE_INVALIDATIONS = Counter(
+    "cartmesh_cache_invalidations_total", "Entries dropped from an in-process cache because their source changed "
+    "(a key, or the whole cache).", ["service", "cache"])
 OUTBOX_BACKLOG = Gauge(
     "cartmesh_outbox_backlog", "Events recorded in the outbox and not yet published.", ["service"])
 HTTP_REQUESTS = Counter(
@@ -128,6 +141,28 @@ def rpc_call(worker_ctx, target_service, method_name):
             RPC_CLIENT_FAILURES.labels(service, target_service, reason).inc()
 
 
+def rpc_call_refused(service, target_service):
+    """A call the caller's circuit breaker refused (services.common.rpc): counted, never sent."""
+    RPC_CLIENT_FAILURES.labels(service, target_service, "circuit_open").inc()
+
+
+def rpc_call_retried(service, target_service):
+    RPC_CLIENT_RETRIES.labels(service, target_service).inc()
+
+
+def set_circuit_state(service, target_service, state):
+    """`state`: services.common.breaker's closed, half_open or open."""
+    CIRCUIT_STATE.labels(service, target_service).set(("closed", "half_open", "open").index(state))
+
+
+def cache_read(service, cache, hit):
+    CACHE_REQUESTS.labels(service, cache, "hit" if hit else "miss").inc()
+
+
+def cache_invalidated(service, cache):
+    CACHE_INVALIDATIONS.labels(service, cache).inc()
+
+
 def set_outbox_backlog(service, count):
     """The outbox relay reports how many events wait to be published (after each pass)."""
     OUTBOX_BACKLOG.labels(service).set(count)
@@ -158,6 +193,7 @@ class Telemetry(DependencyProvider):
 
     def setup(self):
         tracing.configure_from_env()
+        publishing.install()  # every publisher of the process skips a Connection per message (publishing.py)
         service = self.container.service_name
         logs.register_service(service)
         # Series exist (at 0) from the start, so rates and dashboards do not wait for the first failure.

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 from nameko.timer import timer
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +23,7 @@ from services.common.errors import (EXPECTED, Conflict, EmptyCart, NotFound, Out
 from services.common.events import first_delivery, reliable_event_handler
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
-from services.common.rpc import Rpc
+from services.common.rpc import Rpc, rpc
 from services.orders import domain
 from services.orders.models import Order
 

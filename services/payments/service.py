@@ -8,8 +8,6 @@ arrives after the refund charges nothing. No method calls another service, so th
 """
 import logging
 
-from nameko.rpc import rpc
-
 # The module, not the class: `nameko run services.payments.service` would take an imported HealthRpc (it has
 # an entrypoint) for a second service.
 from services.common import health
@@ -17,6 +15,7 @@ from services.common.context import RequestId
 from services.common.db import Database, utcnow
 from services.common.errors import EXPECTED, NotFound
 from services.common.metrics import Telemetry
+from services.common.rpc import rpc
 from services.payments import store
 from services.payments.domain import (
     SUCCEEDED, VOIDED, card_verdict, charge_answer, charge_outcome, charge_record, last4, net_amount, new_id,

@@ -488,7 +488,7 @@ def test_http_level_errors_are_enveloped(gateway):
 
 
 def test_request_ids(gateway):
-    http = gateway(FakeCatalog, FakeAccounts)
+    http = gateway(FakeCatalog, FakeAccounts, CACHE_MAX_ENTRIES=0)  # every read must reach the backend
     Store.products["tea-01"] = {"sku": "tea-01", "name": "Tea", "description": "", "price_cents": 1, "stock": 1}
 
     echoed = http.get("/products/tea-01", headers={"X-Request-ID": "client-id-123"})

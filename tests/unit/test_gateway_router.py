@@ -36,6 +36,19 @@ class Recorder:
         return call
 
 
+class NoCache:
+    """The gateway's product cache (gateway_http/cache.py), off: every read asks the backend."""
+
+    def product(self, sku, load):
+        return load()
+
+    def page(self, params, load):
+        return load()
+
+    def changed(self, sku):
+        pass
+
+
 class FakeService:
     """What Router.dispatch needs from a worker's service instance."""
 
@@ -45,6 +58,7 @@ class FakeService:
         self.accounts = Recorder(answer)
         self.catalog = Recorder(answer)
         self.carts = Recorder(answer)
+        self.product_cache = NoCache()
         self.health_probe = lambda: {"accounts": "ok", "carts": "ok", "catalog": "ok"}
 
     def verify_token(self, token):

@@ -1,0 +1,127 @@
+"""RabbitMQ unreachable while the system runs: the gateway answers 503 at once instead of hanging (and still
+answers products it holds), writes made meanwhile keep their events in the outbox, and once the broker is back
+every service and the gateway reconnect by themselves and the held events are published.
+
+The outage is a TCP proxy between this system and the local broker, which the test cuts (every connection
+closed, new ones refused: what clients see when RabbitMQ stops) and restores. Not `rabbitmqctl stop_app`: the
+broker is shared by every other test and process on the machine (and its management API makes the test vhosts),
+so stopping it would fail them too; the proxy cuts off this system alone.
+"""
+import time
+import uuid
+
+import eventlet
+import pytest
+from nameko.events import event_handler
+from nameko.testing.services import entrypoint_hook
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+
+from gateway_http.cache import ProductCache
+from services.common.db import make_engine
+from tests.broker_proxy import TcpProxy
+from tests.e2e.conftest import ADMIN_EMAIL, Client, assert_error, running_system
+
+
+class Observer:
+    """Sees catalog's product_changed events on its own connection, straight to the broker (never cut)."""
+
+    name = "outage_observer"
+    seen = []
+
+    @event_handler("catalog", "product_changed")
+    def on_product_changed(self, payload):
+        self.seen.append(payload)
+
+
+@pytest.fixture
+def proxy():
+    proxy = TcpProxy()
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def cut_off_system(system, vhost_pipeline, tmp_path, proxy):
+    """A system of its own whose every connection to the broker goes through `proxy`."""
+    with running_system(system.backend, vhost_pipeline, tmp_path, broker=f"127.0.0.1:{proxy.port}") as own:
+        yield own
+
+
+def eventually(check, timeout=30):
+    with eventlet.Timeout(timeout):
+        while not check():
+            eventlet.sleep(0.1)
+
+
+def unpublished_events(system):
+    engine = make_engine(system.database_urls["catalog"])
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
+    engine.dispose()
+    return count
+
+
+def gateway_events_handled():
+    return REGISTRY.get_sample_value("cartmesh_entrypoint_calls_total", {
+        "service": "gateway", "entrypoint": "on_product_changed", "kind": "event", "outcome": "success"}) or 0
+
+
+def product_cache(system):
+    [cache] = [dependency for dependency in system.containers["gateway"].dependencies
+               if isinstance(dependency, ProductCache)]
+    return cache
+
+
+def test_broker_outage(cut_off_system, proxy, container_factory):
+    system = cut_off_system
+    Observer.seen = []
+    direct_uri = system.amqp_uri.replace(f"127.0.0.1:{proxy.port}", "localhost:5672")
+    container_factory(Observer, {"AMQP_URI": direct_uri}).start()
+    admin = system.client().login(ADMIN_EMAIL, system.admin_password)
+    anon = system.client()
+    held, other = (f"SKU-{uuid.uuid4().hex[:10]}" for _ in range(2))
+    events_before = gateway_events_handled()
+    for sku in (held, other):
+        assert admin.post("/products", json={"sku": sku, "name": sku, "price_cents": 100, "stock": 5}
+                          ).status_code == 201
+    # Once the gateway has heard both creations (a later event would drop it again), it holds `held`.
+    eventually(lambda: gateway_events_handled() - events_before >= 2)
+    assert anon.get(f"/products/{held}").status_code == 200
+    assert held in product_cache(system).products.entries
+    timeout = system.configs["gateway"]["RPC_TIMEOUT"]
+
+    proxy.cut()
+    try:
+        # The gateway does not wait for a broker that is not there: 503 well before its RPC timeout.
+        started = time.monotonic()
+        error = assert_error(anon.get(f"/products/{other}"), 503, "service_unavailable")
+        assert time.monotonic() - started < timeout
+        assert "broker" in error["message"] or "circuit" in error["message"]
+        assert_error(admin.patch(f"/products/{other}", json={"price_cents": 7}), 503, "service_unavailable")
+        # What it holds it still answers.
+        assert anon.get(f"/products/{held}").json()["price_cents"] == 100
+
+        # A change made in catalog meanwhile (a worker run in-process: no RPC can reach it) keeps its event.
+        with entrypoint_hook(system.containers["catalog"], "update_product") as update_product:
+            assert update_product(held, {"price_cents": 250})["price_cents"] == 250
+        assert unpublished_events(system) == 1
+        eventlet.sleep(0)
+        assert not [event for event in Observer.seen if event["product"]["price_cents"] == 250]
+    finally:
+        proxy.restore()
+
+    # Everything reconnects by itself: the held event is published, and the gateway serves fresh data again.
+    eventually(lambda: any(event["product"] == dict(event["product"], sku=held, price_cents=250)
+                           for event in Observer.seen))
+    eventually(lambda: unpublished_events(system) == 0)
+    eventually(lambda: anon.get(f"/products/{held}").json().get("price_cents") == 250)
+    eventually(lambda: admin.patch(f"/products/{other}", json={"price_cents": 8}).status_code == 200)
+    assert anon.get(f"/products/{other}").json()["price_cents"] == 8
+    user = system.new_user()
+    cart = user.post("/carts", json={"items": [{"sku": other, "quantity": 2}]})  # gateway → carts → catalog
+    assert cart.status_code == 201 and cart.json()["total_cents"] == 16
+    health = Client(system.base_url).get("/health")
+    assert health.status_code == 200, health.text
