@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run seed audit deadletters services bench clean
+.PHONY: install test run seed audit deadletters services bench chaos clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ deadletters: $(STAMP)
 # Nameko baseline; report in bench/results/ (docs/PERFORMANCE.md).
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# make chaos [CHAOS_ARGS="--seconds 60 --postgres postgresql://postgres@127.0.0.1:5432/postgres"]: kill -9 a carts
+# instance and orders under checkout load, then check the audit and every acknowledged write (scripts/chaos.py).
+chaos: $(STAMP)
+	$(BIN)/python -m scripts.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf var/*.db var/*.db-* $(VENV)

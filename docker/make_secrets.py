@@ -1,17 +1,25 @@
-"""`python docker/make_secrets.py [--rotate NAME]... [DIR]`: the containers' secrets, made up on first start.
+"""`python docker/make_secrets.py [--rotate NAME]... [--drop-previous-jwt] [DIR]`: the containers' secrets.
 
 docker-compose.yml runs this as the one-shot service `secrets` (the app image, as root) before any other
 container starts; docs/CONTAINERS.md is the operator's guide. Under DIR (default /run/cartmesh), each
 directory is its own volume in compose, mounted only where it is named:
 
-    raw/        the values everything else is made from: JWT_SECRET, RABBITMQ_PASSWORD, POSTGRES_PASSWORD, each
-                <NAME>_DB_PASSWORD and GRAFANA_ADMIN_PASSWORD. Only this service mounts it.
-    <app>/      one per app container (each service and the gateway): AMQP_URI and, for a service, its own
-                <NAME>_DATABASE_URL, full values with the passwords in them; JWT_SECRET for accounts and the
-                gateway only; RABBITMQ_API_URI (the broker's management API, for GET /services) for the
-                gateway only. docker/entrypoint.sh exports them as environment variables.
+    raw/        the values everything else is made from: JWT_SECRET, RABBITMQ_PASSWORD (the operators' broker
+                user), POSTGRES_PASSWORD, each <NAME>_DB_PASSWORD, each <APP>_BROKER_PASSWORD (every app's
+                own broker user) and GRAFANA_ADMIN_PASSWORD; and JWT_PREVIOUS_SECRETS, the retired token keys
+                (not random: a rotated JWT_SECRET is kept there until `--drop-previous-jwt`). Only this
+                service mounts it.
+    <app>/      one per app container (each service and the gateway): AMQP_URI (as the app's own broker user)
+                and, for a service, its own <NAME>_DATABASE_URL, full values with the passwords in them;
+                JWT_SECRET for accounts and the gateway only, and JWT_PREVIOUS_SECRETS while there are any for
+                the gateway (it verifies tokens; accounts only signs them);
+                RABBITMQ_API_URI (the broker's management API, for GET /services) and REDIS_URL (the
+                rate-limit counters) for the gateway only.
+                docker/entrypoint.sh exports them as environment variables.
     postgres/   POSTGRES_PASSWORD and each <NAME>_DB_PASSWORD (read by docker/postgres-init.sh).
-    rabbitmq/   RABBITMQ_DEFAULT_PASS.
+    rabbitmq/   RABBITMQ_DEFAULT_PASS, and definitions.json: the broker's users (salted SHA-256 hashes, never
+                a password) and each app user's permissions (docker/broker_permissions.py), which RabbitMQ
+                loads at every boot (docker/rabbitmq.conf).
     grafana/    GF_SECURITY_ADMIN_PASSWORD (Grafana reads it through GF_SECURITY_ADMIN_PASSWORD__FILE).
 
 A raw value is made once and then kept: PostgreSQL, RabbitMQ and Grafana fix their passwords when their data
@@ -25,11 +33,16 @@ container needs.
 One file per value, without a trailing newline; directories 0700 and files 0600, owned by the uid that reads
 them: 10001 (the app image's user) for app directories, 999 (the postgres user of the official Debian-based
 postgres image, which runs the init scripts) for postgres/, 472 (the grafana user of the official grafana
-image) for grafana/, root for raw/ and rabbitmq/ (the rabbitmq service reads its file as root before the
-image's entrypoint drops to its own user). Ownership is only set when this runs as root. Standard library
+image) for grafana/, 999 (the rabbitmq user of the official rabbitmq image, which loads definitions.json) for
+rabbitmq/, root for raw/. Ownership is only set when this runs as root. Standard library
 only.
 """
 import argparse
+import base64
+import hashlib
+import hmac
+import importlib.util
+import json
 import os
 import secrets
 import sys
@@ -40,15 +53,31 @@ sys.path.insert(0, ROOT)
 
 from scripts.run import GATEWAY, SERVICES, database_url_variable  # noqa: E402 -- the one list of services
 
+
+def _load_sibling(name):
+    """docker/<name>.py as a module: docker/ is no package (`import docker` could find docker-py)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "docker", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+broker_permissions = _load_sibling("broker_permissions")
+
 DEFAULT_DIR = "/run/cartmesh"
 RAW = "raw"
-# Host names are the compose service names; the broker user is the one rabbitmq creates at its first start.
+# Host names are the compose service names. BROKER_USER is the operators' (administrator) broker user; every
+# app connects as its own user, named after it, with only its permissions.
 BROKER_HOST, BROKER_USER = "rabbitmq", "cartmesh"
 BROKER_API_PORT = 15672  # the management plugin of the rabbitmq:3-management image
 DATABASE_HOST = "postgres"
+REDIS_URL = "redis://redis:6379/0"  # compose's `redis`: no host port, reached only on the compose network
 JWT_HOLDERS = ("accounts", GATEWAY)  # who issues tokens and who verifies them; nobody else gets the secret
-APP_UID, POSTGRES_UID, GRAFANA_UID = 10001, 999, 472
-OWNERS = {RAW: 0, "rabbitmq": 0, "postgres": POSTGRES_UID, "grafana": GRAFANA_UID}  # every other directory: APP_UID
+APP_UID, POSTGRES_UID, GRAFANA_UID, RABBITMQ_UID = 10001, 999, 472, 999
+OWNERS = {RAW: 0, "rabbitmq": RABBITMQ_UID, "postgres": POSTGRES_UID, "grafana": GRAFANA_UID}  # others: APP_UID
+PREVIOUS_JWT = "JWT_PREVIOUS_SECRETS"  # raw/, not random: the retired JWT_SECRET values, newest first
+DEFINITIONS = "definitions.json"
+BROKER_MANAGEMENT_APP = GATEWAY  # reads queue depths through the management API: its user is tagged for it
 
 
 class SecretsError(Exception):
@@ -59,18 +88,26 @@ def db_password_variable(service):
     return f"{service.upper()}_DB_PASSWORD"
 
 
+def broker_password_variable(app):
+    return f"{app.upper()}_BROKER_PASSWORD"
+
+
 def raw_names():
     """The names of the raw values, in the order they are made."""
     return (["JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]
-            + ["GRAFANA_ADMIN_PASSWORD"])
+            + [broker_password_variable(app) for app in SERVICES + [GATEWAY]] + ["GRAFANA_ADMIN_PASSWORD"])
 
 
 # What a changed raw value needs beyond this script, said when it changes (docs/CONTAINERS.md has the commands).
 _ROLE_NOTE = "; PostgreSQL keeps the old password until you ALTER ROLE (docs/CONTAINERS.md)"
 AFTER_CHANGE = {
-    "JWT_SECRET": "; restart accounts and the gateway (tokens issued before stop working)",
-    "RABBITMQ_PASSWORD": "; the broker keeps the old password until you change it with rabbitmqctl "
+    "JWT_SECRET": "; the old one verifies until --drop-previous-jwt: restart the gateway, then accounts "
+                  "(SECURITY.md)",
+    "RABBITMQ_PASSWORD": "; the broker takes it at its next start or with rabbitmqctl import_definitions "
                          "(docs/CONTAINERS.md)",
+    **{broker_password_variable(app): f"; the broker takes it at its next start or with rabbitmqctl "
+                                      f"import_definitions, then restart {app} (docs/CONTAINERS.md)"
+       for app in SERVICES + [GATEWAY]},
     "POSTGRES_PASSWORD": _ROLE_NOTE,
     **{db_password_variable(service): _ROLE_NOTE for service in SERVICES},
     "GRAFANA_ADMIN_PASSWORD": "; Grafana keeps the old password until you reset it with `grafana cli` "
@@ -83,27 +120,53 @@ def random_value():
     return secrets.token_urlsafe(32)
 
 
+def password_hash(user, password):
+    """RabbitMQ's rabbit_password_hashing_sha256 of `password`: base64(salt + sha256(salt + password)). The
+    4-byte salt is derived from user and password, so an unchanged password gives an unchanged file."""
+    salt = hmac.new(password.encode(), f"cartmesh broker salt {user}".encode(), hashlib.sha256).digest()[:4]
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def broker_definitions(raw):
+    """RabbitMQ definitions (JSON text): the vhost /, the operators' administrator and one user per app with
+    exactly its permissions on /."""
+    def user(name, password, tags):
+        return {"name": name, "password_hash": password_hash(name, password),
+                "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": tags}
+
+    users = [user(BROKER_USER, raw["RABBITMQ_PASSWORD"], ["administrator"])]
+    permissions = [{"user": BROKER_USER, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+    for app in SERVICES + [GATEWAY]:
+        users.append(user(app, raw[broker_password_variable(app)],
+                          ["management"] if app == BROKER_MANAGEMENT_APP else []))
+        permissions.append({"user": app, "vhost": "/", **broker_permissions.permissions(app)})
+    return json.dumps({"vhosts": [{"name": "/"}], "users": users, "permissions": permissions}, indent=2,
+                      sort_keys=True)
+
+
 def layout(raw):
     """{directory: {file name: value}}: what each container's directory holds, made from the `raw` values."""
     def password(name):
         return quote(raw[name], safe="")  # an operator's own password may hold ':', '@' or '/'
 
-    amqp_uri = f"amqp://{BROKER_USER}:{password('RABBITMQ_PASSWORD')}@{BROKER_HOST}:5672/"
     found = {}
     for app in SERVICES + [GATEWAY]:
-        files = {"AMQP_URI": amqp_uri}
+        credentials = f"{app}:{password(broker_password_variable(app))}"
+        files = {"AMQP_URI": f"amqp://{credentials}@{BROKER_HOST}:5672/"}
         if app != GATEWAY:
             files[database_url_variable(app)] = (
                 f"postgresql://{app}:{password(db_password_variable(app))}@{DATABASE_HOST}:5432/{app}")
         if app in JWT_HOLDERS:
             files["JWT_SECRET"] = raw["JWT_SECRET"]
+            if app == GATEWAY and raw.get(PREVIOUS_JWT):  # only verifiers need the retired keys
+                files[PREVIOUS_JWT] = raw[PREVIOUS_JWT]
         if app == GATEWAY:
-            files["RABBITMQ_API_URI"] = (
-                f"http://{BROKER_USER}:{password('RABBITMQ_PASSWORD')}@{BROKER_HOST}:{BROKER_API_PORT}/api")
+            files["RABBITMQ_API_URI"] = f"http://{credentials}@{BROKER_HOST}:{BROKER_API_PORT}/api"
+            files["REDIS_URL"] = REDIS_URL  # the rate-limit counters every gateway replica shares
         found[app] = files
     found["postgres"] = {name: raw[name] for name in
                          ["POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]}
-    found["rabbitmq"] = {"RABBITMQ_DEFAULT_PASS": raw["RABBITMQ_PASSWORD"]}
+    found["rabbitmq"] = {"RABBITMQ_DEFAULT_PASS": raw["RABBITMQ_PASSWORD"], DEFINITIONS: broker_definitions(raw)}
     found["grafana"] = {"GF_SECURITY_ADMIN_PASSWORD": raw["GRAFANA_ADMIN_PASSWORD"]}
     return found
 
@@ -155,11 +218,13 @@ def store(path, value, uid):
     return True
 
 
-def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=()):
+def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=(), drop_previous_jwt=False):
     """Brings `directory` to the layout above; returns what was done, one line each (never a value).
 
     `environ` (default os.environ) may give raw values; `rotate` names raw values to replace by new random
-    ones. Every given value and option is checked before anything is written.
+    ones. A JWT_SECRET that changes (rotated or replaced) is kept in JWT_PREVIOUS_SECRETS, so tokens signed
+    with it still verify; `drop_previous_jwt` forgets the ones kept before. Every given value and option is
+    checked before anything is written.
     """
     environ = os.environ if environ is None else environ
     names = raw_names()
@@ -176,6 +241,7 @@ def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=()):
     raw_dir = os.path.join(directory, RAW)
     prepare_directory(raw_dir, owner(RAW))
     raw = {}
+    changed_jwt = None
     for name in names:
         path = os.path.join(raw_dir, name)
         stored = read_value(path) if os.path.exists(path) else None
@@ -190,7 +256,10 @@ def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=()):
             raw[name] = random_value()
             done.append(f"{RAW}/{name}: " + (f"rotated{AFTER_CHANGE[name]}" if stored is not None
                                               else "made (random)"))
+        if name == "JWT_SECRET" and stored is not None and stored != raw[name]:
+            changed_jwt = stored
         store(path, raw[name], owner(RAW))
+    done += keep_previous_jwt(raw_dir, raw, replaced=changed_jwt, drop=drop_previous_jwt)
 
     for name, files in layout(raw).items():
         path = os.path.join(directory, name)
@@ -204,14 +273,35 @@ def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=()):
     return done
 
 
+def keep_previous_jwt(raw_dir, raw, replaced=None, drop=False):
+    """Brings raw/JWT_PREVIOUS_SECRETS up to date in `raw` and on disk: the `replaced` JWT_SECRET first, then
+    those kept before unless `drop`; never the current one. Returns what was done."""
+    path = os.path.join(raw_dir, PREVIOUS_JWT)
+    kept = read_value(path).split(",") if os.path.exists(path) and not drop else []
+    previous = [value for value in dict.fromkeys([replaced, *kept]) if value and value != raw["JWT_SECRET"]]
+    raw[PREVIOUS_JWT] = ",".join(previous)
+    done = []
+    if previous:
+        if store(path, raw[PREVIOUS_JWT], owner(RAW)) and replaced:
+            done.append(f"{RAW}/{PREVIOUS_JWT}: keeps the replaced JWT_SECRET (tokens signed with it verify "
+                        "until --drop-previous-jwt)")
+    elif os.path.exists(path):
+        os.remove(path)
+        done.append(f"{RAW}/{PREVIOUS_JWT}: removed (tokens of retired keys are refused once the gateway "
+                    "restarts)")
+    return done
+
+
 def main(argv, environ=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("directory", nargs="?", default=DEFAULT_DIR)
     parser.add_argument("--rotate", action="append", default=[], metavar="NAME",
                         help=f"replace this raw value by a new random one ({', '.join(raw_names())})")
+    parser.add_argument("--drop-previous-jwt", action="store_true",
+                        help="forget the retired JWT_SECRET values (do it once their tokens have expired)")
     args = parser.parse_args(argv)
     try:
-        done = make_secrets(args.directory, environ, args.rotate)
+        done = make_secrets(args.directory, environ, args.rotate, args.drop_previous_jwt)
     except SecretsError as error:
         print(f"make_secrets: {error}", file=sys.stderr)
         return 2

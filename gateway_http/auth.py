@@ -1,4 +1,5 @@
 """Who is calling: bearer tokens verified locally (no call to accounts), and the route's auth requirement."""
+import logging
 from typing import NamedTuple
 
 from nameko.exceptions import ConfigurationError
@@ -6,7 +7,9 @@ from nameko.extensions import DependencyProvider
 
 from gateway_http.errors import forbidden, unauthorized
 from services.common.errors import Unauthorized
-from services.common.tokens import verify_token
+from services.common.tokens import key_ring, parse_secrets, verify_token
+
+log = logging.getLogger(__name__)
 
 NONE, USER, ADMIN = "none", "user", "admin"
 
@@ -19,21 +22,27 @@ class Principal(NamedTuple):
 
 
 class TokenVerifier(DependencyProvider):
-    """Injects `verify(token) -> claims` with the secret in config `JWT_SECRET`.
+    """Injects `verify(token) -> claims`, checking tokens against the key ring of config JWT_SECRET (the key
+    accounts signs with) and JWT_PREVIOUS_SECRETS (comma-separated retired keys, accepted until removed).
 
     The container refuses to start without a secret: a gateway that cannot verify tokens must not serve.
     """
 
     def setup(self):
-        self.secret = self.container.config.get("JWT_SECRET")
-        if not self.secret:
+        config = self.container.config
+        secret = config.get("JWT_SECRET")
+        if not isinstance(secret, str) or not secret.strip():
             raise ConfigurationError("JWT_SECRET is empty: the gateway cannot verify access tokens")
+        self.keys = key_ring(secret, parse_secrets(config.get("JWT_PREVIOUS_SECRETS")))
+        if len(self.keys) > 1:
+            log.info("verifying access tokens with %d keys (%s); the first signs new tokens",
+                     len(self.keys), ", ".join(self.keys))
 
     def get_dependency(self, worker_ctx):
         return self.verify
 
     def verify(self, token):
-        return verify_token(self.secret, token)
+        return verify_token(self.keys, token)
 
 
 def bearer_token(request):

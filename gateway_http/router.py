@@ -1,9 +1,10 @@
 """One request through the route table: match, authorize, path parameters, body, validation, handler, answer.
 
 The checks run in a fixed order, so a request that breaks several rules always gets the same answer:
-no route 404 / wrong method 405 → declared body too large 413 → 401/403 → malformed path parameter 404 →
-body read (413), content type 415, JSON 400 → body and query rules 422 → the handler (and the services'
-errors). Every outcome leaves as JSON carrying the request id.
+client address over its rate limit 429 → no route 404 / wrong method 405 → declared body too large 413 →
+401/403 → user over its rate limit 429 → malformed path parameter 404 → body read (413; a body that does not
+arrive within HTTP_BODY_TIMEOUT_SECONDS 408), content type 415, JSON 400 → body and query rules 422 → the handler
+(and the services' errors). Every outcome leaves as JSON carrying the request id.
 """
 import logging
 import re
@@ -11,25 +12,35 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+import eventlet
+from eventlet.wsgi import ChunkReadError
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
 from gateway_http.auth import ADMIN, NONE, USER, Principal, authorize
-from gateway_http.errors import http_error, is_expected, method_not_allowed, not_found, validation_error
+from gateway_http.errors import HttpError, bad_request, http_error, is_expected, method_not_allowed, not_found, \
+    validation_error
 from gateway_http.http import check_declared_length, empty_response, error_response, json_response, \
     parse_json_object, query_values, read_body
+from gateway_http.ratelimit import client_address, rate_limited
 from gateway_http.schemas import PATH_PARAMS, field_errors
 from services.common.context import REQUEST_ID_HEADER
 from services.common.metrics import observe_http
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds for the whole body to arrive
 _PARAM = re.compile(r"{(\w+)}")
 UNMATCHED = "unmatched"  # the route label of a request no route matches
 _ROUTE_KEY = "cartmesh.route"  # where `serve` notes the matched route's template, in the WSGI environ
 
 log = logging.getLogger(__name__)
+
+
+def request_timeout():
+    # The worker is freed at once; eventlet's connection thread then reads or times out what is left of the body.
+    return HttpError(408, "request_timeout", "The request body did not arrive in time.")
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class Call:
     body: BaseModel | None
     query: BaseModel | None
     headers: Any = None  # the request's headers (werkzeug Headers), e.g. for an Idempotency-Key
+    client: str | None = None  # the caller's address (behind TRUSTED_PROXIES: the one they forwarded)
 
 
 class Reply(NamedTuple):
@@ -93,7 +105,9 @@ class Router:
     """Serves requests from a route table.
 
     `dispatch(service, request)` needs these attributes on `service` (the nameko worker's service instance):
-    `request_id`, `config` (MAX_BODY_BYTES), `verify_token(token) -> claims`, and whatever the handlers use.
+    `request_id`, `config` (MAX_BODY_BYTES, HTTP_BODY_TIMEOUT_SECONDS, TRUSTED_PROXIES),
+    `verify_token(token) -> claims`, and whatever the handlers use; requests are rate limited when it also has
+    `rate_limit` (a ratelimit.RateLimiter).
     """
 
     def __init__(self, routes):
@@ -124,22 +138,53 @@ class Router:
         return response
 
     def serve(self, service, request):
+        client = client_address(request.environ, service.config.get("TRUSTED_PROXIES"))
+        limiter = getattr(service, "rate_limit", None)
+        if limiter is not None:
+            self.within_limit(limiter.check_address(client))
         route, raw_params = self.match(request)
         request.environ[_ROUTE_KEY] = route.path
         limit = int(service.config.get("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
         check_declared_length(request, limit)
         user = authorize(route.auth, request, service.verify_token)
+        if limiter is not None and user is not None:
+            self.within_limit(limiter.check_user(user.id))
         path = self.path_params(raw_params)
-        body = self.body(route, request, read_body(request, limit))
+        raw_body = self.read(request, limit, float(service.config.get("HTTP_BODY_TIMEOUT_SECONDS")
+                                                   or DEFAULT_BODY_TIMEOUT))
+        body = self.body(route, request, raw_body)
         query = self.query(route, request)
         result = route.handler(Call(service=service, user=user, path=path, body=body, query=query,
-                                    headers=request.headers))
+                                    headers=request.headers, client=client))
         if isinstance(result, Response):  # not JSON (/metrics): the handler made the whole answer
             return result
         status, payload = result if isinstance(result, Reply) else (route.status, result)
         if status == 204:
             return empty_response()
         return json_response(status, payload)
+
+    @staticmethod
+    def within_limit(decision):
+        if not decision.allowed:
+            raise rate_limited(decision.retry_after)
+
+    @staticmethod
+    def read(request, limit, timeout):
+        """The body (http.read_body), which must arrive within `timeout` seconds: a client that sends it slowly
+        or stops is answered 408 rather than holding a worker."""
+        timer = eventlet.Timeout(timeout)
+        try:
+            return read_body(request, limit)
+        except eventlet.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise request_timeout()
+        except TimeoutError:  # one read waited HTTP_SOCKET_TIMEOUT_SECONDS
+            raise request_timeout()
+        except ChunkReadError:
+            raise bad_request("The chunked request body is malformed.")
+        finally:
+            timer.cancel()
 
     def match(self, request):
         """(route, raw path parameters); 404 for an unknown path, 405 for a known path and another method."""

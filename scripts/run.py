@@ -15,7 +15,8 @@ What it does, in order:
    with the name of the process in front of each line.
 4. Runs until SIGTERM or Ctrl-C, then asks every child to stop (SIGTERM, which nameko answers with a graceful
    stop), kills those still running after `STOP_TIMEOUT` seconds, and exits 0. If a child ends on its own, it
-   stops the others the same way and exits 1.
+   stops the others the same way and exits 1 — or, with `CARTMESH_RESTART=1`, starts that child again (as an
+   orchestrator's restart policy would: `make chaos` kills processes on purpose) and keeps running.
 
 `ADMIN_EMAIL` and `ADMIN_PASSWORD`, when set, reach the accounts service, which then creates that administrator.
 `CARTMESH_INSTANCES` starts several instances of backend services, e.g. `carts=2` or `carts=2,catalog=3`
@@ -52,7 +53,9 @@ DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 DEFAULT_GATEWAY_PORT = "8000"
 DEFAULT_METRICS_PORT_BASE = 9101
 MAX_INSTANCES = 16  # per service: more than this on one machine is a typo, not a plan
-STOP_TIMEOUT = 15.0  # seconds a child gets to finish its running workers after SIGTERM
+# Seconds a child gets after SIGTERM: more than its own bound on finishing running workers
+# (SHUTDOWN_GRACE_SECONDS, default 25: services/common/container.py), so that bound is what ends it.
+STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.2  # how often the supervisor looks for children that ended
 
 _print_lock = threading.Lock()
@@ -137,6 +140,8 @@ def child_environment(environ, var_dir):
     default("GATEWAY_BIND", "127.0.0.1")
     default("LOG_FORMAT", "json")
     default("METRICS_BIND", "127.0.0.1")
+    # eventlet's green DNS costs 7-12 MiB per process; lookups happen only when connecting (docs/PERFORMANCE.md).
+    default("EVENTLET_NO_GREENDNS", "yes")
     for service in SERVICES:
         default(database_url_variable(service), f"sqlite:///{os.path.join(var_dir, service + '.db')}")
     generated = not env.get("JWT_SECRET")
@@ -249,8 +254,9 @@ def stop_all(children, timeout=STOP_TIMEOUT):
 class Supervisor:
     """Runs children until a stop is requested (a signal) or one of them ends; see the module docstring."""
 
-    def __init__(self, env):
+    def __init__(self, env, restart=False):
         self.env = env
+        self.restart = restart  # start a child that ended on its own again, instead of stopping everything
         self.stopping = threading.Event()
         self.children = []
 
@@ -261,6 +267,7 @@ class Supervisor:
 
     def start(self, name, argv, **extra_env):
         child = Child(name, argv, dict(self.env, **extra_env))
+        child.argv, child.extra_env = argv, extra_env  # to start it again
         self.children.append(child)
         say(f"started {name} (pid {child.pid}): {' '.join(argv)}")
         return child
@@ -288,6 +295,13 @@ class Supervisor:
         code = 0
         while not self.stopping.wait(POLL_INTERVAL):
             ended = [child for child in self.children if child.poll() is not None]
+            if ended and self.restart:
+                for child in ended:
+                    say(f"{child.name} ended unexpectedly (exit code {child.poll()}): starting it again")
+                    self.children.remove(child)
+                    child.pump.join(timeout=2)
+                    self.start(child.name, child.argv, **child.extra_env)
+                continue
             if ended:
                 for child in ended:
                     say(f"{child.name} ended unexpectedly (exit code {child.poll()}): stopping the others")
@@ -344,7 +358,7 @@ def main(environ=None):
         say("JWT_SECRET is not set: generated a random one for this run only "
             "(tokens issued now stop working when this run ends; set JWT_SECRET to keep them)")
 
-    supervisor = Supervisor(env)
+    supervisor = Supervisor(env, restart=environ.get("CARTMESH_RESTART") == "1")
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
 

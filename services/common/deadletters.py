@@ -13,10 +13,10 @@ from services.common.config import load_config
 from services.common.events import ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, parked_queue
 
 
-def parked_events(amqp_uri, service_name):
-    """Every parked event of `service_name`, as dicts; they stay parked."""
+def parked_events(amqp_uri, service_name, ssl=None):
+    """Every parked event of `service_name`, as dicts; they stay parked. `ssl`: config AMQP_SSL."""
     events = []
-    with Connection(amqp_uri) as connection:
+    with Connection(amqp_uri, ssl=ssl) as connection:
         queue = parked_queue(service_name)(connection.default_channel)
         queue.declare()
         fetched = []
@@ -31,10 +31,10 @@ def parked_events(amqp_uri, service_name):
     return events
 
 
-def replay(amqp_uri, service_name):
+def replay(amqp_uri, service_name, ssl=None):
     """Send every parked event of `service_name` back to its queue; returns how many."""
     count = 0
-    with Connection(amqp_uri) as connection:
+    with Connection(amqp_uri, ssl=ssl) as connection:
         channel = connection.default_channel
         queue = parked_queue(service_name)(channel)
         queue.declare()
@@ -55,12 +55,13 @@ def main(argv):
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
         return 2
     command, service = argv[0], argv[1]
-    amqp_uri = load_config(argv[2] if len(argv) > 2 else f"config/{service}.yml")["AMQP_URI"]
+    config = load_config(argv[2] if len(argv) > 2 else f"config/{service}.yml")
+    amqp_uri, ssl = config["AMQP_URI"], config.get("AMQP_SSL")
     if command == "list":
-        for event in parked_events(amqp_uri, service):
+        for event in parked_events(amqp_uri, service, ssl):
             print(json.dumps(event, sort_keys=True))
     else:
-        print(f"replayed {replay(amqp_uri, service)} parked event(s) of {service}")
+        print(f"replayed {replay(amqp_uri, service, ssl)} parked event(s) of {service}")
     return 0
 
 

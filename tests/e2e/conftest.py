@@ -8,7 +8,7 @@ import uuid
 import pytest
 import requests
 import eventlet
-from nameko.containers import ServiceContainer
+from nameko.containers import get_container_cls
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.utils import find_free_port
 
@@ -26,8 +26,13 @@ BACKENDS = {"accounts": AccountsService, "catalog": CatalogService, "carts": Car
             "payments": PaymentsService, "orders": OrdersService}
 SERVICE_CLASSES = dict(BACKENDS, gateway=GatewayService)
 # Short enough that the fault tests see a stopped service quickly; the saga resumes stalled orders fast.
+# A circuit the gateway opened closes again (after a probe) within a second.
 TEST_SETTINGS = {"RPC_TIMEOUT": 2, "SAGA_RESUME_AFTER_SECONDS": 0.5, "OUTBOX_POLL_SECONDS": 0.5,
-                 "EVENT_RETRY_SECONDS": 0.2}
+                 "EVENT_RETRY_SECONDS": 0.2, "BREAKER_RESET_SECONDS": 1}
+# The suite sends many requests and failed logins from one address: its gateway has no rate limits or login
+# throttling, and counts in memory. tests/e2e/test_security_http.py starts gateways of its own to test those.
+GATEWAY_TEST_SETTINGS = {"RATE_LIMIT_PER_ADDRESS": 0, "RATE_LIMIT_PER_USER": 0, "LOGIN_THROTTLE_PER_EMAIL": 0,
+                         "LOGIN_THROTTLE_PER_ADDRESS": 0, "REDIS_URL": ""}
 ADMIN_EMAIL = "admin@cartmesh.test"
 
 
@@ -68,11 +73,13 @@ class System:
                 eventlet.sleep(0.1)
         return report
 
-    def start(self, name):
-        container = ServiceContainer(SERVICE_CLASSES[name], self.configs[name])
+    def start(self, name, instance=None):
+        """Start service `name` with the container class its config names (as `nameko run` would);
+        `instance` ("carts-2") starts a further instance of it under that name."""
+        container = get_container_cls(self.configs[name])(SERVICE_CLASSES[name], self.configs[name])
         container.start()
-        self.containers[name] = container
-        return name
+        self.containers[instance or name] = container
+        return instance or name
 
     def stop(self, name):
         """Stop `name` gracefully; returns the name, to `start` it again."""
@@ -148,14 +155,15 @@ def _database_url(backend, service, folder, drops):
 
 
 @contextlib.contextmanager
-def running_system(backend, vhost_pipeline, folder):
-    """Every service and the gateway, each in its own container with its own fresh database, on a fresh vhost."""
+def running_system(backend, vhost_pipeline, folder, broker="localhost:5672"):
+    """Every service and the gateway, each in its own container with its own fresh database, on a fresh vhost.
+    `broker` (host:port) may be a proxy in front of the local RabbitMQ, for tests that cut it off."""
     drops = []
     admin_password = secrets.token_urlsafe(16)
     jwt_secret = secrets.token_urlsafe(32)
     port = find_free_port()
     with vhost_pipeline.get() as vhost:
-        amqp_uri = f"pyamqp://guest:guest@localhost:5672/{vhost}"
+        amqp_uri = f"pyamqp://guest:guest@{broker}/{vhost}"
         database_urls, configs = {}, {}
         for name in BACKENDS:
             database_urls[name] = _database_url(backend, name, folder, drops)
@@ -164,7 +172,8 @@ def running_system(backend, vhost_pipeline, folder):
                                     JWT_SECRET=jwt_secret, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=admin_password,
                                     **TEST_SETTINGS)
         configs["gateway"] = _config("gateway", AMQP_URI=amqp_uri, JWT_SECRET=jwt_secret,
-                                     WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", **TEST_SETTINGS)
+                                     WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", **TEST_SETTINGS,
+                                     **GATEWAY_TEST_SETTINGS)
         system = System(f"http://127.0.0.1:{port}", amqp_uri, database_urls, admin_password, jwt_secret, configs)
         system.backend = backend
         try:

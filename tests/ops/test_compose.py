@@ -2,7 +2,10 @@
 parsed, compared with the services in the repo, with the commands `make run` uses and with the secrets that
 docker/make_secrets.py makes, and validated by the `docker compose` client when one is installed. What the
 containers do with the secrets is run for real in test_make_secrets.py and test_entrypoint.py."""
+import base64
+import hashlib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -19,7 +22,7 @@ from scripts import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")
-INFRASTRUCTURE = {"rabbitmq", "postgres", "secrets"}
+INFRASTRUCTURE = {"rabbitmq", "postgres", "secrets", "redis"}
 MONITORING = {"prometheus", "grafana", "jaeger"}  # tests/ops/test_monitoring.py checks them further
 # The only host ports: container port of each service that publishes one, always on loopback.
 PUBLISHED = {"gateway": 8000, "grafana": 3000, "jaeger": 16686}
@@ -172,7 +175,7 @@ def test_each_container_mounts_only_its_own_secrets_read_only(compose):
     # prometheus and jaeger need no secret and mount none.
     readers = {name for name in compose if name != "secrets" and secrets_mounts(compose[name])}
     assert readers == directories - {make_secrets.RAW}
-    assert set(compose) - readers == {"secrets", "prometheus", "jaeger"}
+    assert set(compose) - readers == {"secrets", "prometheus", "jaeger", "redis"}
     for name in readers:
         assert secrets_mounts(compose[name]) == {f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", True)}, name
     volumes = load_compose()["volumes"]
@@ -218,20 +221,47 @@ def test_each_service_uses_its_own_postgres_database_and_role(compose, apps):
     assert not any(key.endswith("_DATABASE_URL") for key in layout[run.GATEWAY])
 
 
-def test_every_app_reaches_the_broker_as_the_user_rabbitmq_creates(compose):
+def test_every_app_reaches_the_broker_as_its_own_user_that_the_broker_loads(compose):
     rabbitmq = compose["rabbitmq"]
     assert rabbitmq["environment"] == {"RABBITMQ_DEFAULT_USER": make_secrets.BROKER_USER}
     assert make_secrets.BROKER_HOST == "rabbitmq" and rabbitmq["hostname"] == "rabbitmq"
-    layout = make_secrets.layout(dummy_raw())
+    raw = dummy_raw()
+    layout = make_secrets.layout(raw)
+    definitions = json.loads(layout["rabbitmq"][make_secrets.DEFINITIONS])
+    users = {user["name"]: user for user in definitions["users"]}
+    assert set(users) == set(run.SERVICES) | {run.GATEWAY, make_secrets.BROKER_USER}
+    assert users[make_secrets.BROKER_USER]["tags"] == ["administrator"]
     for app in run.SERVICES + [run.GATEWAY]:
         uri = urlsplit(layout[app]["AMQP_URI"])
-        assert (uri.scheme, uri.username, uri.password, uri.hostname) == (
-            "amqp", make_secrets.BROKER_USER, layout["rabbitmq"]["RABBITMQ_DEFAULT_PASS"], "rabbitmq"), app
+        password = raw[make_secrets.broker_password_variable(app)]
+        assert (uri.scheme, uri.username, uri.password, uri.hostname) == ("amqp", app, password, "rabbitmq"), app
+        # The hash RabbitMQ checks (rabbit_password_hashing_sha256): base64(salt + sha256(salt + password)).
+        packed = base64.b64decode(users[app]["password_hash"])
+        assert packed[4:] == hashlib.sha256(packed[:4] + password.encode()).digest(), app
+        assert users[app]["tags"] == (["management"] if app == run.GATEWAY else []), app
+        (grant,) = [grant for grant in definitions["permissions"] if grant["user"] == app]
+        assert grant["vhost"] == "/" and ".*" not in grant.values(), app
+    assert layout["rabbitmq"][make_secrets.DEFINITIONS].count('"password_hash"') == len(users)
+    assert not any(value in layout["rabbitmq"][make_secrets.DEFINITIONS] for value in raw.values())
+    # The broker loads the definitions at boot from the file the secrets service wrote.
+    assert "./docker/rabbitmq.conf:/etc/rabbitmq/conf.d/20-cartmesh.conf:ro" in rabbitmq["volumes"]
+    conf = dict(line.split(" = ", 1) for line in read("docker/rabbitmq.conf").splitlines()
+                if line and not line.startswith("#"))
+    assert conf == {"load_definitions": f"{SECRETS_ROOT}/rabbitmq/{make_secrets.DEFINITIONS}"}
     # The password comes from its file, read before the image's own entrypoint (test_entrypoint.py runs this line).
     entrypoint = rabbitmq["entrypoint"]
     assert entrypoint[:2] == ["sh", "-c"]
     assert f"$$(cat {SECRETS_ROOT}/rabbitmq/RABBITMQ_DEFAULT_PASS)" in entrypoint[2]
     assert entrypoint[2].endswith("exec docker-entrypoint.sh rabbitmq-server")
+
+
+def test_app_containers_run_read_only_without_capabilities(compose, apps):
+    for name, spec in apps.items():
+        assert spec["read_only"] is True, name
+        assert spec["tmpfs"] == ["/tmp:size=16m,mode=1777"], name
+        assert spec["cap_drop"] == ["ALL"] and spec["security_opt"] == ["no-new-privileges:true"], name
+        assert "user" not in spec, f"{name} must run as the image's user"
+    assert compose["secrets"]["read_only"] is True
 
 
 def is_secret(name):
@@ -283,7 +313,7 @@ def test_dockerignore_lets_in_only_what_runs():
     assert entries[0] == "*"
     allowed = {entry[1:].rstrip("/") for entry in entries if entry.startswith("!")}
     assert {"requirements.txt", "config", "services", "gateway_http", "scripts",
-            "docker/make_secrets.py", "docker/entrypoint.sh"} <= allowed
+            "docker/make_secrets.py", "docker/entrypoint.sh", "docker/broker_permissions.py"} <= allowed
     assert not allowed & {".env", ".venv", "var", ".git", "tests", "docker"}
 
 
@@ -314,6 +344,10 @@ def test_compose_client_accepts_the_file_with_no_env_file_and_no_secret_set(tmp_
     assert resolved["accounts"]["depends_on"]["secrets"] == {"condition": "service_completed_successfully"}
 
 
+# Settings whose empty default means "not used" in containers as anywhere: retired token keys
+# (given by the secrets service only while there are any), no cross-origin callers and no trusted proxies
+# (the strict choices).
+OFF_BY_DEFAULT = {"JWT_PREVIOUS_SECRETS", "CORS_ORIGINS", "TRUSTED_PROXIES"}
 CONFIG_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([^}]*))?\}")
 
 
@@ -325,6 +359,8 @@ def test_every_setting_whose_default_is_wrong_in_a_container_is_given(apps):
     for name, spec in apps.items():
         given = set(spec.get("environment") or {}) | set(layout[name])
         for variable, default in CONFIG_VARIABLE.findall(read(f"config/{name}.yml")):
+            if variable in OFF_BY_DEFAULT:
+                continue
             if not default or "localhost" in default or default.startswith("sqlite"):
                 assert variable in given, f"{name} leaves {variable} at its default {default!r}"
                 checked += 1

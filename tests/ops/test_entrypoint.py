@@ -18,7 +18,10 @@ PRINT_ENV = ["env", "-0"]  # not this venv's python: the app uid may not be allo
 
 
 def run_entrypoint(directory, command=PRINT_ENV, env=None, **kwargs):
-    environ = {"PATH": os.environ["PATH"], "CARTMESH_SECRETS_DIR": str(directory), **(env or {})}
+    """Runs the entrypoint with CARTMESH_SECRETS_DIR=`directory` (not set at all when it is None)."""
+    environ = {"PATH": os.environ["PATH"], **(env or {})}
+    if directory is not None:
+        environ["CARTMESH_SECRETS_DIR"] = str(directory)
     return subprocess.run(["sh", ENTRYPOINT, *command], env=environ, capture_output=True, text=True,
                           timeout=30, **kwargs)
 
@@ -60,11 +63,47 @@ def test_without_its_secrets_the_command_never_runs(tmp_path):
     command = ["touch", str(marker)]
     empty = tmp_path / "empty"
     empty.mkdir()
-    for directory, message in [(empty, "no secrets in"), (tmp_path / "missing", "is not a directory")]:
+    for directory, message in [(empty, "no secrets in"), (tmp_path / "missing", "is not a directory"),
+                               ("", "is not a directory")]:
         result = run_entrypoint(directory, command)
         assert result.returncode == 1 and message in result.stderr
     assert run_entrypoint(tmp_path, []).returncode == 64
     assert not marker.exists()
+
+
+def test_file_variables_give_their_variable_the_file_content(tmp_path):
+    (tmp_path / "jwt").write_text("from-a-file\n")  # as Kubernetes and Docker secrets often end
+    (tmp_path / "amqp").write_text("amqps://carts:pw@broker:5671/")
+    env = exported(run_entrypoint(None, env={"JWT_SECRET_FILE": str(tmp_path / "jwt"),
+                                             "AMQP_URI_FILE": str(tmp_path / "amqp")}))
+    assert (env["JWT_SECRET"], env["AMQP_URI"]) == ("from-a-file", "amqps://carts:pw@broker:5671/")
+
+
+def test_the_environment_wins_over_a_file_variable_which_wins_over_the_directory(tmp_path):
+    secrets_dir = tmp_path / "dir"
+    secrets_dir.mkdir()
+    for name in ("AMQP_URI", "JWT_SECRET", "CARTS_DATABASE_URL"):
+        (secrets_dir / name).write_text(f"{name} from the directory")
+    (tmp_path / "file").write_text("from the _FILE")
+    env = exported(run_entrypoint(secrets_dir, env={"AMQP_URI": "from the environment",
+                                                    "AMQP_URI_FILE": str(tmp_path / "file"),
+                                                    "JWT_SECRET_FILE": str(tmp_path / "file")}))
+    assert env["AMQP_URI"] == "from the environment"
+    assert env["JWT_SECRET"] == "from the _FILE"
+    assert env["CARTS_DATABASE_URL"] == "CARTS_DATABASE_URL from the directory"
+
+
+def test_a_file_variable_naming_no_readable_file_stops_the_container(tmp_path):
+    marker = tmp_path / "ran"
+    for path in (tmp_path / "missing", tmp_path):
+        result = run_entrypoint(None, ["touch", str(marker)], env={"JWT_SECRET_FILE": str(path)})
+        assert result.returncode == 1 and "JWT_SECRET_FILE" in result.stderr
+    assert not marker.exists()
+
+
+def test_without_a_secrets_directory_the_environment_alone_is_used():
+    env = exported(run_entrypoint(None, env={"AMQP_URI": "amqp://a:b@c/"}))
+    assert env["AMQP_URI"] == "amqp://a:b@c/" and "CARTMESH_SECRETS_DIR" not in env
 
 
 def test_the_app_uid_reads_what_the_secrets_service_made_and_the_config_gets_every_value():

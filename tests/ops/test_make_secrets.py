@@ -15,12 +15,14 @@ from tests.ops.test_compose import ROOT, load_make_secrets
 make_secrets = load_make_secrets()
 SCRIPT = os.path.join(ROOT, "docker", "make_secrets.py")
 DB_PASSWORDS = {f"{service.upper()}_DB_PASSWORD" for service in SERVICES}
+BROKER_PASSWORDS = {f"{app.upper()}_BROKER_PASSWORD" for app in SERVICES + [GATEWAY]}
 EXPECTED = {
-    "raw": {"JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} | DB_PASSWORDS,
+    "raw": ({"JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} | DB_PASSWORDS
+            | BROKER_PASSWORDS),
     "postgres": {"POSTGRES_PASSWORD"} | DB_PASSWORDS,
-    "rabbitmq": {"RABBITMQ_DEFAULT_PASS"},
+    "rabbitmq": {"RABBITMQ_DEFAULT_PASS", "definitions.json"},
     "grafana": {"GF_SECURITY_ADMIN_PASSWORD"},
-    GATEWAY: {"AMQP_URI", "JWT_SECRET", "RABBITMQ_API_URI"},
+    GATEWAY: {"AMQP_URI", "JWT_SECRET", "RABBITMQ_API_URI", "REDIS_URL"},
     "accounts": {"AMQP_URI", "ACCOUNTS_DATABASE_URL", "JWT_SECRET"},
     **{service: {"AMQP_URI", database_url_variable(service)} for service in SERVICES if service != "accounts"},
 }
@@ -60,10 +62,10 @@ def test_first_run_gives_each_container_exactly_what_it_needs_composed_from_the_
     for app in SERVICES + [GATEWAY]:
         amqp = urlsplit(values[f"{app}/AMQP_URI"])
         assert (amqp.username, unquote(amqp.password), amqp.hostname, amqp.port) == (
-            "cartmesh", raw["RABBITMQ_PASSWORD"], "rabbitmq", 5672), app
+            app, raw[f"{app.upper()}_BROKER_PASSWORD"], "rabbitmq", 5672), app
     api = urlsplit(values[f"{GATEWAY}/RABBITMQ_API_URI"])
     assert (api.scheme, api.username, unquote(api.password), api.hostname, api.port, api.path) == (
-        "http", "cartmesh", raw["RABBITMQ_PASSWORD"], "rabbitmq", 15672, "/api")
+        "http", GATEWAY, raw["GATEWAY_BROKER_PASSWORD"], "rabbitmq", 15672, "/api")
     for service in SERVICES:
         url = make_url(values[f"{service}/{database_url_variable(service)}"])
         assert (url.username, url.password, url.host, url.database) == (
@@ -90,7 +92,7 @@ def test_directories_are_0700_and_files_0600_owned_by_their_reader(tmp_path):
     for name, files in EXPECTED.items():
         directory = tmp_path / name
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, name
-        uid = {"raw": 0, "rabbitmq": 0, "postgres": 999, "grafana": 472}.get(name, 10001)
+        uid = {"raw": 0, "rabbitmq": 999, "postgres": 999, "grafana": 472}.get(name, 10001)
         if as_root:
             assert os.stat(directory).st_uid == uid, name
         for file_name in files:
@@ -101,12 +103,13 @@ def test_directories_are_0700_and_files_0600_owned_by_their_reader(tmp_path):
 
 
 def test_values_from_the_environment_win_and_are_quoted_inside_urls(tmp_path):
-    own = {"RABBITMQ_PASSWORD": "my:broker@pass/word", "CARTS_DB_PASSWORD": "it's #1 %20 ok", "JWT_SECRET": "j" * 40}
+    own = {"CATALOG_BROKER_PASSWORD": "my:broker@pass/word", "CARTS_DB_PASSWORD": "it's #1 %20 ok",
+           "JWT_SECRET": "j" * 40, "RABBITMQ_PASSWORD": "admin's own"}
     assert generate(tmp_path).returncode == 0
     before = contents(tmp_path)
     result = generate(tmp_path, env=own)
     assert result.returncode == 0, result.stderr
-    assert "raw/RABBITMQ_PASSWORD: replaced by the value in the environment" in result.stdout
+    assert "raw/CATALOG_BROKER_PASSWORD: replaced by the value in the environment" in result.stdout
     values = contents(tmp_path)
     for name, value in own.items():
         assert values[f"raw/{name}"] == value
@@ -114,7 +117,7 @@ def test_values_from_the_environment_win_and_are_quoted_inside_urls(tmp_path):
     assert values["postgres/CARTS_DB_PASSWORD"] == own["CARTS_DB_PASSWORD"]
     assert values[f"{GATEWAY}/JWT_SECRET"] == own["JWT_SECRET"]
     amqp = urlsplit(values["catalog/AMQP_URI"])
-    assert (unquote(amqp.password), amqp.hostname) == (own["RABBITMQ_PASSWORD"], "rabbitmq")
+    assert (unquote(amqp.password), amqp.hostname) == (own["CATALOG_BROKER_PASSWORD"], "rabbitmq")
     url = make_url(values["carts/CARTS_DATABASE_URL"])
     assert (url.password, url.host, url.database) == (own["CARTS_DB_PASSWORD"], "postgres", "carts")
     assert values["raw/CATALOG_DB_PASSWORD"] == before["raw/CATALOG_DB_PASSWORD"], "the others are kept"
@@ -145,6 +148,35 @@ def test_rotate_replaces_one_value_and_everything_made_from_it_only(tmp_path):
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"raw/CARTS_DB_PASSWORD", "postgres/CARTS_DB_PASSWORD", "carts/CARTS_DATABASE_URL"}
     assert make_url(after["carts/CARTS_DATABASE_URL"]).password == after["raw/CARTS_DB_PASSWORD"]
+
+
+def test_a_rotated_jwt_secret_verifies_at_the_gateway_until_dropped(tmp_path):
+    assert generate(tmp_path).returncode == 0
+    first = contents(tmp_path)["raw/JWT_SECRET"]
+    result = generate(tmp_path, "--rotate", "JWT_SECRET")
+    assert result.returncode == 0, result.stderr
+    assert "raw/JWT_PREVIOUS_SECRETS: keeps the replaced JWT_SECRET" in result.stdout
+    values = contents(tmp_path)
+    second = values["raw/JWT_SECRET"]
+    assert second != first
+    assert values[f"{GATEWAY}/JWT_PREVIOUS_SECRETS"] == values["raw/JWT_PREVIOUS_SECRETS"] == first
+    assert "accounts/JWT_PREVIOUS_SECRETS" not in values  # accounts only signs, with the current key
+    assert values["accounts/JWT_SECRET"] == values[f"{GATEWAY}/JWT_SECRET"] == second
+    # A second rotation keeps both retired keys, newest first; a value from the environment counts too.
+    assert generate(tmp_path, "--rotate", "JWT_SECRET").returncode == 0
+    third = contents(tmp_path)["raw/JWT_SECRET"]
+    assert contents(tmp_path)[f"{GATEWAY}/JWT_PREVIOUS_SECRETS"] == f"{second},{first}"
+    assert generate(tmp_path, env={"JWT_SECRET": "e" * 43}).returncode == 0
+    assert contents(tmp_path)[f"{GATEWAY}/JWT_PREVIOUS_SECRETS"] == f"{third},{second},{first}"
+    assert generate(tmp_path, env={"JWT_SECRET": "e" * 43}).returncode == 0  # unchanged: nothing added
+    assert contents(tmp_path)[f"{GATEWAY}/JWT_PREVIOUS_SECRETS"] == f"{third},{second},{first}"
+
+    result = generate(tmp_path, "--drop-previous-jwt")
+    assert result.returncode == 0 and "raw/JWT_PREVIOUS_SECRETS: removed" in result.stdout
+    values = contents(tmp_path)
+    assert not {"raw/JWT_PREVIOUS_SECRETS", f"{GATEWAY}/JWT_PREVIOUS_SECRETS"} & set(values)
+    assert values["raw/JWT_SECRET"] == "e" * 43
+    assert not any(value in result.stdout for value in (first, second, third)), "a value was printed"
 
 
 def test_files_that_are_no_container_s_business_are_removed(tmp_path):

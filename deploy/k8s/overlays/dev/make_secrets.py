@@ -49,8 +49,11 @@ def make_secrets(namespace):
             "management-uri": f"http://{broker_host}:15672/",
             "management-api-uri": f"http://{BROKER_USER}:{broker_password}@{broker_host}:15672/api",
         }),
-        secret("cartmesh-jwt", {"secret": random_value(32)}),
+        # `previous`: retired signing keys the gateway still accepts; none yet (SECURITY.md, rotation).
+        secret("cartmesh-jwt", {"secret": random_value(32), "previous": ""}),
         secret("cartmesh-admin", {"email": "admin@example.com", "password": random_value(12)}),
+        # The gateway's shared rate-limit counters: no Redis in dev, so each replica counts alone.
+        secret("cartmesh-redis", {"url": ""}),
         secret("cartmesh-postgres", {"password": random_value(),
                                      **{f"{service}-password": password
                                         for service, password in role_passwords.items()}}),
