@@ -2,9 +2,7 @@
 run as users that have exactly their permissions and nothing else, and do all their work (RPC served and
 called, events handled, retried and parked); the carts user cannot consume, declare or bind another app's
 queues. The permission tables are also checked against the service classes themselves."""
-import importlib.util
 import json
-import os
 import re
 import uuid
 from urllib.parse import urlsplit
@@ -21,7 +19,6 @@ from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.utils import find_free_port
 
-from conftest import ROOT
 from gateway_http.service import GatewayService
 from gateway_http.service_map import queue_stats
 from services.accounts.service import AccountsService
@@ -34,17 +31,13 @@ from services.common.outbox import Outbox
 from services.common.rpc import Rpc
 from services.orders.service import OrdersService
 from services.payments.service import PaymentsService
+from tests.ops.test_compose import load_make_secrets
 
 
-def load_docker_module(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "docker", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# docker/ is no package (`import docker` could find docker-py): its modules are loaded from their files.
-broker_permissions = load_docker_module("broker_permissions")
+# docker/ is no package (`import docker` could find docker-py): make_secrets is loaded from its file, and it loads
+# broker_permissions beside it.
+make_secrets = load_make_secrets()
+broker_permissions = make_secrets.broker_permissions
 APPS, EMITS, HANDLES = broker_permissions.APPS, broker_permissions.EMITS, broker_permissions.HANDLES
 RETRIES = broker_permissions.RETRIES
 RPC_CALLS, RPC_SERVERS, permissions = (broker_permissions.RPC_CALLS, broker_permissions.RPC_SERVERS,
@@ -98,7 +91,6 @@ def app_users(rabbit_manager, rabbit_config, tmp_path):
     compose makes it: docker/make_secrets.py writes definitions.json (password hashes and permissions), which
     is imported here through the management API (users renamed, vhost / replaced by the test's own), and the
     app logs in with the password the generator put in its AMQP_URI. The users are deleted afterwards."""
-    make_secrets = load_docker_module("make_secrets")
     make_secrets.make_secrets(str(tmp_path / "secrets"), environ={})
     definitions = json.loads((tmp_path / "secrets" / "rabbitmq" / make_secrets.DEFINITIONS).read_text())
     prefix = f"test-{uuid.uuid4().hex[:8]}-"
