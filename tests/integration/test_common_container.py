@@ -122,14 +122,20 @@ def consumer_count(amqp_uri, service):
         return consumers
 
 
+def held_call(cluster, held):
+    """Call `hold(held)` and return its pending reply once a worker has started it (and waits at the gate)."""
+    reply = cluster.holder.hold.call_async(held)
+    with eventlet.Timeout(DEADLINE):
+        GATES[held].started.wait()
+    return reply
+
+
 def test_a_stop_waits_for_a_running_worker_whose_reply_arrives_while_others_take_new_calls(
         instance, gate, rabbit_config):
     first = instance("a", HOLDS=True, SHUTDOWN_GRACE_SECONDS=DEADLINE)
     held = gate()
     with ClusterRpcProxy(rabbit_config, timeout=DEADLINE) as cluster:
-        reply = cluster.holder.hold.call_async(held)
-        with eventlet.Timeout(DEADLINE):
-            GATES[held].started.wait()
+        reply = held_call(cluster, held)
         stopping = eventlet.spawn(first.stop)
         # It stops taking messages at once ...
         wait_for(lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 0, "a's consumer is cancelled")
@@ -169,9 +175,7 @@ def test_a_stop_is_bounded_by_the_grace_and_the_abandoned_call_runs_on_another_i
     first = instance("a", HOLDS=True, SHUTDOWN_GRACE_SECONDS=grace)
     held = gate()
     with ClusterRpcProxy(rabbit_config, timeout=DEADLINE) as cluster:
-        reply = cluster.holder.hold.call_async(held)
-        with eventlet.Timeout(DEADLINE):
-            GATES[held].started.wait()
+        reply = held_call(cluster, held)
         instance("b")
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="services.common.container"), eventlet.Timeout(grace + 5):
@@ -191,9 +195,7 @@ def test_a_message_waiting_for_a_worker_when_the_stop_begins_goes_back_to_the_qu
     first = instance("a", HOLDS=True, max_workers=1, SHUTDOWN_GRACE_SECONDS=DEADLINE)
     held = gate()
     with ClusterRpcProxy(rabbit_config, timeout=DEADLINE) as cluster:
-        reply = cluster.holder.hold.call_async(held)
-        with eventlet.Timeout(DEADLINE):
-            GATES[held].started.wait()
+        reply = held_call(cluster, held)
         payload = uuid.uuid4().hex
         HANDLED[payload] = Event()
         event_dispatcher(rabbit_config)("tests", "ping", payload)
