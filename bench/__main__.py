@@ -1,4 +1,5 @@
 """`python -m bench`: see bench/runner.py."""
+
 import sys
 
 from bench.runner import main

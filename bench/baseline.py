@@ -8,6 +8,7 @@ divided by, so that a noisy or slower machine moves both sides of the ratio alik
     nameko run --config bench/baseline.yml bench.baseline:BaselineStore
     nameko run --config bench/baseline.yml bench.baseline:BaselineHttp   # GET /items/<key>
 """
+
 import json
 
 from nameko.rpc import RpcProxy, rpc
@@ -15,10 +16,16 @@ from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
 # About the size of a product: what GET /products/{sku} carries.
-ITEMS = {f"ITEM-{number:03d}": {"sku": f"ITEM-{number:03d}", "name": f"Baseline item {number}",
-                                "description": "A thing kept in memory.", "price_cents": 100 + number,
-                                "stock": 1000}
-         for number in range(100)}
+ITEMS = {
+    f"ITEM-{number:03d}": {
+        "sku": f"ITEM-{number:03d}",
+        "name": f"Baseline item {number}",
+        "description": "A thing kept in memory.",
+        "price_cents": 100 + number,
+        "stock": 1000,
+    }
+    for number in range(100)
+}
 
 
 class BaselineStore:

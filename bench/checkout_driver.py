@@ -23,6 +23,7 @@ measures.
 The plan file: {"base_url", "amqp_uri", "tokens": [...], "skus": [...], "card_number", "seconds",
 "poll_seconds", "settle_seconds"}.
 """
+
 import json
 import sys
 import time
@@ -57,11 +58,14 @@ def summarize(orders, calls, window_seconds):
         "orders": len(orders),
         "confirmed": len(confirmed),
         "not_confirmed": not_confirmed,
-        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-        "p99_ms": percentile(latencies, 99), "max_ms": max(latencies) if latencies else None,
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else None,
         "http_requests": len(calls),
         "http_requests_per_s": rate(len(calls), window_seconds) or 0.0,
-        "checkout_post_p50_ms": percentile(posts, 50), "checkout_post_p99_ms": percentile(posts, 99),
+        "checkout_post_p50_ms": percentile(posts, 50),
+        "checkout_post_p99_ms": percentile(posts, 99),
         "non_2xx": non_2xx,
         "socket_errors": socket_errors,
         "errors": non_2xx + socket_errors + sum(not_confirmed.values()),
@@ -75,7 +79,6 @@ def run(plan):
     """Runs the shoppers of `plan`; returns `summarize`'s numbers plus the driver's CPU seconds."""
     import random
     import resource
-    import socket
 
     import eventlet
     import requests
@@ -92,8 +95,12 @@ def run(plan):
 
     def listen():
         exchange = get_event_exchange("orders", {})
-        queue = Queue(f"bench-checkout-{uuid.uuid4().hex}", exclusive=True, auto_delete=True,
-                      bindings=[binding(exchange, routing_key=key) for key in SETTLING_EVENTS])
+        queue = Queue(
+            f"bench-checkout-{uuid.uuid4().hex}",
+            exclusive=True,
+            auto_delete=True,
+            bindings=[binding(exchange, routing_key=key) for key in SETTLING_EVENTS],
+        )
 
         def on_event(body, message):
             order_id = (body.get("order") or {}).get("id")
@@ -108,7 +115,7 @@ def run(plan):
                 while not stopping.ready():
                     try:
                         connection.drain_events(timeout=0.5)
-                    except socket.timeout:
+                    except TimeoutError:
                         pass
 
     def call(http, kind, method, path, **kwargs):
@@ -127,8 +134,11 @@ def run(plan):
             seen = call(http, "poll", "GET", f"/orders/{order_id}")
             if seen is not None and seen.status_code == 200 and seen.json()["status"] != "pending":
                 order = seen.json()
-                return "confirmed" if order["status"] == "confirmed" else \
-                    f"{order['status']}:{order.get('failure_reason')}"
+                return (
+                    "confirmed"
+                    if order["status"] == "confirmed"
+                    else f"{order['status']}:{order.get('failure_reason')}"
+                )
             if time.monotonic() >= gives_up:
                 return "unsettled"
             eventlet.sleep(plan["poll_seconds"])
@@ -138,15 +148,19 @@ def run(plan):
         http = requests.Session()
         http.headers["Authorization"] = f"Bearer {token}"
         while time.monotonic() < closes:
-            cart = call(http, "cart", "POST", "/carts", json={"items": [{"sku": choose(plan["skus"]),
-                                                                         "quantity": 1}]})
+            cart = call(http, "cart", "POST", "/carts", json={"items": [{"sku": choose(plan["skus"]), "quantity": 1}]})
             if cart is None or cart.status_code != 201:
                 eventlet.sleep(0.05)  # an error answers fast: do not spin on it
                 continue
             started = time.monotonic()
-            placed = call(http, "checkout", "POST", f"/carts/{cart.json()['id']}/checkout",
-                          json={"payment": {"card_number": plan["card_number"]}},
-                          headers={"Idempotency-Key": str(uuid.uuid4())})
+            placed = call(
+                http,
+                "checkout",
+                "POST",
+                f"/carts/{cart.json()['id']}/checkout",
+                json={"payment": {"card_number": plan["card_number"]}},
+                headers={"Idempotency-Key": str(uuid.uuid4())},
+            )
             if placed is None or placed.status_code not in (200, 202):
                 eventlet.sleep(0.05)
                 continue
@@ -180,6 +194,7 @@ def run(plan):
 
 def main(argv):
     import eventlet
+
     eventlet.monkey_patch()  # before any connection is made: every shopper's socket must be green
     with open(argv[1]) as plan_file:
         plan = json.load(plan_file)

@@ -5,6 +5,7 @@ py-spy reads another process's stacks from outside (no code change, no restart);
 pausing the process at each sample, so the profiled run's throughput stays close to an unprofiled one. Idle
 stacks (the eventlet hub waiting in epoll) are left out by py-spy, so the shares are shares of busy time.
 """
+
 import os
 import shutil
 import subprocess
@@ -21,9 +22,26 @@ def py_spy():
 
 def start(py_spy_path, pid, seconds, output):
     """A py-spy process sampling `pid` for `seconds` into `output` (collapsed stacks, one per line)."""
-    return subprocess.Popen([py_spy_path, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", str(RATE), "--nonblocking", "--nolineno", "--format", "raw",
-                             "--output", output], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [
+            py_spy_path,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            str(RATE),
+            "--nonblocking",
+            "--nolineno",
+            "--format",
+            "raw",
+            "--output",
+            output,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def short_frame(frame):

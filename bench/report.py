@@ -1,6 +1,7 @@
 """The bench's report: the targets of issue 5 checked against the results, and the results as Markdown and
 JSON under bench/results/ (<timestamp>.md/.json and latest.md/.json). Pure functions of the results dict that
 bench/runner.py builds; docs/PERFORMANCE.md explains each number."""
+
 import json
 import os
 
@@ -39,24 +40,45 @@ def evaluate_targets(results):
 
     def ratio_row(target, scenario, threshold):
         value = scenario and scenario.get("ratio")
-        rows.append({"target": target, "met": _at_least(value, threshold),
-                     "result": "not measured" if value is None else f"{value:.2f}× the baseline "
-                               f"({scenario['requests_per_s']:.0f} req/s)"})
+        rows.append(
+            {
+                "target": target,
+                "met": _at_least(value, threshold),
+                "result": "not measured"
+                if value is None
+                else f"{value:.2f}× the baseline ({scenario['requests_per_s']:.0f} req/s)",
+            }
+        )
 
     ratio_row("GET /products/{sku} ≥ 2× the baseline's throughput", product, 2.0)
     ratio_row("GET /carts/{id} ≥ 0.7× the baseline's throughput", cart_get, 0.7)
     rate = checkout and checkout["requests_per_s"]
-    rows.append({"target": "checkout ≥ 50 confirmed orders/s", "met": _at_least(rate, 50),
-                 "result": "not measured" if rate is None else f"{rate:.1f} confirmed orders/s"})
+    rows.append(
+        {
+            "target": "checkout ≥ 50 confirmed orders/s",
+            "met": _at_least(rate, 50),
+            "result": "not measured" if rate is None else f"{rate:.1f} confirmed orders/s",
+        }
+    )
     p99 = checkout and checkout.get("p99_ms")
-    rows.append({"target": "checkout p99 < 500 ms (POST checkout → confirmed)",
-                 "met": None if p99 is None else p99 < 500,
-                 "result": "not measured" if p99 is None else f"p99 {p99:.0f} ms"})
+    rows.append(
+        {
+            "target": "checkout p99 < 500 ms (POST checkout → confirmed)",
+            "met": None if p99 is None else p99 < 500,
+            "result": "not measured" if p99 is None else f"p99 {p99:.0f} ms",
+        }
+    )
     measured = [scenario for scenario in results["scenarios"] if not scenario.get("skipped")]
     failing = [f"{scenario['name']} ({scenario['errors']})" for scenario in measured if scenario["errors"]]
-    rows.append({"target": "zero errors in every scenario", "met": (not failing) if measured else None,
-                 "result": ("errors in " + ", ".join(failing)) if failing else
-                           (f"0 errors in {len(measured)} scenarios" if measured else "not measured")})
+    rows.append(
+        {
+            "target": "zero errors in every scenario",
+            "met": (not failing) if measured else None,
+            "result": ("errors in " + ", ".join(failing))
+            if failing
+            else (f"0 errors in {len(measured)} scenarios" if measured else "not measured"),
+        }
+    )
     services = {}
     for run in results.get("rss_mib", {}).values():
         for name, mib in run.items():
@@ -65,12 +87,22 @@ def evaluate_targets(results):
     if services:
         worst = max(services, key=services.get)
         over = sorted(name for name, mib in services.items() if mib >= RSS_LIMIT_MIB)
-        rows.append({"target": f"every service under {RSS_LIMIT_MIB} MiB RSS after the run", "met": not over,
-                     "result": f"largest: {worst} {services[worst]:.1f} MiB"
-                               + (f"; over: {', '.join(over)}" if over else "")})
+        rows.append(
+            {
+                "target": f"every service under {RSS_LIMIT_MIB} MiB RSS after the run",
+                "met": not over,
+                "result": f"largest: {worst} {services[worst]:.1f} MiB"
+                + (f"; over: {', '.join(over)}" if over else ""),
+            }
+        )
     else:
-        rows.append({"target": f"every service under {RSS_LIMIT_MIB} MiB RSS after the run", "met": None,
-                     "result": "not measured"})
+        rows.append(
+            {
+                "target": f"every service under {RSS_LIMIT_MIB} MiB RSS after the run",
+                "met": None,
+                "result": "not measured",
+            }
+        )
     return rows
 
 
@@ -91,57 +123,110 @@ def table(header, rows):
 def markdown(results):
     """The report as Markdown: settings, one row per scenario, the targets, CPU, messages per instance, RSS."""
     settings = results["settings"]
-    out = [f"# Cartmesh bench, {results['started_at']}", "",
-           f"{results['machine']['cpus']} cores; wrk {results['machine']['wrk']} ({settings['wrk_threads']} thread, "
-           f"{settings['connections']} connections, {settings['seconds']} s per scenario); checkout driver: "
-           f"{settings['checkout_users']} shoppers for {settings['checkout_seconds']} s (each order followed to its "
-           f"settling event, then read with GET /orders/{{id}}); databases: {settings['database']}; "
-           f"LOG_LEVEL={settings['log_level']}. Ratios (× baseline) are to the minimal Nameko baseline, measured at "
-           f"the start and at the end of this run: {_number(results.get('baseline_requests_per_s'))} req/s on "
-           "average. Latencies in ms.", ""]
+    out = [
+        f"# Cartmesh bench, {results['started_at']}",
+        "",
+        f"{results['machine']['cpus']} cores; wrk {results['machine']['wrk']} ({settings['wrk_threads']} thread, "
+        f"{settings['connections']} connections, {settings['seconds']} s per scenario); checkout driver: "
+        f"{settings['checkout_users']} shoppers for {settings['checkout_seconds']} s (each order followed to its "
+        f"settling event, then read with GET /orders/{{id}}); databases: {settings['database']}; "
+        f"LOG_LEVEL={settings['log_level']}. Ratios (× baseline) are to the minimal Nameko baseline, measured at "
+        f"the start and at the end of this run: {_number(results.get('baseline_requests_per_s'))} req/s on "
+        "average. Latencies in ms.",
+        "",
+    ]
 
     rows = []
     for scenario in results["baselines"] + results["scenarios"]:
         if scenario.get("skipped"):
             rows.append([scenario["title"], "–", "–", "–", "–", "–", "–", f"not run: {scenario['skipped']}"])
             continue
-        rows.append([scenario["title"], _number(scenario["requests_per_s"]), _number(scenario.get("ratio"), 2),
-                     _number(scenario["p50_ms"]), _number(scenario["p95_ms"]), _number(scenario["p99_ms"]),
-                     f"{scenario['errors']} ({scenario['non_2xx']} / {scenario['socket_errors']})",
-                     scenario.get("note", "")])
-    out += ["## Throughput and latency", "",
-            table(["scenario", "req/s", "× baseline", "p50", "p95", "p99", "errors (non-2xx / socket)", "note"],
-                  rows), ""]
+        rows.append(
+            [
+                scenario["title"],
+                _number(scenario["requests_per_s"]),
+                _number(scenario.get("ratio"), 2),
+                _number(scenario["p50_ms"]),
+                _number(scenario["p95_ms"]),
+                _number(scenario["p99_ms"]),
+                f"{scenario['errors']} ({scenario['non_2xx']} / {scenario['socket_errors']})",
+                scenario.get("note", ""),
+            ]
+        )
+    out += [
+        "## Throughput and latency",
+        "",
+        table(["scenario", "req/s", "× baseline", "p50", "p95", "p99", "errors (non-2xx / socket)", "note"], rows),
+        "",
+    ]
 
-    out += ["## Targets (issue 5)", "",
-            table(["target", "result", ""], [[row["target"], row["result"], _verdict(row["met"])]
-                                             for row in results["targets"]]), ""]
+    out += [
+        "## Targets (issue 5)",
+        "",
+        table(
+            ["target", "result", ""],
+            [[row["target"], row["result"], _verdict(row["met"])] for row in results["targets"]],
+        ),
+        "",
+    ]
 
     processes = []
     for scenario in results["baselines"] + results["scenarios"]:
         for name in scenario.get("cpu", {}):
             if name not in processes:
                 processes.append(name)
-    cpu_rows = [[scenario["title"]] + [_number(scenario.get("cpu", {}).get(name), 0) for name in processes]
-                for scenario in results["baselines"] + results["scenarios"] if not scenario.get("skipped")]
-    out += ["## CPU during each scenario", "",
-            f"% of one core over the measured window (the machine has {results['machine']['cpus'] * 100}). "
-            "`other` is whatever else ran on the machine: more than a few % means the numbers are noisier.", "",
-            table(["scenario"] + processes, cpu_rows), ""]
+    cpu_rows = [
+        [scenario["title"]] + [_number(scenario.get("cpu", {}).get(name), 0) for name in processes]
+        for scenario in results["baselines"] + results["scenarios"]
+        if not scenario.get("skipped")
+    ]
+    out += [
+        "## CPU during each scenario",
+        "",
+        f"% of one core over the measured window (the machine has {results['machine']['cpus'] * 100}). "
+        "`other` is whatever else ran on the machine: more than a few % means the numbers are noisier.",
+        "",
+        table(["scenario"] + processes, cpu_rows),
+        "",
+    ]
 
     message_rows = []
     for scenario in results["baselines"] + results["scenarios"]:
         for row in scenario.get("messages", []):
-            message_rows.append([scenario["title"], row["service"], row["instances"], _number(row["rpc_per_s"]),
-                                 _number(row["events_per_s"]), f"**{_number(row['per_instance_per_s'])}**",
-                                 _number(row.get("cpu_per_instance"), 0),
-                                 _number(row.get("per_cpu_second"), 0)])
-    out += ["## Messages per second per service instance", "",
-            "Messages a service took from its own queues (RPC requests and events; not the replies to its own "
-            "calls), counted by RabbitMQ over the measured window, divided by its instances. CPU is that "
-            "service's, per instance; messages per CPU-second is the capacity of one fully busy core.", "",
-            table(["scenario", "service", "instances", "RPC/s", "events/s", "messages/s per instance",
-                   "CPU % per instance", "messages per CPU-second"], message_rows), ""]
+            message_rows.append(
+                [
+                    scenario["title"],
+                    row["service"],
+                    row["instances"],
+                    _number(row["rpc_per_s"]),
+                    _number(row["events_per_s"]),
+                    f"**{_number(row['per_instance_per_s'])}**",
+                    _number(row.get("cpu_per_instance"), 0),
+                    _number(row.get("per_cpu_second"), 0),
+                ]
+            )
+    out += [
+        "## Messages per second per service instance",
+        "",
+        "Messages a service took from its own queues (RPC requests and events; not the replies to its own "
+        "calls), counted by RabbitMQ over the measured window, divided by its instances. CPU is that "
+        "service's, per instance; messages per CPU-second is the capacity of one fully busy core.",
+        "",
+        table(
+            [
+                "scenario",
+                "service",
+                "instances",
+                "RPC/s",
+                "events/s",
+                "messages/s per instance",
+                "CPU % per instance",
+                "messages per CPU-second",
+            ],
+            message_rows,
+        ),
+        "",
+    ]
 
     runs = list(results.get("rss_mib", {}))
     names = []
@@ -152,39 +237,64 @@ def markdown(results):
     rss_rows = []
     for name in names:
         values = [results["rss_mib"][run].get(name) for run in runs]
-        under = "–" if name.startswith("baseline") or name == "supervisor" else \
-            ("yes" if all(value is None or value < RSS_LIMIT_MIB for value in values) else "**no**")
+        under = (
+            "–"
+            if name.startswith("baseline") or name == "supervisor"
+            else ("yes" if all(value is None or value < RSS_LIMIT_MIB for value in values) else "**no**")
+        )
         rss_rows.append([name] + [_number(value) for value in values] + [under])
-    out += ["## Peak RSS (VmHWM) per process, MiB", "", table(["process"] + runs + [f"< {RSS_LIMIT_MIB} MiB"],
-                                                              rss_rows), ""]
+    out += [
+        "## Peak RSS (VmHWM) per process, MiB",
+        "",
+        table(["process"] + runs + [f"< {RSS_LIMIT_MIB} MiB"], rss_rows),
+        "",
+    ]
 
     checkout = _scenario(results, "checkout")
     if checkout:
         extra = checkout["extra"]
-        out += ["## Checkout details", "",
-                f"{extra['confirmed']} of {extra['orders']} accepted orders confirmed "
-                f"(not confirmed: {extra['not_confirmed'] or 'none'}); "
-                f"{extra['http_requests_per_s']:.0f} HTTP requests/s in all (carts, checkouts, polls); "
-                f"POST checkout answered in p50 {_number(extra['checkout_post_p50_ms'])} ms, "
-                f"p99 {_number(extra['checkout_post_p99_ms'])} ms; driver CPU "
-                f"{_number(extra.get('driver_cpu_percent'), 0)} % of a core.", ""]
+        out += [
+            "## Checkout details",
+            "",
+            f"{extra['confirmed']} of {extra['orders']} accepted orders confirmed "
+            f"(not confirmed: {extra['not_confirmed'] or 'none'}); "
+            f"{extra['http_requests_per_s']:.0f} HTTP requests/s in all (carts, checkouts, polls); "
+            f"POST checkout answered in p50 {_number(extra['checkout_post_p50_ms'])} ms, "
+            f"p99 {_number(extra['checkout_post_p99_ms'])} ms; driver CPU "
+            f"{_number(extra.get('driver_cpu_percent'), 0)} % of a core.",
+            "",
+        ]
 
     if results.get("profile"):
         profile = results["profile"]
         out += [f"## Profile ({profile['scenario']})", ""]
         for process, frames in profile["top"].items():
-            out += [f"{process}: {profile['samples'][process]} samples; the functions where they were spent "
-                    "(self), and the calls they were under (total):", "",
-                    table(["self %", "function"], [[_number(share), frame] for frame, share in frames["self"]]),
-                    "", table(["total %", "function"], [[_number(share), frame] for frame, share in
-                                                       frames["total"]]), ""]
-    problems = [(scenario["title"], count, line) for scenario in results["baselines"] + results["scenarios"]
-                for count, line in scenario.get("log_problems", [])]
+            out += [
+                f"{process}: {profile['samples'][process]} samples; the functions where they were spent "
+                "(self), and the calls they were under (total):",
+                "",
+                table(["self %", "function"], [[_number(share), frame] for frame, share in frames["self"]]),
+                "",
+                table(["total %", "function"], [[_number(share), frame] for frame, share in frames["total"]]),
+                "",
+            ]
+    problems = [
+        (scenario["title"], count, line)
+        for scenario in results["baselines"] + results["scenarios"]
+        for count, line in scenario.get("log_problems", [])
+    ]
     if problems:
-        out += ["## Warnings and errors the services logged during each scenario", "",
-                "The most frequent, with ids and times taken out.", "",
-                table(["scenario", "lines", "logged"], [[title, count, "`" + line.replace("|", "/") + "`"]
-                                                         for title, count, line in problems]), ""]
+        out += [
+            "## Warnings and errors the services logged during each scenario",
+            "",
+            "The most frequent, with ids and times taken out.",
+            "",
+            table(
+                ["scenario", "lines", "logged"],
+                [[title, count, "`" + line.replace("|", "/") + "`"] for title, count, line in problems],
+            ),
+            "",
+        ]
     if results.get("warnings"):
         out += ["## Warnings", ""] + [f"- {warning}" for warning in results["warnings"]] + [""]
     return "\n".join(out)

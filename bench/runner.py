@@ -7,6 +7,7 @@ instances → cart mix again → peak RSS → stop everything (also on Ctrl-C, S
 window is followed by a pause (`SETTLE_SECONDS`): RabbitMQ publishes its queue counters every 5 s, and the
 messages-per-instance numbers need the final ones.
 """
+
 import argparse
 import datetime
 import json
@@ -58,8 +59,12 @@ def search_requests():
 def add_item(cart, turn):
     """POST one unit of one of the cart's own skus (so a cart keeps its few lines and no line nears 999)."""
     cart_id, token, skus = cart
-    return {"method": "POST", "path": f"/carts/{cart_id}/items", "headers": bearer(token),
-            "body": {"sku": skus[turn % len(skus)], "quantity": 1}}
+    return {
+        "method": "POST",
+        "path": f"/carts/{cart_id}/items",
+        "headers": bearer(token),
+        "body": {"sku": skus[turn % len(skus)], "quantity": 1},
+    }
 
 
 def get_cart(cart):
@@ -109,13 +114,22 @@ class Bench:
         self.cores = os.cpu_count()
         self.broker_pids = stats.pids_named("beam.smp")
         self.results = {
-            "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "started_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": {"cpus": self.cores, "python": platform.python_version(), "kernel": platform.release()},
-            "settings": {"seconds": options.seconds, "connections": options.connections, "wrk_threads": 1,
-                         "checkout_users": options.checkout_users, "checkout_seconds": options.checkout_seconds,
-                         "poll_seconds": options.poll_ms / 1000, "log_level": options.log_level,
-                         "database": "PostgreSQL" if options.postgres else "SQLite"},
-            "baselines": [], "scenarios": [], "rss_mib": {}, "warnings": [],
+            "settings": {
+                "seconds": options.seconds,
+                "connections": options.connections,
+                "wrk_threads": 1,
+                "checkout_users": options.checkout_users,
+                "checkout_seconds": options.checkout_seconds,
+                "poll_seconds": options.poll_ms / 1000,
+                "log_level": options.log_level,
+                "database": "PostgreSQL" if options.postgres else "SQLite",
+            },
+            "baselines": [],
+            "scenarios": [],
+            "rss_mib": {},
+            "warnings": [],
         }
 
     # -- lifecycle --
@@ -127,16 +141,24 @@ class Bench:
         if self.options.postgres:
             self.postgres = system.PostgresDatabases(self.options.postgres)
             self.postgres.create()
-        self.system = system.Cartmesh(self.vhost, self.work_dir, self.options.log_level,
-                                      database_urls=self.postgres.urls if self.postgres else None)
-        say(f"starting Cartmesh (scripts.run) on {self.system.base_url}, vhost {self.vhost.name}, "
-            f"work dir {self.work_dir}")
+        self.system = system.Cartmesh(
+            self.vhost,
+            self.work_dir,
+            self.options.log_level,
+            database_urls=self.postgres.urls if self.postgres else None,
+        )
+        say(
+            f"starting Cartmesh (scripts.run) on {self.system.base_url}, vhost {self.vhost.name}, "
+            f"work dir {self.work_dir}"
+        )
         self.system.start()
         say("seeding products, users and carts through the API")
         data = system.seed(self.system, self.options.checkout_users)
         skus, tokens = data["skus"], data["tokens"]
-        carts = {kind: system.make_carts(self.system.base_url, tokens, self.options.carts, skus, 3)
-                 for kind in ("add", "get", "mix")}
+        carts = {
+            kind: system.make_carts(self.system.base_url, tokens, self.options.carts, skus, 3)
+            for kind in ("add", "get", "mix")
+        }
         checkout_ready = self.checkout_answers(tokens[0], skus[0])
 
         self.baseline = system.Baseline(self.vhost, self.work_dir).start()
@@ -159,15 +181,31 @@ class Bench:
 
         self.measure_baseline("before")
         for name, (title, requests) in plan.items():
-            self.add(self.measure(name, title, self.system.services(),
-                                  lambda requests=requests: self.load(self.system.base_url, requests,
-                                                                      self.options.seconds)))
+            self.add(
+                self.measure(
+                    name,
+                    title,
+                    self.system.services(),
+                    lambda requests=requests: self.load(self.system.base_url, requests, self.options.seconds),
+                )
+            )
         if checkout_wanted and checkout_ready:
-            self.add(self.measure("checkout", "checkout end to end (confirmed orders/s)", self.system.services(),
-                                  lambda: self.checkout(tokens, skus, self.options.checkout_seconds)))
+            self.add(
+                self.measure(
+                    "checkout",
+                    "checkout end to end (confirmed orders/s)",
+                    self.system.services(),
+                    lambda: self.checkout(tokens, skus, self.options.checkout_seconds),
+                )
+            )
         elif checkout_wanted:
-            self.add({"name": "checkout", "title": "checkout end to end (confirmed orders/s)",
-                      "skipped": checkout_ready.reason})
+            self.add(
+                {
+                    "name": "checkout",
+                    "title": "checkout end to end (confirmed orders/s)",
+                    "skipped": checkout_ready.reason,
+                }
+            )
         # Again at the end: the machine may have got busier or quieter meanwhile; ratios use the mean.
         self.measure_baseline("after")
         self.results["rss_mib"]["main run"] = self.peak_rss()
@@ -187,8 +225,12 @@ class Bench:
         title, requests = "cart mix, 2 carts instances", cart_mix_requests(carts)
         self.load(self.system.base_url, requests, WARMUP_SECONDS)
         time.sleep(SETTLE_SECONDS)
-        scaled = self.measure("cart_mix_2", title, self.system.services(),
-                              lambda: self.load(self.system.base_url, requests, self.options.seconds))
+        scaled = self.measure(
+            "cart_mix_2",
+            title,
+            self.system.services(),
+            lambda: self.load(self.system.base_url, requests, self.options.seconds),
+        )
         single = next((s for s in self.results["scenarios"] if s["name"] == "cart_mix"), None)
         if single and single["requests_per_s"]:
             scaled["note"] = f"{scaled['requests_per_s'] / single['requests_per_s']:.2f}× the 1-instance run"
@@ -196,10 +238,14 @@ class Bench:
         self.results["rss_mib"]["scaling run (carts=2)"] = self.peak_rss()
 
     def measure_baseline(self, when):
-        self.results["baselines"].append(self.measure(
-            f"baseline_{when}", f"baseline ({when}): GET /items/{{key}}, 1 RPC, no DB, no auth",
-            self.baseline.pids(), lambda: self.load(self.baseline.base_url, baseline_requests(),
-                                                    self.options.seconds)))
+        self.results["baselines"].append(
+            self.measure(
+                f"baseline_{when}",
+                f"baseline ({when}): GET /items/{{key}}, 1 RPC, no DB, no auth",
+                self.baseline.pids(),
+                lambda: self.load(self.baseline.base_url, baseline_requests(), self.options.seconds),
+            )
+        )
 
     def stop(self):
         """Stops whatever is still running and removes the vhost (and PostgreSQL databases)."""
@@ -221,8 +267,10 @@ class Bench:
     def add(self, scenario):
         self.results["scenarios"].append(scenario)
         if not scenario.get("skipped"):
-            say(f"{scenario['title']}: {scenario['requests_per_s']:.1f}/s, p99 {scenario['p99_ms'] or 0:.0f} ms, "
-                f"{scenario['errors']} errors")
+            say(
+                f"{scenario['title']}: {scenario['requests_per_s']:.1f}/s, p99 {scenario['p99_ms'] or 0:.0f} ms, "
+                f"{scenario['errors']} errors"
+            )
 
     def load(self, base_url, requests, seconds):
         return run_wrk(self.wrk, base_url, requests, seconds, self.options.connections, self.work_dir)
@@ -231,9 +279,12 @@ class Bench:
         """Whether POST /carts/{id}/checkout and GET /orders/{id} exist yet (truthy), else why not."""
         api = system.Api(self.system.base_url, token)
         cart = api.call("POST", "/carts", 201, json={"items": [{"sku": sku, "quantity": 1}]})
-        response = api.http.post(f"{self.system.base_url}/carts/{cart['id']}/checkout", timeout=system.TIMEOUT,
-                                 json={"payment": {"card_number": SUCCEEDING_CARD}},
-                                 headers={"Idempotency-Key": str(uuid.uuid4())})
+        response = api.http.post(
+            f"{self.system.base_url}/carts/{cart['id']}/checkout",
+            timeout=system.TIMEOUT,
+            json={"payment": {"card_number": SUCCEEDING_CARD}},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
         if response.status_code not in (200, 202):
             return Unavailable(f"POST /carts/{{id}}/checkout answered {response.status_code}")
         order = api.http.get(f"{self.system.base_url}/orders/{response.json()['id']}", timeout=system.TIMEOUT)
@@ -245,18 +296,31 @@ class Bench:
         """One run of bench/checkout_driver.py; its numbers in the shape of parse_wrk_output's."""
         plan_path = os.path.join(self.work_dir, "checkout-plan.json")
         with open(plan_path, "w") as plan_file:
-            json.dump({"base_url": self.system.base_url, "amqp_uri": self.vhost.amqp_uri, "tokens": tokens,
-                       "skus": skus,
-                       "card_number": SUCCEEDING_CARD, "seconds": seconds,
-                       "poll_seconds": self.options.poll_ms / 1000, "settle_seconds": 15}, plan_file)
-        done = subprocess.run([sys.executable, "-m", "bench.checkout_driver", plan_path], cwd=system.ROOT,
-                              capture_output=True, text=True, timeout=seconds + 60)
+            json.dump(
+                {
+                    "base_url": self.system.base_url,
+                    "amqp_uri": self.vhost.amqp_uri,
+                    "tokens": tokens,
+                    "skus": skus,
+                    "card_number": SUCCEEDING_CARD,
+                    "seconds": seconds,
+                    "poll_seconds": self.options.poll_ms / 1000,
+                    "settle_seconds": 15,
+                },
+                plan_file,
+            )
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.checkout_driver", plan_path],
+            cwd=system.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
         lines = [line for line in done.stdout.splitlines() if line.startswith(DRIVER_MARK)]
         if done.returncode != 0 or not lines:
             raise BenchError(f"the checkout driver failed (exit code {done.returncode}): {done.stderr[-2000:]}")
-        result = json.loads(lines[-1][len(DRIVER_MARK):])
-        numbers = {key: result[key] for key in ("p50_ms", "p95_ms", "p99_ms", "non_2xx", "socket_errors",
-                                                "errors")}
+        result = json.loads(lines[-1][len(DRIVER_MARK) :])
+        numbers = {key: result[key] for key in ("p50_ms", "p95_ms", "p99_ms", "non_2xx", "socket_errors", "errors")}
         numbers["requests_per_s"] = result["confirmed_per_s"]
         numbers["extra"] = result
         return numbers
@@ -281,17 +345,22 @@ class Bench:
         time.sleep(SETTLE_SECONDS)
         counts_after = stats.consumed_counts(self.vhost.queues())
 
-        cpu = {process: stats.cpu_percent(cpu_before[process], cpu_after.get(process), seconds)
-               for process in cpu_before}  # a group of processes: those alive at both readings
+        cpu = {
+            process: stats.cpu_percent(cpu_before[process], cpu_after.get(process), seconds) for process in cpu_before
+        }  # a group of processes: those alive at both readings
         cpu["generator"] = 100.0 * generator / seconds
         machine = stats.machine_percent(machine_before, machine_after, self.cores)
         cpu["machine"] = machine
-        cpu["other"] = max(0.0, machine - sum(value for key, value in cpu.items()
-                                             if key != "machine" and value is not None))
+        cpu["other"] = max(
+            0.0, machine - sum(value for key, value in cpu.items() if key != "machine" and value is not None)
+        )
         messages = stats.consumed_rates(counts_before, counts_after, seconds)
         for row in messages:
-            instances = [value for process, value in cpu.items()
-                         if value is not None and process_service(process) == row["service"]]
+            instances = [
+                value
+                for process, value in cpu.items()
+                if value is not None and process_service(process) == row["service"]
+            ]
             if instances:
                 busy = sum(instances) / 100 * seconds
                 row["cpu_per_instance"] = sum(instances) / len(instances)
@@ -299,14 +368,23 @@ class Bench:
                 row["per_cpu_second"] = total / busy if busy > 0 else None
         if name == "checkout":
             numbers["extra"]["driver_cpu_percent"] = cpu["generator"]
-        scenario = {"name": name, "title": title, "seconds": seconds, "cpu": cpu, "messages": messages,
-                    "log_problems": stats.log_problems(logs.output(log_offset)) if logs else [],
-                    "instances": {service: sum(1 for process in pids if process_service(process) == service)
-                                  for service in {process_service(process) for process in pids}}}
+        scenario = {
+            "name": name,
+            "title": title,
+            "seconds": seconds,
+            "cpu": cpu,
+            "messages": messages,
+            "log_problems": stats.log_problems(logs.output(log_offset)) if logs else [],
+            "instances": {
+                service: sum(1 for process in pids if process_service(process) == service)
+                for service in {process_service(process) for process in pids}
+            },
+        }
         scenario.update(numbers)
         if cpu["other"] > 20:
             self.results["warnings"].append(
-                f"{title}: {cpu['other']:.0f} % of a core went to other processes on the machine: noisy numbers")
+                f"{title}: {cpu['other']:.0f} % of a core went to other processes on the machine: noisy numbers"
+            )
         return scenario
 
     def cpu_readings(self, pids):
@@ -334,8 +412,11 @@ class Bench:
         spy = profile.py_spy()
         if spy is None:
             raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
-        targets = {process: pid for process, pid in pids.items()
-                   if process in ("gateway", PROFILED_SERVICE.get(name), "baseline BaselineHttp")}
+        targets = {
+            process: pid
+            for process, pid in pids.items()
+            if process in ("gateway", PROFILED_SERVICE.get(name), "baseline BaselineHttp")
+        }
         seconds = self.options.checkout_seconds if name == "checkout" else self.options.seconds
         profiling = {}
         for process, pid in targets.items():
@@ -365,10 +446,15 @@ class Unavailable:
 
 
 # The backend service profiled with the gateway in each scenario.
-PROFILED_SERVICE = {"product": "catalog", "search": "catalog", "cart_add": "carts", "cart_get": "carts",
-                    "cart_mix": "carts", "checkout": "orders"}
-BASELINE_SERVICES = {"baseline BaselineStore": "bench_baseline_store",
-                     "baseline BaselineHttp": "bench_baseline_http"}
+PROFILED_SERVICE = {
+    "product": "catalog",
+    "search": "catalog",
+    "cart_add": "carts",
+    "cart_get": "carts",
+    "cart_mix": "carts",
+    "checkout": "orders",
+}
+BASELINE_SERVICES = {"baseline BaselineStore": "bench_baseline_store", "baseline BaselineHttp": "bench_baseline_http"}
 
 
 def process_service(process):
@@ -386,8 +472,9 @@ def scenario_names(value):
     names = tuple(name.strip() for name in value.split(",") if name.strip())
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"not a scenario: {', '.join(unknown) or value!r} "
-                                         f"(choose from {', '.join(SCENARIOS)})")
+        raise argparse.ArgumentTypeError(
+            f"not a scenario: {', '.join(unknown) or value!r} (choose from {', '.join(SCENARIOS)})"
+        )
     return names
 
 
@@ -398,23 +485,46 @@ def _children_cpu():
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", 15)),
-                        help="measured seconds per wrk scenario (default 15)")
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        default=int(os.environ.get("BENCH_SECONDS", 15)),
+        help="measured seconds per wrk scenario (default 15)",
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--checkout-users", type=int, default=16, help="checkout shoppers (default 16)")
     parser.add_argument("--checkout-seconds", type=int, default=20, help="checkout window (default 20)")
-    parser.add_argument("--poll-ms", type=int, default=20,
-                        help="checkout: re-read interval while an order still reads pending (default 20 ms)")
+    parser.add_argument(
+        "--poll-ms",
+        type=int,
+        default=20,
+        help="checkout: re-read interval while an order still reads pending (default 20 ms)",
+    )
     parser.add_argument("--carts", type=int, default=32, help="carts per cart scenario (default 32)")
-    parser.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "INFO"),
-                        help="LOG_LEVEL of every service (default INFO, as shipped)")
-    parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES_URL"), metavar="ADMIN_URL",
-                        help="run on fresh PostgreSQL databases made through this admin URL (default: SQLite)")
-    parser.add_argument("--profile", default=os.environ.get("BENCH_PROFILE") or None,
-                        choices=sorted(PROFILED_SERVICE), help="sample the gateway and that scenario's service "
-                                                               "with py-spy")
-    parser.add_argument("--only", type=scenario_names, default=SCENARIOS, metavar="NAME,...",
-                        help=f"run only these scenarios ({','.join(SCENARIOS)}; the baseline always runs)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        help="LOG_LEVEL of every service (default INFO, as shipped)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL"),
+        metavar="ADMIN_URL",
+        help="run on fresh PostgreSQL databases made through this admin URL (default: SQLite)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("BENCH_PROFILE") or None,
+        choices=sorted(PROFILED_SERVICE),
+        help="sample the gateway and that scenario's service with py-spy",
+    )
+    parser.add_argument(
+        "--only",
+        type=scenario_names,
+        default=SCENARIOS,
+        metavar="NAME,...",
+        help=f"run only these scenarios ({','.join(SCENARIOS)}; the baseline always runs)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (databases, logs)")
     return parser.parse_args(argv)
 

@@ -2,6 +2,7 @@
 
 Units: latencies in milliseconds, memory in MiB (1 MiB = 1,048,576 bytes), CPU as % of one core.
 """
+
 import os
 import re
 
@@ -126,7 +127,7 @@ def queue_owner(queue_name):
 
     nameko 2 names them `rpc-<service>` and `evt-<source>-<event>--<service>.<method>`."""
     if queue_name.startswith("rpc-"):
-        return queue_name[len("rpc-"):], "rpc"
+        return queue_name[len("rpc-") :], "rpc"
     match = re.fullmatch(r"evt-.+--([^.]+)\.[^.]+", queue_name)
     if match:
         return match.group(1), "event"
@@ -165,8 +166,15 @@ def consumed_rates(before, after, seconds):
             continue
         instances = max(1, end.get("instances") or 1)
         total = (rpc + events) / seconds
-        rows.append({"service": service, "instances": instances, "rpc_per_s": rpc / seconds,
-                     "events_per_s": events / seconds, "per_instance_per_s": total / instances})
+        rows.append(
+            {
+                "service": service,
+                "instances": instances,
+                "rpc_per_s": rpc / seconds,
+                "events_per_s": events / seconds,
+                "per_instance_per_s": total / instances,
+            }
+        )
     return sorted(rows, key=lambda row: -(row["rpc_per_s"] + row["events_per_s"]))
 
 

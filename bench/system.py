@@ -1,6 +1,7 @@
 """The system under test, as the bench starts it: a fresh RabbitMQ vhost, `make run` (scripts/run.py) on a free
 loopback port with fresh databases, the minimal baseline, and the data the scenarios need, made through the
 public API. Everything started here is stopped by `stop()`, whatever happened."""
+
 import os
 import subprocess
 import sys
@@ -39,18 +40,24 @@ class Vhost:
         try:
             response = requests.request(method, self.api + path, auth=self.auth, timeout=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
-            raise BenchError(f"cannot reach the RabbitMQ management API at {self.api} ({exc}); enable it with "
-                             "`rabbitmq-plugins enable rabbitmq_management` or set RABBIT_CTL_URI")
+            raise BenchError(
+                f"cannot reach the RabbitMQ management API at {self.api} ({exc}); enable it with "
+                "`rabbitmq-plugins enable rabbitmq_management` or set RABBIT_CTL_URI"
+            )
         if response.status_code >= 300 and not (method == "DELETE" and response.status_code == 404):
-            raise BenchError(f"RabbitMQ management API: {method} {path} answered {response.status_code}: "
-                             f"{response.text[:200]}")
+            raise BenchError(
+                f"RabbitMQ management API: {method} {path} answered {response.status_code}: {response.text[:200]}"
+            )
         return response
 
     def create(self):
         self._call("PUT", f"/vhosts/{self.name}")
         self.created = True
-        self._call("PUT", f"/permissions/{self.name}/{urllib.parse.quote(self.user)}",
-                   json={"configure": ".*", "write": ".*", "read": ".*"})
+        self._call(
+            "PUT",
+            f"/permissions/{self.name}/{urllib.parse.quote(self.user)}",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        )
         return self
 
     def queues(self):
@@ -71,8 +78,15 @@ class Processes:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             # A session of its own: a Ctrl-C at the terminal reaches the bench, which stops this in order.
-            self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def output(self, offset=0):
         """The log from byte `offset` on."""
@@ -100,8 +114,10 @@ def wait_until(predicate, deadline, what, process=None):
         if predicate():
             return
         if process is not None and process.ended():
-            raise BenchError(f"{what}: the process ended first; the end of its log ({process.log_path}):\n"
-                             + process.output()[-3000:])
+            raise BenchError(
+                f"{what}: the process ended first; the end of its log ({process.log_path}):\n"
+                + process.output()[-3000:]
+            )
         time.sleep(0.25)
     raise BenchError(f"{what}: not within {deadline} s; see {process.log_path if process else 'the logs'}")
 
@@ -115,6 +131,7 @@ def answers(url):
 
 def free_port():
     from nameko.testing.utils import find_free_port
+
     return find_free_port()
 
 
@@ -130,17 +147,28 @@ class Cartmesh:
         self.admin_email = "bench-admin@cartmesh.invalid"
         self.admin_password = uuid.uuid4().hex
         # Kept for the whole bench, so that tokens stay valid when the system is started again.
-        self.env = {key: value for key, value in os.environ.items()
-                    if not key.endswith("_DATABASE_URL")
-                    and key not in ("CARTMESH_INSTANCES", "CARTMESH_RESTART", "MAX_WORKERS")}
-        self.env.update(AMQP_URI=vhost.amqp_uri, GATEWAY_PORT=str(self.port), GATEWAY_BIND="127.0.0.1",
-                        CARTMESH_VAR_DIR=var_dir, JWT_SECRET=uuid.uuid4().hex + uuid.uuid4().hex,
-                        ADMIN_EMAIL=self.admin_email, ADMIN_PASSWORD=self.admin_password, LOG_LEVEL=log_level,
-                        # stats.log_problems reads the text format; make run defaults to JSON
-                        LOG_FORMAT="console",
-                        # All the load comes from one address and a few users: limits far above what it sends,
-                        # so that the limiter's check is still measured but never answers 429.
-                        RATE_LIMIT_PER_ADDRESS="1000000000", RATE_LIMIT_PER_USER="1000000000")
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.endswith("_DATABASE_URL")
+            and key not in ("CARTMESH_INSTANCES", "CARTMESH_RESTART", "MAX_WORKERS")
+        }
+        self.env.update(
+            AMQP_URI=vhost.amqp_uri,
+            GATEWAY_PORT=str(self.port),
+            GATEWAY_BIND="127.0.0.1",
+            CARTMESH_VAR_DIR=var_dir,
+            JWT_SECRET=uuid.uuid4().hex + uuid.uuid4().hex,
+            ADMIN_EMAIL=self.admin_email,
+            ADMIN_PASSWORD=self.admin_password,
+            LOG_LEVEL=log_level,
+            # stats.log_problems reads the text format; make run defaults to JSON
+            LOG_FORMAT="console",
+            # All the load comes from one address and a few users: limits far above what it sends,
+            # so that the limiter's check is still measured but never answers 429.
+            RATE_LIMIT_PER_ADDRESS="1000000000",
+            RATE_LIMIT_PER_USER="1000000000",
+        )
         for service, url in (database_urls or {}).items():  # else scripts.run's SQLite files in var_dir
             self.env[run.database_url_variable(service)] = url
         self.processes = None
@@ -149,10 +177,12 @@ class Cartmesh:
     def start(self, instances=""):
         self.starts += 1
         env = dict(self.env, CARTMESH_INSTANCES=instances)
-        self.processes = Processes(os.path.join(self.var_dir, f"system-{self.starts}.log"),
-                                   [sys.executable, "-m", "scripts.run"], env)
-        wait_until(lambda: answers(self.base_url + "/health"), START_DEADLINE, "Cartmesh's GET /health is 200",
-                   self.processes)
+        self.processes = Processes(
+            os.path.join(self.var_dir, f"system-{self.starts}.log"), [sys.executable, "-m", "scripts.run"], env
+        )
+        wait_until(
+            lambda: answers(self.base_url + "/health"), START_DEADLINE, "Cartmesh's GET /health is 200", self.processes
+        )
         return self
 
     def services(self):
@@ -173,15 +203,19 @@ class PostgresDatabases:
     def __init__(self, admin_url):
         from sqlalchemy import create_engine
         from sqlalchemy.engine import make_url
+
         self.admin_url = make_url(admin_url)
         self.engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         self.names = {service: f"cartmesh_bench_{service}_{uuid.uuid4().hex[:8]}" for service in run.SERVICES}
-        self.urls = {service: self.admin_url.set(database=name).render_as_string(hide_password=False)
-                     for service, name in self.names.items()}
+        self.urls = {
+            service: self.admin_url.set(database=name).render_as_string(hide_password=False)
+            for service, name in self.names.items()
+        }
         self.created = []
 
     def _execute(self, statement):
         from sqlalchemy import text
+
         with self.engine.connect() as connection:
             connection.execute(text(statement))
 
@@ -210,10 +244,15 @@ class Baseline:
         # The same worker counts as Cartmesh's: 10 for a service, 50 for the gateway.
         for name, workers in (("BaselineStore", 10), ("BaselineHttp", 50)):
             argv = run.local_command(["nameko", "run", "--config", "bench/baseline.yml", f"bench.baseline:{name}"])
-            self.processes[name] = Processes(os.path.join(self.var_dir, f"baseline-{name}.log"), argv,
-                                             dict(self.env, MAX_WORKERS=str(workers)))
-        wait_until(lambda: answers(self.base_url + "/items/ITEM-001"), START_DEADLINE,
-                   "the baseline's GET /items/ITEM-001 is 200", self.processes["BaselineHttp"])
+            self.processes[name] = Processes(
+                os.path.join(self.var_dir, f"baseline-{name}.log"), argv, dict(self.env, MAX_WORKERS=str(workers))
+            )
+        wait_until(
+            lambda: answers(self.base_url + "/items/ITEM-001"),
+            START_DEADLINE,
+            "the baseline's GET /items/ITEM-001 is 200",
+            self.processes["BaselineHttp"],
+        )
         return self
 
     def pids(self):
@@ -248,8 +287,9 @@ class Api:
         except requests.RequestException as exc:
             raise BenchError(f"setup: {method} {path} failed: {exc}")
         if response.status_code != expected:
-            raise BenchError(f"setup: {method} {path} answered {response.status_code}, not {expected}: "
-                             f"{response.text[:300]}")
+            raise BenchError(
+                f"setup: {method} {path} answered {response.status_code}, not {expected}: {response.text[:300]}"
+            )
         return response.json() if response.content else None
 
     def login(self, email, password):
@@ -263,9 +303,15 @@ def products():
     for colour_number, colour in enumerate(COLOURS):
         for number in range(PRODUCTS_PER_COLOUR):
             index = colour_number * PRODUCTS_PER_COLOUR + number
-            items.append({"sku": f"BENCH-{index:03d}", "name": f"{colour.title()} widget {number}",
-                          "description": f"A {colour} widget made for load tests.", "price_cents": 500 + index,
-                          "stock": STOCK})
+            items.append(
+                {
+                    "sku": f"BENCH-{index:03d}",
+                    "name": f"{colour.title()} widget {number}",
+                    "description": f"A {colour} widget made for load tests.",
+                    "price_cents": 500 + index,
+                    "stock": STOCK,
+                }
+            )
     return items
 
 
@@ -291,7 +337,8 @@ def make_carts(base_url, tokens, count, skus, lines):
     for number in range(count):
         token = tokens[number % len(tokens)]
         chosen = [skus[(number + offset) % len(skus)] for offset in range(lines)]
-        cart = Api(base_url, token).call("POST", "/carts", 201,
-                                         json={"items": [{"sku": sku, "quantity": 1} for sku in chosen]})
+        cart = Api(base_url, token).call(
+            "POST", "/carts", 201, json={"items": [{"sku": sku, "quantity": 1} for sku in chosen]}
+        )
         carts.append((cart["id"], token, chosen))
     return carts

@@ -7,6 +7,7 @@ about as much CPU as the gateway it drives). Its latency percentiles come from a
 every request. It is a closed loop (a new request only when one returns), so a stall delays the requests
 behind it instead of being counted against them: the p99 shown is a lower bound under overload.
 """
+
 import json
 import os
 import re
@@ -35,8 +36,9 @@ def ensure_wrk(which=shutil.which, run=subprocess.run, euid=os.geteuid):
         run(install, **quiet)
     path = which("wrk")
     if not path:
-        raise BenchError("wrk is not installed and `apt-get install -y wrk` did not install it: install it by "
-                         "hand and run again")
+        raise BenchError(
+            "wrk is not installed and `apt-get install -y wrk` did not install it: install it by hand and run again"
+        )
     return path
 
 
@@ -58,10 +60,14 @@ def lua_requests(requests):
         if body is not None and not isinstance(body, str):
             body = json.dumps(body, separators=(",", ":"))
             headers.setdefault("Content-Type", "application/json")
-        header_source = ", ".join(f"[{lua_string(name)}] = {lua_string(value)}"
-                                  for name, value in sorted(headers.items()))
-        fields = [f"method = {lua_string(item['method'])}", f"path = {lua_string(item['path'])}",
-                  f"headers = {{{header_source}}}"]
+        header_source = ", ".join(
+            f"[{lua_string(name)}] = {lua_string(value)}" for name, value in sorted(headers.items())
+        )
+        fields = [
+            f"method = {lua_string(item['method'])}",
+            f"path = {lua_string(item['path'])}",
+            f"headers = {{{header_source}}}",
+        ]
         if body is not None:
             fields.append(f"body = {lua_string(body)}")
         lines.append("  {" + ", ".join(fields) + "},")
@@ -71,8 +77,7 @@ def lua_requests(requests):
 
 def wrk_command(wrk, base_url, seconds, connections, threads=1, timeout=5):
     """The command line of one wrk run against `base_url` (the paths come from the request list)."""
-    return [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout}s", "-s", SCRIPT,
-            base_url]
+    return [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout}s", "-s", SCRIPT, base_url]
 
 
 def parse_wrk_output(stdout):
@@ -82,7 +87,7 @@ def parse_wrk_output(stdout):
     errors and timeouts. BenchError if the line is missing (wrk failed to start or the script broke)."""
     for line in stdout.splitlines():
         if line.startswith(RESULT_MARK):
-            raw = json.loads(line[len(RESULT_MARK):])
+            raw = json.loads(line[len(RESULT_MARK) :])
             break
     else:
         raise BenchError("wrk printed no result line; its output was:\n" + stdout[-2000:])
@@ -92,8 +97,11 @@ def parse_wrk_output(stdout):
         "requests": raw["requests"],
         "seconds": seconds,
         "requests_per_s": raw["requests"] / seconds if seconds > 0 else 0.0,
-        "p50_ms": raw["p50_us"] / 1000, "p95_ms": raw["p95_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-        "max_ms": raw["max_us"] / 1000, "mean_ms": raw["mean_us"] / 1000,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "mean_ms": raw["mean_us"] / 1000,
         "non_2xx": raw["status_errors"],
         "socket_errors": socket_errors,
         "errors": raw["status_errors"] + socket_errors,
@@ -111,9 +119,13 @@ def run_wrk(wrk, base_url, requests, seconds, connections, work_dir, threads=1, 
     data = os.path.join(work_dir, "wrk-requests.lua")
     with open(data, "w") as lua:
         lua.write(lua_requests(requests))
-    done = subprocess.run(wrk_command(wrk, base_url, seconds, connections, threads, timeout),
-                          env=dict(os.environ, BENCH_REQUESTS=data), capture_output=True, text=True,
-                          timeout=seconds + timeout + 30)
+    done = subprocess.run(
+        wrk_command(wrk, base_url, seconds, connections, threads, timeout),
+        env=dict(os.environ, BENCH_REQUESTS=data),
+        capture_output=True,
+        text=True,
+        timeout=seconds + timeout + 30,
+    )
     if done.returncode != 0:
         raise BenchError(f"wrk failed (exit code {done.returncode}): {done.stderr.strip()[-1000:]}")
     return parse_wrk_output(done.stdout)

@@ -20,6 +20,7 @@ service classes and runs services with exactly these permissions on a real broke
 amq.default is the one wide door: it can address any queue by name. Only the apps that retry events (RETRIES)
 get it.
 """
+
 import re
 
 RPC_SERVERS = ("accounts", "catalog", "carts", "payments", "orders")
@@ -77,8 +78,20 @@ def main(argv):
     vhost = argv[0] if argv else "/"
     for app in APPS:
         granted = permissions(app)
-        print(shlex.join(["rabbitmqctl", "set_permissions", "-p", vhost, app,
-                          granted["configure"], granted["write"], granted["read"]]))
+        print(
+            shlex.join(
+                [
+                    "rabbitmqctl",
+                    "set_permissions",
+                    "-p",
+                    vhost,
+                    app,
+                    granted["configure"],
+                    granted["write"],
+                    granted["read"],
+                ]
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ image) for grafana/, 999 (the rabbitmq user of the official rabbitmq image, whic
 rabbitmq/, root for raw/. Ownership is only set when this runs as root. Standard library
 only.
 """
+
 import argparse
 import base64
 import hashlib
@@ -94,24 +95,29 @@ def broker_password_variable(app):
 
 def raw_names():
     """The names of the raw values, in the order they are made."""
-    return (["JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]
-            + [broker_password_variable(app) for app in SERVICES + [GATEWAY]] + ["GRAFANA_ADMIN_PASSWORD"])
+    return (
+        ["JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"]
+        + [db_password_variable(s) for s in SERVICES]
+        + [broker_password_variable(app) for app in SERVICES + [GATEWAY]]
+        + ["GRAFANA_ADMIN_PASSWORD"]
+    )
 
 
 # What a changed raw value needs beyond this script, said when it changes (docs/CONTAINERS.md has the commands).
 _ROLE_NOTE = "; PostgreSQL keeps the old password until you ALTER ROLE (docs/CONTAINERS.md)"
 AFTER_CHANGE = {
-    "JWT_SECRET": "; the old one verifies until --drop-previous-jwt: restart the gateway, then accounts "
-                  "(SECURITY.md)",
+    "JWT_SECRET": "; the old one verifies until --drop-previous-jwt: restart the gateway, then accounts (SECURITY.md)",
     "RABBITMQ_PASSWORD": "; the broker takes it at its next start or with rabbitmqctl import_definitions "
-                         "(docs/CONTAINERS.md)",
-    **{broker_password_variable(app): f"; the broker takes it at its next start or with rabbitmqctl "
-                                      f"import_definitions, then restart {app} (docs/CONTAINERS.md)"
-       for app in SERVICES + [GATEWAY]},
+    "(docs/CONTAINERS.md)",
+    **{
+        broker_password_variable(app): f"; the broker takes it at its next start or with rabbitmqctl "
+        f"import_definitions, then restart {app} (docs/CONTAINERS.md)"
+        for app in SERVICES + [GATEWAY]
+    },
     "POSTGRES_PASSWORD": _ROLE_NOTE,
     **{db_password_variable(service): _ROLE_NOTE for service in SERVICES},
     "GRAFANA_ADMIN_PASSWORD": "; Grafana keeps the old password until you reset it with `grafana cli` "
-                              "(docs/CONTAINERS.md)",
+    "(docs/CONTAINERS.md)",
 }
 
 
@@ -130,22 +136,28 @@ def password_hash(user, password):
 def broker_definitions(raw):
     """RabbitMQ definitions (JSON text): the vhost /, the operators' administrator and one user per app with
     exactly its permissions on /."""
+
     def user(name, password, tags):
-        return {"name": name, "password_hash": password_hash(name, password),
-                "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": tags}
+        return {
+            "name": name,
+            "password_hash": password_hash(name, password),
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": tags,
+        }
 
     users = [user(BROKER_USER, raw["RABBITMQ_PASSWORD"], ["administrator"])]
     permissions = [{"user": BROKER_USER, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
     for app in SERVICES + [GATEWAY]:
-        users.append(user(app, raw[broker_password_variable(app)],
-                          ["management"] if app == BROKER_MANAGEMENT_APP else []))
+        users.append(
+            user(app, raw[broker_password_variable(app)], ["management"] if app == BROKER_MANAGEMENT_APP else [])
+        )
         permissions.append({"user": app, "vhost": "/", **broker_permissions.permissions(app)})
-    return json.dumps({"vhosts": [{"name": "/"}], "users": users, "permissions": permissions}, indent=2,
-                      sort_keys=True)
+    return json.dumps({"vhosts": [{"name": "/"}], "users": users, "permissions": permissions}, indent=2, sort_keys=True)
 
 
 def layout(raw):
     """{directory: {file name: value}}: what each container's directory holds, made from the `raw` values."""
+
     def password(name):
         return quote(raw[name], safe="")  # an operator's own password may hold ':', '@' or '/'
 
@@ -155,7 +167,8 @@ def layout(raw):
         files = {"AMQP_URI": f"amqp://{credentials}@{BROKER_HOST}:5672/"}
         if app != GATEWAY:
             files[database_url_variable(app)] = (
-                f"postgresql://{app}:{password(db_password_variable(app))}@{DATABASE_HOST}:5432/{app}")
+                f"postgresql://{app}:{password(db_password_variable(app))}@{DATABASE_HOST}:5432/{app}"
+            )
         if app in JWT_HOLDERS:
             files["JWT_SECRET"] = raw["JWT_SECRET"]
             if app == GATEWAY and raw.get(PREVIOUS_JWT):  # only verifiers need the retired keys
@@ -164,8 +177,9 @@ def layout(raw):
             files["RABBITMQ_API_URI"] = f"http://{credentials}@{BROKER_HOST}:{BROKER_API_PORT}/api"
             files["REDIS_URL"] = REDIS_URL  # the rate-limit counters every gateway replica shares
         found[app] = files
-    found["postgres"] = {name: raw[name] for name in
-                         ["POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]}
+    found["postgres"] = {
+        name: raw[name] for name in ["POSTGRES_PASSWORD"] + [db_password_variable(s) for s in SERVICES]
+    }
     found["rabbitmq"] = {"RABBITMQ_DEFAULT_PASS": raw["RABBITMQ_PASSWORD"], DEFINITIONS: broker_definitions(raw)}
     found["grafana"] = {"GF_SECURITY_ADMIN_PASSWORD": raw["GRAFANA_ADMIN_PASSWORD"]}
     return found
@@ -234,8 +248,9 @@ def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=(), drop_previous_j
     given = {name: check_value(name, environ[name]) for name in names if environ.get(name)}
     clash = sorted(set(rotate) & set(given))
     if clash:
-        raise SecretsError(f"cannot rotate {', '.join(clash)}: set in the environment, which wins; "
-                           "change or unset it there")
+        raise SecretsError(
+            f"cannot rotate {', '.join(clash)}: set in the environment, which wins; change or unset it there"
+        )
 
     done = []
     raw_dir = os.path.join(directory, RAW)
@@ -248,14 +263,16 @@ def make_secrets(directory=DEFAULT_DIR, environ=None, rotate=(), drop_previous_j
         if name in given:
             raw[name] = given[name]
             if stored != given[name]:
-                done.append(f"{RAW}/{name}: replaced by the value in the environment{AFTER_CHANGE[name]}"
-                            if stored is not None else f"{RAW}/{name}: taken from the environment")
+                done.append(
+                    f"{RAW}/{name}: replaced by the value in the environment{AFTER_CHANGE[name]}"
+                    if stored is not None
+                    else f"{RAW}/{name}: taken from the environment"
+                )
         elif stored is not None and name not in rotate:
             raw[name] = stored
         else:
             raw[name] = random_value()
-            done.append(f"{RAW}/{name}: " + (f"rotated{AFTER_CHANGE[name]}" if stored is not None
-                                              else "made (random)"))
+            done.append(f"{RAW}/{name}: " + (f"rotated{AFTER_CHANGE[name]}" if stored is not None else "made (random)"))
         if name == "JWT_SECRET" and stored is not None and stored != raw[name]:
             changed_jwt = stored
         store(path, raw[name], owner(RAW))
@@ -283,22 +300,31 @@ def keep_previous_jwt(raw_dir, raw, replaced=None, drop=False):
     done = []
     if previous:
         if store(path, raw[PREVIOUS_JWT], owner(RAW)) and replaced:
-            done.append(f"{RAW}/{PREVIOUS_JWT}: keeps the replaced JWT_SECRET (tokens signed with it verify "
-                        "until --drop-previous-jwt)")
+            done.append(
+                f"{RAW}/{PREVIOUS_JWT}: keeps the replaced JWT_SECRET (tokens signed with it verify "
+                "until --drop-previous-jwt)"
+            )
     elif os.path.exists(path):
         os.remove(path)
-        done.append(f"{RAW}/{PREVIOUS_JWT}: removed (tokens of retired keys are refused once the gateway "
-                    "restarts)")
+        done.append(f"{RAW}/{PREVIOUS_JWT}: removed (tokens of retired keys are refused once the gateway restarts)")
     return done
 
 
 def main(argv, environ=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("directory", nargs="?", default=DEFAULT_DIR)
-    parser.add_argument("--rotate", action="append", default=[], metavar="NAME",
-                        help=f"replace this raw value by a new random one ({', '.join(raw_names())})")
-    parser.add_argument("--drop-previous-jwt", action="store_true",
-                        help="forget the retired JWT_SECRET values (do it once their tokens have expired)")
+    parser.add_argument(
+        "--rotate",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"replace this raw value by a new random one ({', '.join(raw_names())})",
+    )
+    parser.add_argument(
+        "--drop-previous-jwt",
+        action="store_true",
+        help="forget the retired JWT_SECRET values (do it once their tokens have expired)",
+    )
     args = parser.parse_args(argv)
     try:
         done = make_secrets(args.directory, environ, args.rotate, args.drop_previous_jwt)

@@ -1,4 +1,5 @@
 """Who is calling: bearer tokens verified locally (no call to accounts), and the route's auth requirement."""
+
 import logging
 from typing import NamedTuple
 
@@ -35,8 +36,11 @@ class TokenVerifier(DependencyProvider):
             raise ConfigurationError("JWT_SECRET is empty: the gateway cannot verify access tokens")
         self.keys = key_ring(secret, parse_secrets(config.get("JWT_PREVIOUS_SECRETS")))
         if len(self.keys) > 1:
-            log.info("verifying access tokens with %d keys (%s); the first signs new tokens",
-                     len(self.keys), ", ".join(self.keys))
+            log.info(
+                "verifying access tokens with %d keys (%s); the first signs new tokens",
+                len(self.keys),
+                ", ".join(self.keys),
+            )
 
     def get_dependency(self, worker_ctx):
         return self.verify

@@ -20,6 +20,7 @@ Consistency promise: after a change committed in catalog, the instance that made
 once; every other instance as soon as the event reaches it (milliseconds, while the broker is up), and never
 later than the TTL. Errors (404) are not cached.
 """
+
 import time
 from collections import Counter, OrderedDict
 

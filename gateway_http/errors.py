@@ -4,6 +4,7 @@ The gateway's own refusals are `HttpError`s; the services' errors (services.comm
 into their classes by nameko) keep their status, code, message and details; anything else is a bug, answered
 with a generic 500 that names nothing internal (the traceback goes to the log).
 """
+
 from services.common.errors import CartmeshError
 
 INTERNAL_MESSAGE = "Something went wrong on our side; it has been logged."
@@ -47,13 +48,22 @@ def not_found(message="There is nothing here."):
 
 def method_not_allowed(allowed):
     allowed = sorted(allowed)
-    return HttpError(405, "method_not_allowed", f"This path answers only {', '.join(allowed)}.",
-                     details={"allowed": allowed}, headers={"Allow": ", ".join(allowed)})
+    return HttpError(
+        405,
+        "method_not_allowed",
+        f"This path answers only {', '.join(allowed)}.",
+        details={"allowed": allowed},
+        headers={"Allow": ", ".join(allowed)},
+    )
 
 
 def payload_too_large(limit):
-    return HttpError(413, "payload_too_large", f"The request body is over the limit of {limit} bytes.",
-                     details={"limit_bytes": limit})
+    return HttpError(
+        413,
+        "payload_too_large",
+        f"The request body is over the limit of {limit} bytes.",
+        details={"limit_bytes": limit},
+    )
 
 
 def unsupported_media_type():
@@ -85,5 +95,10 @@ def http_error(exc):
 
 def _sane_service_error(exc):
     # The base class (status 500) or a mangled instance is a bug: its message is not meant for the caller.
-    return (isinstance(exc.status, int) and 400 <= exc.status <= 599 and exc.status != 500
-            and isinstance(exc.code, str) and isinstance(exc.message, str))
+    return (
+        isinstance(exc.status, int)
+        and 400 <= exc.status <= 599
+        and exc.status != 500
+        and isinstance(exc.code, str)
+        and isinstance(exc.message, str)
+    )

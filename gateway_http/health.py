@@ -1,4 +1,5 @@
 """The gateway's view of its backends: every service it calls, asked for `health()` at once."""
+
 import logging
 
 import eventlet
@@ -26,8 +27,9 @@ class HealthProbe(DependencyProvider):
 
     def setup(self):
         self.timeout = float(self.container.config.get("HEALTH_TIMEOUT") or DEFAULT_HEALTH_TIMEOUT)
-        self.backends = sorted({dependency.target_service for dependency in self.container.dependencies
-                                if isinstance(dependency, Rpc)})
+        self.backends = sorted(
+            {dependency.target_service for dependency in self.container.dependencies if isinstance(dependency, Rpc)}
+        )
 
     def get_dependency(self, worker_ctx):
         return lambda: self.check(worker_ctx)
@@ -35,7 +37,7 @@ class HealthProbe(DependencyProvider):
     def check(self, worker_ctx):
         pool = eventlet.GreenPool(max(len(self.backends), 1))
         states = pool.imap(lambda name: self.probe(worker_ctx, name), self.backends)
-        return dict(zip(self.backends, states))
+        return dict(zip(self.backends, states, strict=True))
 
     def probe(self, worker_ctx, name):
         proxy = TimedServiceProxy(worker_ctx, name, self.reply_listener, self.timeout)
@@ -46,7 +48,6 @@ class HealthProbe(DependencyProvider):
         except ServiceTimeout:
             return "timeout"
         except Exception as exc:  # it answers, but with an error (its database is down): not healthy
-            log.warning("health check of %s failed (request %s): %r", name, worker_ctx.data.get("request_id"),
-                        exc)
+            log.warning("health check of %s failed (request %s): %r", name, worker_ctx.data.get("request_id"), exc)
             return "error"
         return "ok" if answer == "ok" else "error"

@@ -6,6 +6,7 @@ object. JSON that Python's parser would take but that means different things to 
 as 400: a key given twice in one object (which one wins?), a string holding half of a surrogate pair (not
 Unicode: it cannot be stored or sent on), NaN and Infinity, and nesting deeper than `MAX_JSON_DEPTH`.
 """
+
 import json
 import re
 

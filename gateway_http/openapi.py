@@ -1,5 +1,6 @@
 """The OpenAPI 3.1 description of a route table: paths and methods from the routes, JSON Schemas from their
 pydantic models (`models_json_schema`), one error envelope schema, one bearer security scheme."""
+
 from pydantic.json_schema import models_json_schema
 
 from gateway_http.auth import ADMIN, NONE
@@ -19,8 +20,7 @@ ERROR_RESPONSES = {
     413: ("payload_too_large", "the body is over the limit"),
     414: ("uri_too_long", "the request line (path and query) is over the limit"),
     415: ("unsupported_media_type", "the body is not application/json"),
-    422: ("validation_error", "validation_error (details.fields maps field to reason), unknown_product or "
-                              "empty_cart"),
+    422: ("validation_error", "validation_error (details.fields maps field to reason), unknown_product or empty_cart"),
     429: ("rate_limited", "too many requests from this address or user (or failed logins); see Retry-After"),
     431: ("request_header_fields_too_large", "a header line or all the headers are over the limit"),
     500: ("internal_error", "a bug; the log has the rest"),
@@ -82,13 +82,17 @@ def _operation(route, refs):
 
 
 def _path_parameters(route):
-    return [{"name": name, "in": "path", "required": True, "schema": dict(PATH_PARAMS[name][1])}
-            for name in route.path_params]
+    return [
+        {"name": name, "in": "path", "required": True, "schema": dict(PATH_PARAMS[name][1])}
+        for name in route.path_params
+    ]
 
 
 def _header_parameters(route):
-    return [{"name": name, "in": "header", "required": False, "schema": dict(schema), "description": description}
-            for name, (schema, description) in HEADER_PARAMS.get((route.method, route.path), {}).items()]
+    return [
+        {"name": name, "in": "header", "required": False, "schema": dict(schema), "description": description}
+        for name, (schema, description) in HEADER_PARAMS.get((route.method, route.path), {}).items()
+    ]
 
 
 def _query_parameters(route):
@@ -124,11 +128,16 @@ def _responses(route, refs):
 def _error_responses(refs):
     """components/responses: one per error status, each the error envelope (429 also says when to retry)."""
     content = {"application/json": {"schema": refs[(ErrorEnvelope, "serialization")]}}
-    responses = {name: {"description": description, "content": content}
-                 for name, description in ERROR_RESPONSES.values()}
-    responses["rate_limited"]["headers"] = {"Retry-After": {
-        "description": "whole seconds to wait before trying again", "required": True,
-        "schema": {"type": "integer", "minimum": 1}}}
+    responses = {
+        name: {"description": description, "content": content} for name, description in ERROR_RESPONSES.values()
+    }
+    responses["rate_limited"]["headers"] = {
+        "Retry-After": {
+            "description": "whole seconds to wait before trying again",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
     return responses
 
 

@@ -18,6 +18,7 @@ Counters live in Redis at `REDIS_URL` (shared by every gateway instance). Withou
 answer, each instance counts in its own memory (said in the log at start, and when Redis fails or comes back),
 and Redis is tried again every `REDIS_RETRY_SECONDS`.
 """
+
 import hashlib
 import ipaddress
 import logging
@@ -58,8 +59,13 @@ def retry_after_header(seconds):
 
 
 def rate_limited(seconds, message="Too many requests; try again later."):
-    return HttpError(429, "rate_limited", message, details={"retry_after_seconds": int(retry_after_header(seconds))},
-                     headers={"Retry-After": retry_after_header(seconds)})
+    return HttpError(
+        429,
+        "rate_limited",
+        message,
+        details={"retry_after_seconds": int(retry_after_header(seconds))},
+        headers={"Retry-After": retry_after_header(seconds)},
+    )
 
 
 # --- the algorithms, in plain Python ------------------------------------------------------------------------
@@ -168,8 +174,15 @@ class FallbackStore:
     """Redis while it answers, this process's memory while it does not; Redis is tried again every
     `retry_seconds`. (Counts made in memory are not carried over: a limit restarts when the store changes.)"""
 
-    def __init__(self, primary, fallback, retry_seconds=DEFAULT_RETRY_SECONDS, clock=time.monotonic,
-                 errors=(Exception,), where="Redis"):
+    def __init__(
+        self,
+        primary,
+        fallback,
+        retry_seconds=DEFAULT_RETRY_SECONDS,
+        clock=time.monotonic,
+        errors=(Exception,),
+        where="Redis",
+    ):
         self.primary = primary
         self.fallback = fallback
         self.retry_seconds = retry_seconds
@@ -197,8 +210,11 @@ class FallbackStore:
                 result = getattr(self.primary, method)(*args)
             except self.errors as exc:
                 if self.down_until is None:
-                    log.warning("%s does not answer (%s): rate limits are per instance, in memory, until it does",
-                                self.where, exc)
+                    log.warning(
+                        "%s does not answer (%s): rate limits are per instance, in memory, until it does",
+                        self.where,
+                        exc,
+                    )
                 self.down_until = self.clock() + self.retry_seconds
             else:
                 if self.down_until is not None:
@@ -214,8 +230,7 @@ class FallbackStore:
 @lru_cache(maxsize=16)
 def trusted_networks(spec):
     """The networks in a comma list such as "10.0.0.0/8, 127.0.0.1"; ValueError for a bad entry."""
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in (spec or "").split(",")
-                 if part.strip())
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in (spec or "").split(",") if part.strip())
 
 
 def _address(text):
@@ -300,8 +315,10 @@ class LoginThrottle:
 
     def keys(self, email, address):
         """[(kind, key, limit)] of the counters that apply (a limit of 0 is off)."""
-        keys = [("email", f"{self.prefix}login:email:{email_key(email)}", self.per_email),
-                ("address", f"{self.prefix}login:addr:{address_key(address)}", self.per_address)]
+        keys = [
+            ("email", f"{self.prefix}login:email:{email_key(email)}", self.per_email),
+            ("address", f"{self.prefix}login:addr:{address_key(address)}", self.per_address),
+        ]
         return [(kind, key, limit) for kind, key, limit in keys if limit]
 
     def begin(self, email, address):
@@ -364,16 +381,23 @@ class LimitStore(SharedExtension):
         primary = None
         if url:
             # No retries in the client: a failed call falls back to memory at once instead.
-            self.client = redis.Redis.from_url(url, socket_timeout=REDIS_SOCKET_TIMEOUT,
-                                               socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
-                                               retry=Retry(NoBackoff(), 0))
+            self.client = redis.Redis.from_url(
+                url,
+                socket_timeout=REDIS_SOCKET_TIMEOUT,
+                socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
             primary = RedisStore(self.client)
             errors = (redis.RedisError, OSError)
         else:
             errors = ()
-        self.store = FallbackStore(primary, MemoryStore(), _number(config, "REDIS_RETRY_SECONDS",
-                                                                   DEFAULT_RETRY_SECONDS, float),
-                                   errors=errors, where=_redis_location(url) if url else "Redis")
+        self.store = FallbackStore(
+            primary,
+            MemoryStore(),
+            _number(config, "REDIS_RETRY_SECONDS", DEFAULT_RETRY_SECONDS, float),
+            errors=errors,
+            where=_redis_location(url) if url else "Redis",
+        )
 
     def start(self):
         if self.client is None:
@@ -383,8 +407,11 @@ class LimitStore(SharedExtension):
             self.client.ping()
         except Exception as exc:
             self.store.down_until = self.store.clock() + self.store.retry_seconds
-            log.warning("%s does not answer (%s): rate limits and login throttling are per instance, in memory, "
-                        "until it does", self.store.where, exc)
+            log.warning(
+                "%s does not answer (%s): rate limits and login throttling are per instance, in memory, until it does",
+                self.store.where,
+                exc,
+            )
         else:
             log.info("rate limits and login throttling are shared through %s", self.store.where)
 
@@ -411,9 +438,13 @@ class RateLimit(DependencyProvider):
     def get_dependency(self, worker_ctx):
         if self.limiter is None:  # here, not in setup: extensions are set up in no particular order
             config = self.container.config
-            self.limiter = RateLimiter(self.limits.store, _number(config, "RATE_LIMIT_PER_ADDRESS", 0),
-                                       _number(config, "RATE_LIMIT_PER_USER", 0),
-                                       _number(config, "RATE_LIMIT_WINDOW_SECONDS", 60, float), self.limits.prefix)
+            self.limiter = RateLimiter(
+                self.limits.store,
+                _number(config, "RATE_LIMIT_PER_ADDRESS", 0),
+                _number(config, "RATE_LIMIT_PER_USER", 0),
+                _number(config, "RATE_LIMIT_WINDOW_SECONDS", 60, float),
+                self.limits.prefix,
+            )
         return self.limiter
 
 
@@ -429,11 +460,14 @@ class LoginGuard(DependencyProvider):
     def get_dependency(self, worker_ctx):
         if self.throttle is None:  # here, not in setup: extensions are set up in no particular order
             config = self.container.config
-            self.throttle = LoginThrottle(self.limits.store, _number(config, "LOGIN_THROTTLE_PER_EMAIL", 0),
-                                          _number(config, "LOGIN_THROTTLE_PER_ADDRESS", 0),
-                                          _number(config, "LOGIN_THROTTLE_WINDOW_SECONDS", 900, float),
-                                          _number(config, "LOGIN_THROTTLE_MAX_DELAY_SECONDS", 2.0, float),
-                                          self.limits.prefix)
+            self.throttle = LoginThrottle(
+                self.limits.store,
+                _number(config, "LOGIN_THROTTLE_PER_EMAIL", 0),
+                _number(config, "LOGIN_THROTTLE_PER_ADDRESS", 0),
+                _number(config, "LOGIN_THROTTLE_WINDOW_SECONDS", 900, float),
+                _number(config, "LOGIN_THROTTLE_MAX_DELAY_SECONDS", 2.0, float),
+                self.limits.prefix,
+            )
         throttle = self.throttle
         return lambda email, address: guarded_login(throttle, email, address)
 

@@ -6,11 +6,13 @@ client address over its rate limit 429 → no route 404 / wrong method 405 → d
 arrive within HTTP_BODY_TIMEOUT_SECONDS 408), content type 415, JSON 400 → body and query rules 422 → the handler
 (and the services' errors). Every outcome leaves as JSON carrying the request id.
 """
+
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import eventlet
 from eventlet.wsgi import ChunkReadError
@@ -20,10 +22,24 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
 from gateway_http.auth import ADMIN, NONE, USER, Principal, authorize
-from gateway_http.errors import HttpError, bad_request, http_error, is_expected, method_not_allowed, not_found, \
-    validation_error
-from gateway_http.http import check_declared_length, empty_response, error_response, json_response, \
-    parse_json_object, query_values, read_body
+from gateway_http.errors import (
+    HttpError,
+    bad_request,
+    http_error,
+    is_expected,
+    method_not_allowed,
+    not_found,
+    validation_error,
+)
+from gateway_http.http import (
+    check_declared_length,
+    empty_response,
+    error_response,
+    json_response,
+    parse_json_object,
+    query_values,
+    read_body,
+)
 from gateway_http.ratelimit import client_address, rate_limited
 from gateway_http.schemas import PATH_PARAMS, field_errors
 from services.common.context import REQUEST_ID_HEADER
@@ -112,8 +128,9 @@ class Router:
 
     def __init__(self, routes):
         self.routes = tuple(routes)
-        self.url_map = Map([Rule(route.rule, methods=[route.method], endpoint=route) for route in self.routes],
-                           merge_slashes=False)
+        self.url_map = Map(
+            [Rule(route.rule, methods=[route.method], endpoint=route) for route in self.routes], merge_slashes=False
+        )
 
     def dispatch(self, service, request):
         """The answer to `request`: always a response, never an exception."""
@@ -132,8 +149,9 @@ class Router:
         response.headers[REQUEST_ID_HEADER] = service.request_id
         elapsed = time.monotonic() - started
         # By route template, never the raw path: the label values must stay few.
-        observe_http("gateway", request.method, request.environ.get(_ROUTE_KEY, UNMATCHED),
-                     response.status_code, elapsed)
+        observe_http(
+            "gateway", request.method, request.environ.get(_ROUTE_KEY, UNMATCHED), response.status_code, elapsed
+        )
         log.info("%s %s %.1f ms", target, response.status_code, elapsed * 1000)
         return response
 
@@ -150,12 +168,14 @@ class Router:
         if limiter is not None and user is not None:
             self.within_limit(limiter.check_user(user.id))
         path = self.path_params(raw_params)
-        raw_body = self.read(request, limit, float(service.config.get("HTTP_BODY_TIMEOUT_SECONDS")
-                                                   or DEFAULT_BODY_TIMEOUT))
+        raw_body = self.read(
+            request, limit, float(service.config.get("HTTP_BODY_TIMEOUT_SECONDS") or DEFAULT_BODY_TIMEOUT)
+        )
         body = self.body(route, request, raw_body)
         query = self.query(route, request)
-        result = route.handler(Call(service=service, user=user, path=path, body=body, query=query,
-                                    headers=request.headers, client=client))
+        result = route.handler(
+            Call(service=service, user=user, path=path, body=body, query=query, headers=request.headers, client=client)
+        )
         if isinstance(result, Response):  # not JSON (/metrics): the handler made the whole answer
             return result
         status, payload = result if isinstance(result, Reply) else (route.status, result)
@@ -222,11 +242,11 @@ class Router:
         values = query_values(request)
         if route.query is None:
             if values:
-                raise validation_error("This path takes no query parameters.",
-                                       {name: "unknown query parameter" for name in values})
+                raise validation_error(
+                    "This path takes no query parameters.", {name: "unknown query parameter" for name in values}
+                )
             return None
         try:
             return route.query.model_validate(values)
         except ValidationError as exc:
             raise validation_error("The query string breaks the rules in details.fields.", field_errors(exc))
-

@@ -4,6 +4,7 @@ The gateway serves exactly this table (router.py) and describes exactly this tab
 translates the checked request into one RPC call (docs/SERVICES.md); the services' errors travel back as they
 are and become the error envelope in router.py.
 """
+
 from werkzeug.wrappers import Response
 
 from gateway_http import schemas
@@ -87,8 +88,7 @@ def add_item(call):
 
 
 def set_item(call):
-    return call.service.carts.set_item(call.user.id, call.path["id"], call.path["sku"],
-                                       call.body.quantity)
+    return call.service.carts.set_item(call.user.id, call.path["id"], call.path["sku"], call.body.quantity)
 
 
 def remove_item(call):
@@ -105,8 +105,7 @@ def checkout(call):
         card = call.service.payments.register_card(call.body.payment.card_number)
     except ValidationFailed as error:  # the Luhn check: name the field as the request does
         raise validation_error(error.message, {"payment.card_number": "is not a valid card number"})
-    placed = call.service.orders.checkout(call.user.id, call.path["id"], card["payment_method_id"],
-                                          idempotency_key=key)
+    placed = call.service.orders.checkout(call.user.id, call.path["id"], card["payment_method_id"], idempotency_key=key)
     return Reply(202 if placed["created"] else 200, placed["order"])
 
 
@@ -114,8 +113,10 @@ def idempotency_key(headers):
     """The request's `Idempotency-Key`, or None; 422 for one that is not 1-255 printable ASCII characters."""
     key = headers.get("Idempotency-Key")
     if key is not None and not schemas.IDEMPOTENCY_KEY.match(key):
-        raise validation_error("The Idempotency-Key header breaks the rules in details.fields.",
-                               {"Idempotency-Key": "must be 1 to 255 printable ASCII characters"})
+        raise validation_error(
+            "The Idempotency-Key header breaks the rules in details.fields.",
+            {"Idempotency-Key": "must be 1 to 255 printable ASCII characters"},
+        )
     return key
 
 
@@ -158,57 +159,206 @@ def services(call):
 
 
 ROUTES = (
-    Route("POST", "/auth/register", register, "Create an account", "the new account", "accounts",
-          status=201, body=schemas.Registration, response=schemas.Registered, errors=(409,)),
-    Route("POST", "/auth/token", issue_token, "Get an access token", "a bearer token", "accounts",
-          body=schemas.Credentials, response=schemas.AccessToken, errors=(401,)),
-    Route("GET", "/me", me, "The caller's account", "the caller's account", "accounts",
-          auth=USER, response=schemas.User),
-
-    Route("GET", "/products", list_products, "List products", "a page of products in sku order", "catalog",
-          query=schemas.ProductQuery, response=schemas.ProductPage),
-    Route("GET", "/products/{sku}", get_product, "Get a product", "the product", "catalog",
-          response=schemas.Product),
-    Route("POST", "/products", create_product, "Add a product (admin)", "the new product", "catalog",
-          status=201, auth=ADMIN, body=schemas.NewProduct, response=schemas.Product, errors=(409,)),
-    Route("PATCH", "/products/{sku}", update_product, "Change a product (admin)", "the changed product",
-          "catalog", auth=ADMIN, body=schemas.ProductChanges, response=schemas.Product),
-
-    Route("GET", "/carts", list_carts, "The caller's carts", "the caller's carts, newest first", "carts",
-          auth=USER, response=schemas.CartList),
-    Route("POST", "/carts", create_cart, "Open a cart", "the new cart", "carts",
-          status=201, auth=USER, body=schemas.NewCart, empty_body=True, response=schemas.Cart),
-    Route("GET", "/carts/{id}", get_cart, "Get a cart", "the cart", "carts",
-          auth=USER, response=schemas.Cart),
-    Route("POST", "/carts/{id}/items", add_item, "Add to a line", "the cart", "carts",
-          auth=USER, body=schemas.NewLine, response=schemas.Cart, errors=(409,)),
-    Route("PUT", "/carts/{id}/items/{sku}", set_item, "Set a line's quantity (0 removes it)", "the cart",
-          "carts", auth=USER, body=schemas.LineQuantity, response=schemas.Cart, errors=(409,)),
-    Route("DELETE", "/carts/{id}/items/{sku}", remove_item, "Remove a line", "the cart", "carts",
-          auth=USER, response=schemas.Cart, errors=(409,)),
-    Route("DELETE", "/carts/{id}", delete_cart, "Delete a cart", "deleted", "carts",
-          status=204, auth=USER, errors=(409,)),
-
-    Route("POST", "/carts/{id}/checkout", checkout, "Check out a cart", "the new order, pending", "orders", status=202, auth=USER, body=schemas.Checkout, response=schemas.Order,
-          alternatives=((200, "the order an earlier request with the same Idempotency-Key made"),),
-          errors=(409,)),
-    Route("GET", "/orders", list_orders, "The caller's orders", "a page of the caller's orders, newest first",
-          "orders", auth=USER, query=schemas.PageQuery, response=schemas.OrderPage),
-    Route("GET", "/orders/{id}", get_order, "Get an order", "the order", "orders",
-          auth=USER, response=schemas.Order),
-    Route("POST", "/orders/{id}/cancel", cancel_order, "Cancel a confirmed order (refund, stock back)",
-          "the cancelled order", "orders", auth=USER, response=schemas.Order, errors=(409,)),
-
-    Route("GET", "/health", health, "Backend health", "every backend answers", "operations",
-          response=schemas.Health, alternatives=((503, "some backend is down: the failing ones are marked"),)),
-    Route("GET", "/metrics", metrics, "Prometheus metrics of the gateway",
-          "the Prometheus text exposition (OpenMetrics when the Accept header asks for it)", "operations",
-          local=True, media_type="text/plain; version=0.0.4"),
-    Route("GET", "/services", services, "Live services", "what the broker knows of each service: its "
-          "instances (consumers of its RPC queue) and its queue depth", "operations",
-          response=schemas.ServiceList, errors=(503,)),
-    Route("GET", "/openapi.json", openapi, "This API's description", "the OpenAPI 3.1 document",
-          "operations", response=schemas.OpenApiDocument, local=True),
+    Route(
+        "POST",
+        "/auth/register",
+        register,
+        "Create an account",
+        "the new account",
+        "accounts",
+        status=201,
+        body=schemas.Registration,
+        response=schemas.Registered,
+        errors=(409,),
+    ),
+    Route(
+        "POST",
+        "/auth/token",
+        issue_token,
+        "Get an access token",
+        "a bearer token",
+        "accounts",
+        body=schemas.Credentials,
+        response=schemas.AccessToken,
+        errors=(401,),
+    ),
+    Route(
+        "GET", "/me", me, "The caller's account", "the caller's account", "accounts", auth=USER, response=schemas.User
+    ),
+    Route(
+        "GET",
+        "/products",
+        list_products,
+        "List products",
+        "a page of products in sku order",
+        "catalog",
+        query=schemas.ProductQuery,
+        response=schemas.ProductPage,
+    ),
+    Route("GET", "/products/{sku}", get_product, "Get a product", "the product", "catalog", response=schemas.Product),
+    Route(
+        "POST",
+        "/products",
+        create_product,
+        "Add a product (admin)",
+        "the new product",
+        "catalog",
+        status=201,
+        auth=ADMIN,
+        body=schemas.NewProduct,
+        response=schemas.Product,
+        errors=(409,),
+    ),
+    Route(
+        "PATCH",
+        "/products/{sku}",
+        update_product,
+        "Change a product (admin)",
+        "the changed product",
+        "catalog",
+        auth=ADMIN,
+        body=schemas.ProductChanges,
+        response=schemas.Product,
+    ),
+    Route(
+        "GET",
+        "/carts",
+        list_carts,
+        "The caller's carts",
+        "the caller's carts, newest first",
+        "carts",
+        auth=USER,
+        response=schemas.CartList,
+    ),
+    Route(
+        "POST",
+        "/carts",
+        create_cart,
+        "Open a cart",
+        "the new cart",
+        "carts",
+        status=201,
+        auth=USER,
+        body=schemas.NewCart,
+        empty_body=True,
+        response=schemas.Cart,
+    ),
+    Route("GET", "/carts/{id}", get_cart, "Get a cart", "the cart", "carts", auth=USER, response=schemas.Cart),
+    Route(
+        "POST",
+        "/carts/{id}/items",
+        add_item,
+        "Add to a line",
+        "the cart",
+        "carts",
+        auth=USER,
+        body=schemas.NewLine,
+        response=schemas.Cart,
+        errors=(409,),
+    ),
+    Route(
+        "PUT",
+        "/carts/{id}/items/{sku}",
+        set_item,
+        "Set a line's quantity (0 removes it)",
+        "the cart",
+        "carts",
+        auth=USER,
+        body=schemas.LineQuantity,
+        response=schemas.Cart,
+        errors=(409,),
+    ),
+    Route(
+        "DELETE",
+        "/carts/{id}/items/{sku}",
+        remove_item,
+        "Remove a line",
+        "the cart",
+        "carts",
+        auth=USER,
+        response=schemas.Cart,
+        errors=(409,),
+    ),
+    Route(
+        "DELETE", "/carts/{id}", delete_cart, "Delete a cart", "deleted", "carts", status=204, auth=USER, errors=(409,)
+    ),
+    Route(
+        "POST",
+        "/carts/{id}/checkout",
+        checkout,
+        "Check out a cart",
+        "the new order, pending",
+        "orders",
+        status=202,
+        auth=USER,
+        body=schemas.Checkout,
+        response=schemas.Order,
+        alternatives=((200, "the order an earlier request with the same Idempotency-Key made"),),
+        errors=(409,),
+    ),
+    Route(
+        "GET",
+        "/orders",
+        list_orders,
+        "The caller's orders",
+        "a page of the caller's orders, newest first",
+        "orders",
+        auth=USER,
+        query=schemas.PageQuery,
+        response=schemas.OrderPage,
+    ),
+    Route("GET", "/orders/{id}", get_order, "Get an order", "the order", "orders", auth=USER, response=schemas.Order),
+    Route(
+        "POST",
+        "/orders/{id}/cancel",
+        cancel_order,
+        "Cancel a confirmed order (refund, stock back)",
+        "the cancelled order",
+        "orders",
+        auth=USER,
+        response=schemas.Order,
+        errors=(409,),
+    ),
+    Route(
+        "GET",
+        "/health",
+        health,
+        "Backend health",
+        "every backend answers",
+        "operations",
+        response=schemas.Health,
+        alternatives=((503, "some backend is down: the failing ones are marked"),),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics of the gateway",
+        "the Prometheus text exposition (OpenMetrics when the Accept header asks for it)",
+        "operations",
+        local=True,
+        media_type="text/plain; version=0.0.4",
+    ),
+    Route(
+        "GET",
+        "/services",
+        services,
+        "Live services",
+        "what the broker knows of each service: its instances (consumers of its RPC queue) and its queue depth",
+        "operations",
+        response=schemas.ServiceList,
+        errors=(503,),
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi,
+        "This API's description",
+        "the OpenAPI 3.1 document",
+        "operations",
+        response=schemas.OpenApiDocument,
+        local=True,
+    ),
 )
 
 # Built once, at import: a route the generator cannot describe fails at start-up, not on the first request.

@@ -4,6 +4,7 @@ Request models are strict: a JSON number must be an integer where one is asked f
 quantity), strings must be strings, and unknown fields are refused. Response models only document what the
 services answer; answers are passed through, not validated against them.
 """
+
 import re
 import uuid
 from typing import Annotated, Literal
@@ -21,8 +22,15 @@ MAX_AMOUNT = 2**31 - 1
 # schema so that whatever the schema allows the service accepts.
 _EMAIL_CHAR = r"\x21-\x2d\x2f-\x3f\x41-\x7e"  # printable ASCII but space, "@" and "."
 EMAIL_PATTERN = rf"^[.{_EMAIL_CHAR}]+@[{_EMAIL_CHAR}]+(\.[{_EMAIL_CHAR}]+)+$"
-Email = Annotated[str, Field(min_length=5, max_length=254, pattern=EMAIL_PATTERN,
-                             description="printable ASCII: local part, @, a domain with a dot")]
+Email = Annotated[
+    str,
+    Field(
+        min_length=5,
+        max_length=254,
+        pattern=EMAIL_PATTERN,
+        description="printable ASCII: local part, @, a domain with a dot",
+    ),
+]
 # Free text never holds NUL: PostgreSQL cannot store it (nor compare with it), and no person types it.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 Password = Annotated[str, Field(min_length=8, max_length=128, pattern=NO_NUL_PATTERN)]
@@ -138,16 +146,17 @@ class PageQuery(StrictModel):
 class ProductQuery(PageQuery):
     """`GET /products?limit&offset&q`."""
 
-    q: Annotated[str, Field(max_length=200, pattern=NO_NUL_PATTERN,
-                            description="case-insensitive filter on name and description")] = ""
+    q: Annotated[
+        str,
+        Field(max_length=200, pattern=NO_NUL_PATTERN, description="case-insensitive filter on name and description"),
+    ] = ""
 
 
 CARD_PATTERN = r"^[0-9]{12,19}$"
 
 
 class Payment(StrictModel):
-    card_number: Annotated[str, Field(pattern=CARD_PATTERN,
-                                      description="12-19 digits; checked with Luhn by payments")]
+    card_number: Annotated[str, Field(pattern=CARD_PATTERN, description="12-19 digits; checked with Luhn by payments")]
 
 
 class Checkout(StrictModel):
@@ -162,8 +171,10 @@ IDEMPOTENCY_KEY = exact(IDEMPOTENCY_KEY_PATTERN)
 # Request headers an operation reads, by (method, path): name → (JSON schema, description) for /openapi.json.
 HEADER_PARAMS = {
     ("POST", "/carts/{id}/checkout"): {
-        "Idempotency-Key": ({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
-                            "a repeat with the same key answers the same order and never charges twice"),
+        "Idempotency-Key": (
+            {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+            "a repeat with the same key answers the same order and never charges twice",
+        ),
     },
 }
 
@@ -281,7 +292,7 @@ class OpenApiDocument(BaseModel):
 class ErrorBody(BaseModel):
     code: str = Field(description="machine-readable, e.g. validation_error")
     message: str = Field(description="one sentence for a person")
-    details: dict | None = Field(default=None, description="e.g. {\"fields\": {field: reason}} for a 422")
+    details: dict | None = Field(default=None, description='e.g. {"fields": {field: reason}} for a 422')
 
 
 class ErrorEnvelope(BaseModel):

@@ -12,6 +12,7 @@ no CORS headers at all, so browsers keep the same-origin rule. `*` is refused: t
 `Access-Control-Request-Method`) from an allowed origin, for a method and headers the API uses, is answered 204
 with the allowed methods and headers; any other preflight is 403 in the error envelope, without CORS headers.
 """
+
 from werkzeug.wrappers import Response
 
 from gateway_http.errors import HttpError
@@ -61,8 +62,10 @@ class CorsPolicy:
     @classmethod
     def from_config(cls, config):
         spec = config.get("CORS_ORIGINS") or ""
-        return cls(spec.split(",") if isinstance(spec, str) else spec,
-                   int(config.get("CORS_MAX_AGE_SECONDS") or DEFAULT_MAX_AGE))
+        return cls(
+            spec.split(",") if isinstance(spec, str) else spec,
+            int(config.get("CORS_MAX_AGE_SECONDS") or DEFAULT_MAX_AGE),
+        )
 
     @property
     def enabled(self):
@@ -79,8 +82,11 @@ class CorsPolicy:
         """The answer to a preflight request with these request headers: 204 with the policy, or 403."""
         origin = headers.get("Origin")
         method = headers.get("Access-Control-Request-Method", "").strip().upper()
-        asked = {name.strip().lower() for name in headers.get("Access-Control-Request-Headers", "").split(",")
-                 if name.strip()}
+        asked = {
+            name.strip().lower()
+            for name in headers.get("Access-Control-Request-Headers", "").split(",")
+            if name.strip()
+        }
         allowed_headers = {name.lower() for name in ALLOWED_HEADERS}
         if not self.allows(origin) or method not in ALLOWED_METHODS or not asked <= allowed_headers:
             return None

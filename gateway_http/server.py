@@ -13,6 +13,7 @@ cuts slow clients off (`HTTP_KEEPALIVE_SECONDS` for an idle connection or a drip
 `HTTP_HEADER_TIMEOUT_SECONDS` for the headers → 408, `HTTP_SOCKET_TIMEOUT_SECONDS` for any one read or write)
 and answers its refusals in the error envelope instead of eventlet's plain text.
 """
+
 import json
 import logging
 import socket
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 def _with_request_id(response, request):
     # Only when no worker ran (no RequestId provider): echo the caller's id or make one here.
     if REQUEST_ID_HEADER not in response.headers:
-        response.headers[REQUEST_ID_HEADER] = sane_request_id(request.headers.get(REQUEST_ID_HEADER)) \
-            or new_request_id()
+        response.headers[REQUEST_ID_HEADER] = (
+            sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
+        )
     return response
 
 
@@ -92,10 +94,14 @@ class HttpLimits:
 
     @classmethod
     def from_config(cls, config):
-        names = {"max_url_bytes": "MAX_URL_BYTES", "max_header_line_bytes": "MAX_HEADER_LINE_BYTES",
-                 "max_header_bytes": "MAX_HEADER_BYTES", "keepalive_seconds": "HTTP_KEEPALIVE_SECONDS",
-                 "header_timeout_seconds": "HTTP_HEADER_TIMEOUT_SECONDS",
-                 "socket_timeout_seconds": "HTTP_SOCKET_TIMEOUT_SECONDS"}
+        names = {
+            "max_url_bytes": "MAX_URL_BYTES",
+            "max_header_line_bytes": "MAX_HEADER_LINE_BYTES",
+            "max_header_bytes": "MAX_HEADER_BYTES",
+            "keepalive_seconds": "HTTP_KEEPALIVE_SECONDS",
+            "header_timeout_seconds": "HTTP_HEADER_TIMEOUT_SECONDS",
+            "socket_timeout_seconds": "HTTP_SOCKET_TIMEOUT_SECONDS",
+        }
         values = {}
         for field, name in names.items():
             value = config.get(name)
@@ -155,8 +161,9 @@ class GatewayProtocol(HttpOnlyProtocol):
 
     def parse_request(self):
         limits = self.server.limits
-        self.rfile = _BoundedHeaders(getattr(self.rfile, "fp", self.rfile), limits.max_header_line_bytes,
-                                     limits.max_header_bytes)
+        self.rfile = _BoundedHeaders(
+            getattr(self.rfile, "fp", self.rfile), limits.max_header_line_bytes, limits.max_header_bytes
+        )
         timer = eventlet.Timeout(limits.header_timeout_seconds)
         try:
             parsed = super().parse_request()
@@ -193,12 +200,26 @@ class GatewayProtocol(HttpOnlyProtocol):
         code, message = _REFUSALS[status]
         body = json.dumps(HttpError(status, code, message).body()).encode("utf-8")
         headers = secure_headers({}, status, authenticated=False)
-        headers.update({"Content-Type": JSON_CONTENT_TYPE, "Content-Length": str(len(body)),
-                        REQUEST_ID_HEADER: new_request_id(), "Connection": "close"})
-        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n" + \
-            "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
-        log.info("refused before the app: %s %s from %s (request %s)", status, code, self.client_address[0],
-                 headers[REQUEST_ID_HEADER])
+        headers.update(
+            {
+                "Content-Type": JSON_CONTENT_TYPE,
+                "Content-Length": str(len(body)),
+                REQUEST_ID_HEADER: new_request_id(),
+                "Connection": "close",
+            }
+        )
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            + "\r\n"
+        )
+        log.info(
+            "refused before the app: %s %s from %s (request %s)",
+            status,
+            code,
+            self.client_address[0],
+            headers[REQUEST_ID_HEADER],
+        )
         self.close_connection = True
         try:
             self.wfile.write(head.encode("latin-1") + body)
@@ -242,10 +263,18 @@ class GatewayServer(WebServer):
 
 def wsgi_server(sock, wsgi_app, limits, protocol=GatewayProtocol, debug=False):
     """eventlet's WSGI server on `sock` with `limits` (read by GatewayProtocol as `server.limits`)."""
-    server = wsgi.Server(sock, sock.getsockname(), wsgi_app, protocol=protocol, debug=debug,
-                         log=logging.getLogger("nameko.web.server"), log_output=False,
-                         url_length_limit=limits.max_url_bytes, keepalive=limits.keepalive_seconds,
-                         socket_timeout=limits.socket_timeout_seconds)
+    server = wsgi.Server(
+        sock,
+        sock.getsockname(),
+        wsgi_app,
+        protocol=protocol,
+        debug=debug,
+        log=logging.getLogger("nameko.web.server"),
+        log_output=False,
+        url_length_limit=limits.max_url_bytes,
+        keepalive=limits.keepalive_seconds,
+        socket_timeout=limits.socket_timeout_seconds,
+    )
     server.limits = limits
     return server
 

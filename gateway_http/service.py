@@ -5,6 +5,7 @@ service), HEALTH_TIMEOUT, RABBITMQ_API_URI and RABBITMQ_API_TIMEOUT (GET /servic
 AMQP_URI); rate limits and login throttling (ratelimit.py), headers and CORS (security.py) and HTTP limits
 (server.py).
 """
+
 from nameko.dependency_providers import Config
 
 from gateway_http.auth import TokenVerifier

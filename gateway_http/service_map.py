@@ -4,6 +4,7 @@ A service's instances are the consumers of its RPC queue (`rpc-<name>`, nameko's
 depth is that queue's ready messages. The management API's figures are sampled by the broker (every few seconds
 by default), so a new or stopped instance shows up after a short delay.
 """
+
 import logging
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -54,8 +55,7 @@ def queue_stats(api_uri, vhost, timeout=DEFAULT_TIMEOUT):
     base, auth = split_credentials(api_uri)
     url = f"{base}/queues/{quote(vhost, safe='')}"
     try:
-        response = requests.get(url, auth=auth, timeout=timeout,
-                                params={"columns": "name,consumers,messages_ready"})
+        response = requests.get(url, auth=auth, timeout=timeout, params={"columns": "name,consumers,messages_ready"})
         response.raise_for_status()
         queues = response.json()
     except (requests.RequestException, ValueError) as exc:
@@ -70,8 +70,13 @@ def service_map(names, queues):
     rows = []
     for name in names:
         queue = queues.get(f"rpc-{name}") or {}
-        rows.append({"name": name, "instances": int(queue.get("consumers") or 0),
-                     "queue_depth": int(queue.get("messages_ready") or 0)})
+        rows.append(
+            {
+                "name": name,
+                "instances": int(queue.get("consumers") or 0),
+                "queue_depth": int(queue.get("messages_ready") or 0),
+            }
+        )
     return rows
 
 
@@ -85,8 +90,9 @@ class ServiceMap(DependencyProvider):
         self.api_uri = management_api_uri(config.get("RABBITMQ_API_URI"), config.get("AMQP_URI"))
         self.vhost = vhost_of(config.get("AMQP_URI"))
         self.timeout = float(config.get("RABBITMQ_API_TIMEOUT") or DEFAULT_TIMEOUT)
-        self.names = sorted({dependency.target_service for dependency in self.container.dependencies
-                             if isinstance(dependency, Rpc)})
+        self.names = sorted(
+            {dependency.target_service for dependency in self.container.dependencies if isinstance(dependency, Rpc)}
+        )
 
     def get_dependency(self, worker_ctx):
         return lambda: service_map(self.names, queue_stats(self.api_uri, self.vhost, self.timeout))

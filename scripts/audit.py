@@ -5,6 +5,7 @@ one successful net charge and committed stock; a failed or cancelled order has n
 per sku, on-hand stock equals sold + available + reserved. Orders still in their saga are counted, not judged.
 Broker from AMQP_URI (config/shell.yml).
 """
+
 import json
 import sys
 

@@ -24,6 +24,7 @@ flight on a killed process may fail. A write a killed instance had committed but
 the other instance (its message returns to the queue): such lines show up as "applied twice", also counted.
 Logs and databases are in a work dir, kept with `--keep` or when a check fails.
 """
+
 import argparse
 import json
 import os
@@ -114,9 +115,13 @@ class Shopper(threading.Thread):
     def checkout(self, cart_id):
         key = str(uuid.uuid4())
         while True:
-            placed = self.call("checkout", "POST", f"/carts/{cart_id}/checkout",
-                               json={"payment": {"card_number": SUCCEEDING_CARD}},
-                               headers={"Idempotency-Key": key})
+            placed = self.call(
+                "checkout",
+                "POST",
+                f"/carts/{cart_id}/checkout",
+                json={"payment": {"card_number": SUCCEEDING_CARD}},
+                headers={"Idempotency-Key": key},
+            )
             if placed is not None and placed.status_code in (200, 202):
                 with self.ledger.lock:
                     self.ledger.orders[placed.json()["id"]] = cart_id
@@ -141,8 +146,9 @@ class Chaos:
         self.vhost.create()
         if self.databases:
             self.databases.create()
-        self.system = Cartmesh(self.vhost, self.work_dir, self.options.log_level,
-                               self.databases.urls if self.databases else None)
+        self.system = Cartmesh(
+            self.vhost, self.work_dir, self.options.log_level, self.databases.urls if self.databases else None
+        )
         self.system.env["CARTMESH_RESTART"] = "1"
         say(f"starting the system (two carts instances) in {self.work_dir}")
         self.system.start("carts=2")
@@ -150,6 +156,7 @@ class Chaos:
     def consumers(self, queue_name):
         """Consumers on `queue_name` now (asked over AMQP: the management API's numbers lag by seconds)."""
         from kombu import Connection
+
         with Connection(self.vhost.amqp_uri, connect_timeout=5) as connection:
             _, _, consumers = connection.default_channel.queue_declare(queue_name, passive=True)
             return consumers
@@ -162,10 +169,18 @@ class Chaos:
 
     def wait_restarted(self, name, old_pid, queue_name, consumers):
         """Until the supervisor has started `name` again and `queue_name` has `consumers` consumers."""
-        wait_until(lambda: self.system.services().get(name) not in (None, old_pid), RESTART_DEADLINE,
-                   f"{name} is started again", self.system.processes)
-        wait_until(lambda: self.consumers(queue_name) >= consumers, RESTART_DEADLINE, f"{name} consumes again",
-                   self.system.processes)
+        wait_until(
+            lambda: self.system.services().get(name) not in (None, old_pid),
+            RESTART_DEADLINE,
+            f"{name} is started again",
+            self.system.processes,
+        )
+        wait_until(
+            lambda: self.consumers(queue_name) >= consumers,
+            RESTART_DEADLINE,
+            f"{name} consumes again",
+            self.system.processes,
+        )
         say(f"{name} is back (pid {self.system.services()[name]})")
 
     def run(self):
@@ -174,8 +189,10 @@ class Chaos:
         say("seeding products and shoppers")
         data = seed(self.system, options.shoppers)
         ledger, stopping = Ledger(), threading.Event()
-        shoppers = [Shopper(self.system.base_url, token, data["skus"], number, ledger, stopping)
-                    for number, token in enumerate(data["tokens"])]
+        shoppers = [
+            Shopper(self.system.base_url, token, data["skus"], number, ledger, stopping)
+            for number, token in enumerate(data["tokens"])
+        ]
         say(f"load: {len(shoppers)} shoppers for {options.seconds} s")
         began = time.monotonic()
         for shopper in shoppers:
@@ -203,6 +220,7 @@ class Chaos:
 
     def audit(self):
         from nameko.standalone.rpc import ClusterRpcProxy
+
         with ClusterRpcProxy({"AMQP_URI": self.vhost.amqp_uri}, timeout=60) as cluster:
             return cluster.orders.audit()
 
@@ -212,8 +230,11 @@ class Chaos:
             time.sleep(0.5)
         lost, twice, missing_orders, unsettled, outcomes = [], 0, [], [], {}
         for cart_id, cart in ledger.carts.items():
-            answer = requests.get(f"{self.system.base_url}/carts/{cart_id}", timeout=TIMEOUT,
-                                  headers={"Authorization": f"Bearer {cart['token']}"})
+            answer = requests.get(
+                f"{self.system.base_url}/carts/{cart_id}",
+                timeout=TIMEOUT,
+                headers={"Authorization": f"Bearer {cart['token']}"},
+            )
             if answer.status_code != 200:
                 lost.append(f"cart {cart_id}: GET answered {answer.status_code}")
                 continue
@@ -225,8 +246,11 @@ class Chaos:
                     twice += 1
         for order_id, cart_id in ledger.orders.items():
             token = ledger.carts[cart_id]["token"]
-            answer = requests.get(f"{self.system.base_url}/orders/{order_id}", timeout=TIMEOUT,
-                                  headers={"Authorization": f"Bearer {token}"})
+            answer = requests.get(
+                f"{self.system.base_url}/orders/{order_id}",
+                timeout=TIMEOUT,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             if answer.status_code != 200:
                 missing_orders.append(f"order {order_id}: GET answered {answer.status_code}")
                 continue
@@ -239,9 +263,11 @@ class Chaos:
             "backend": "postgresql" if self.options.postgres else "sqlite",
             "load_seconds": round(load_seconds, 1),
             "killed": sorted(kills),
-            "acknowledged": {"carts": len(ledger.carts),
-                             "lines": sum(len(cart["lines"]) for cart in ledger.carts.values()),
-                             "orders": len(ledger.orders)},
+            "acknowledged": {
+                "carts": len(ledger.carts),
+                "lines": sum(len(cart["lines"]) for cart in ledger.carts.values()),
+                "orders": len(ledger.orders),
+            },
             "client_answers": dict(sorted(ledger.statuses.items())),
             "unanswered_checkouts": ledger.unanswered_checkouts,
             "order_outcomes": outcomes,
@@ -250,9 +276,15 @@ class Chaos:
             "lines_applied_twice": twice,
             "audit": {"ok": report["ok"], "breaches": report["breaches"], "checked": report["checked"]},
         }
-        result["passed"] = bool(report["ok"] and not report["checked"]["in_saga"] and not lost
-                                and not missing_orders and not unsettled and ledger.orders
-                                and kills.keys() == {"carts-2", "orders"})
+        result["passed"] = bool(
+            report["ok"]
+            and not report["checked"]["in_saga"]
+            and not lost
+            and not missing_orders
+            and not unsettled
+            and ledger.orders
+            and kills.keys() == {"carts-2", "orders"}
+        )
         return result
 
     def stop(self):
@@ -285,11 +317,19 @@ def summary(result):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m scripts.chaos", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=int(os.environ.get("CHAOS_SECONDS", 24)),
-                        help="seconds of load (default 24; longer if orders takes longer to come back)")
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        default=int(os.environ.get("CHAOS_SECONDS", 24)),
+        help="seconds of load (default 24; longer if orders takes longer to come back)",
+    )
     parser.add_argument("--shoppers", type=int, default=6, help="concurrent shoppers (default 6)")
-    parser.add_argument("--postgres", default=os.environ.get("CHAOS_POSTGRES_URL"), metavar="ADMIN_URL",
-                        help="run on fresh PostgreSQL databases made through this admin URL (default: SQLite)")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("CHAOS_POSTGRES_URL"),
+        metavar="ADMIN_URL",
+        help="run on fresh PostgreSQL databases made through this admin URL (default: SQLite)",
+    )
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of every service (default INFO)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (databases, logs)")
     return parser.parse_args(argv)

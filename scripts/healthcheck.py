@@ -9,6 +9,7 @@ it) and restarting the gateway would not help.
 With several replicas of a service, any one of them may answer the call: the check says "the service answers
 on the broker", not "this very container answers".
 """
+
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ def main(argv):
             print(f"unknown service {name!r}: no {config_path}", file=sys.stderr)
             return 2
         from services.common.config import load_config
+
         problem = check_service(name, load_config(config_path), timeout)
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)

@@ -32,6 +32,7 @@ The commands are the ones the containers run (docker-compose.yml); tests/ops che
 Children get their own session, so a Ctrl-C reaches only this supervisor, which stops them in order; if the
 supervisor itself is killed with SIGKILL they keep running and must be stopped by hand.
 """
+
 import os
 import re
 import secrets
@@ -183,18 +184,21 @@ def port_is_free(bind):
             except OSError:
                 return False
             return True
+
     return check
 
 
 def masked(uri):
     """`uri` with its password replaced, fit for a log line."""
     from kombu.utils.url import maybe_sanitize_url
+
     return maybe_sanitize_url(uri)
 
 
 def broker_error(amqp_uri):
     """None when RabbitMQ at `amqp_uri` accepts a connection, else why not (one line)."""
     from kombu import Connection
+
     try:
         with Connection(amqp_uri, connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=1)
@@ -209,8 +213,14 @@ class Child:
     def __init__(self, name, argv, env):
         self.name = name
         self.process = subprocess.Popen(
-            local_command(argv), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            local_command(argv),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.pump = threading.Thread(target=self._forward, name=f"output-{name}", daemon=True)
         self.pump.start()
 
@@ -355,8 +365,10 @@ def main(environ=None):
     os.makedirs(var_dir, exist_ok=True)
     env, generated_secret = child_environment(environ, var_dir)
     if generated_secret:
-        say("JWT_SECRET is not set: generated a random one for this run only "
-            "(tokens issued now stop working when this run ends; set JWT_SECRET to keep them)")
+        say(
+            "JWT_SECRET is not set: generated a random one for this run only "
+            "(tokens issued now stop working when this run ends; set JWT_SECRET to keep them)"
+        )
 
     supervisor = Supervisor(env, restart=environ.get("CARTMESH_RESTART") == "1")
     signal.signal(signal.SIGTERM, supervisor.request_stop)
@@ -364,8 +376,10 @@ def main(environ=None):
 
     problem = broker_error(env["AMQP_URI"])
     if problem:
-        say(f"cannot reach RabbitMQ at {masked(env['AMQP_URI'])} ({problem}); start it "
-            "(rabbitmq-server -detached) or set AMQP_URI")
+        say(
+            f"cannot reach RabbitMQ at {masked(env['AMQP_URI'])} ({problem}); start it "
+            "(rabbitmq-server -detached) or set AMQP_URI"
+        )
         return 1
     say(f"broker {masked(env['AMQP_URI'])}; gateway on http://{env['GATEWAY_BIND']}:{env['GATEWAY_PORT']}")
 
@@ -374,20 +388,23 @@ def main(environ=None):
         return 0 if supervisor.stopping.is_set() else 1
     instances = [(service, name) for service in SERVICES for name in instance_names(service, counts[service])]
     try:
-        ports = metrics_ports([name for _, name in instances],
-                              env.get("METRICS_PORT_BASE") or DEFAULT_METRICS_PORT_BASE,
-                              port_is_free(env["METRICS_BIND"]))
+        ports = metrics_ports(
+            [name for _, name in instances],
+            env.get("METRICS_PORT_BASE") or DEFAULT_METRICS_PORT_BASE,
+            port_is_free(env["METRICS_BIND"]),
+        )
     except ValueError as exc:
         say(f"METRICS_PORT_BASE: {exc}")
         return 2
     if any(ports.values()):
-        say("metrics: " + ", ".join(f"{name} http://{env['METRICS_BIND']}:{port}/metrics"
-                                    for name, port in ports.items())
-            + f", gateway http://{env['GATEWAY_BIND']}:{env['GATEWAY_PORT']}/metrics")
+        say(
+            "metrics: "
+            + ", ".join(f"{name} http://{env['METRICS_BIND']}:{port}/metrics" for name, port in ports.items())
+            + f", gateway http://{env['GATEWAY_BIND']}:{env['GATEWAY_PORT']}/metrics"
+        )
     for service, name in instances:
         # SERVICE_NAME: the `service` of log lines written before the container is set up.
-        supervisor.start(name, service_command(service), METRICS_PORT=str(ports[name]),
-                         SERVICE_NAME=service)
+        supervisor.start(name, service_command(service), METRICS_PORT=str(ports[name]), SERVICE_NAME=service)
     supervisor.start(GATEWAY, gateway_command(), SERVICE_NAME=GATEWAY)
     return supervisor.supervise()
 

@@ -12,6 +12,7 @@ back with a PATCH if they differ, and is left alone if not; its stock is never t
 by then it is the shop's live stock (reserved units included). Exit status: 0 done, 1 the API refused or could
 not be reached, 2 credentials missing.
 """
+
 import json
 import os
 import sys
@@ -59,8 +60,10 @@ class Seeder:
     def login(self, email, password):
         response = self.request("POST", "/auth/token", json={"email": email, "password": password})
         if response.status_code != 200:
-            raise SeedError(f"cannot log in as {email}: {_explain(response)} (is the system started with the "
-                            "same ADMIN_EMAIL and ADMIN_PASSWORD?)")
+            raise SeedError(
+                f"cannot log in as {email}: {_explain(response)} (is the system started with the "
+                "same ADMIN_EMAIL and ADMIN_PASSWORD?)"
+            )
         self.http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def put_product(self, product):
@@ -77,8 +80,11 @@ class Seeder:
             current = self.get_product(sku)
             if current is None:
                 raise SeedError(f"creating {sku} was refused as a duplicate, yet it cannot be read back")
-        changes = {field: product[field] for field in CONTENT_FIELDS
-                   if field in product and current.get(field) != product[field]}
+        changes = {
+            field: product[field]
+            for field in CONTENT_FIELDS
+            if field in product and current.get(field) != product[field]
+        }
         if not changes:
             return "unchanged"
         response = self.request("PATCH", f"/products/{sku}", json=changes)
@@ -112,8 +118,11 @@ def main(environ=None):
     environ = os.environ if environ is None else environ
     email, password = environ.get("ADMIN_EMAIL"), environ.get("ADMIN_PASSWORD")
     if not email or not password:
-        print("seed: set ADMIN_EMAIL and ADMIN_PASSWORD to the administrator's credentials (the system must "
-              "have been started with the same two variables)", file=sys.stderr)
+        print(
+            "seed: set ADMIN_EMAIL and ADMIN_PASSWORD to the administrator's credentials (the system must "
+            "have been started with the same two variables)",
+            file=sys.stderr,
+        )
         return 2
     base_url = environ.get("GATEWAY_URL") or DEFAULT_GATEWAY_URL
     try:
@@ -121,8 +130,9 @@ def main(environ=None):
     except SeedError as exc:
         print(f"seed: {exc}", file=sys.stderr)
         return 1
-    print(f"seed: {counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged "
-          f"at {base_url}")
+    print(
+        f"seed: {counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged at {base_url}"
+    )
     return 0
 
 

@@ -4,9 +4,10 @@
 
 For each backend service: its instances (consumers of its `rpc-<name>` queue) and its queue depth (requests
 waiting). Reads the RabbitMQ management API at `RABBITMQ_API_URI` (default: the host and credentials of
-`AMQP_URI`, port 15672, e.g. http://guest:guest@localhost:15672/api) for the vhost of `AMQP_URI` (default /). The broker samples these
-figures every few seconds. Exit code 1 when the management API does not answer.
+`AMQP_URI`, port 15672, e.g. http://guest:guest@localhost:15672/api) for the vhost of `AMQP_URI` (default /).
+The broker samples these figures every few seconds. Exit code 1 when the management API does not answer.
 """
+
 import os
 import sys
 
@@ -20,8 +21,7 @@ def table(rows):
     lines = [("SERVICE", "INSTANCES", "QUEUE DEPTH")]
     lines += [(row["name"], str(row["instances"]), str(row["queue_depth"])) for row in rows]
     widths = [max(len(line[column]) for line in lines) for column in range(3)]
-    return [f"{name:<{widths[0]}}  {instances:>{widths[1]}}  {depth:>{widths[2]}}"
-            for name, instances, depth in lines]
+    return [f"{name:<{widths[0]}}  {instances:>{widths[1]}}  {depth:>{widths[2]}}" for name, instances, depth in lines]
 
 
 def main(environ=None):
@@ -32,8 +32,11 @@ def main(environ=None):
     try:
         queues = queue_stats(api_uri, vhost)
     except ServiceUnavailable:
-        print(f"the RabbitMQ management API at {split_credentials(api_uri)[0]} did not answer "
-              "(is the management plugin on? set RABBITMQ_API_URI)", file=sys.stderr)
+        print(
+            f"the RabbitMQ management API at {split_credentials(api_uri)[0]} did not answer "
+            "(is the management plugin on? set RABBITMQ_API_URI)",
+            file=sys.stderr,
+        )
         return 1
     print("\n".join(table(service_map(SERVICES, queues))))
     return 0

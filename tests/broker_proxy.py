@@ -1,4 +1,5 @@
 """A TCP proxy in front of the local RabbitMQ, for tests that cut a system off from its broker and restore it."""
+
 import socket
 
 import eventlet

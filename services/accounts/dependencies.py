@@ -1,4 +1,5 @@
 """accounts' own nameko dependencies: the token issuer (checks JWT_SECRET at start-up), the admin bootstrap."""
+
 import logging
 import uuid
 
@@ -64,8 +65,7 @@ class TokenIssuer(DependencyProvider):
         if not isinstance(secret, str) or not secret.strip():
             raise StartupRefused("JWT_SECRET is not set: accounts cannot sign access tokens without it")
         if len(secret.encode()) < RECOMMENDED_SECRET_BYTES:
-            log.warning("JWT_SECRET is shorter than %d bytes; use a longer random secret",
-                        RECOMMENDED_SECRET_BYTES)
+            log.warning("JWT_SECRET is shorter than %d bytes; use a longer random secret", RECOMMENDED_SECRET_BYTES)
         self.tokens = Tokens(secret, token_ttl(config))
         log.info("signing access tokens with key id %s", key_id(secret))
         dummy_hash()  # made now, so the first sign-in with an unknown email is not slower than later ones

@@ -1,4 +1,5 @@
 """The rules of accounts, callable without a broker or a database: emails, passwords, password hashes."""
+
 import functools
 
 from argon2 import PasswordHasher

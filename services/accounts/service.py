@@ -1,4 +1,5 @@
 """The accounts service: registration, access tokens, user lookup."""
+
 import ctypes
 import logging
 import uuid
@@ -9,7 +10,12 @@ from sqlalchemy.exc import IntegrityError
 
 from services.accounts.dependencies import AdminBootstrap, TokenIssuer
 from services.accounts.domain import (
-    dummy_hash, hash_password, needs_rehash, normalize_email, validate_registration, verify_password,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    normalize_email,
+    validate_registration,
+    verify_password,
 )
 from services.accounts.models import User
 from services.common import health
@@ -71,8 +77,9 @@ class AccountsService(health.HealthRpc):
         if self._find(normalized) is not None:
             raise Conflict("this email is already registered")
         password_hash = off_hub(hash_password, password)  # before the first write (see Database)
-        user = User(id=str(uuid.uuid4()), email=email, email_normalized=normalized,
-                    password_hash=password_hash, is_admin=False)
+        user = User(
+            id=str(uuid.uuid4()), email=email, email_normalized=normalized, password_hash=password_hash, is_admin=False
+        )
         self.db.add(user)
         try:
             self.db.flush()

@@ -2,6 +2,7 @@
 
 Nothing here touches the broker or the database, so unit tests call these directly.
 """
+
 import re
 import uuid
 
@@ -20,6 +21,7 @@ _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9
 
 
 # --- identifiers and time ---------------------------------------------------------------------------------
+
 
 def new_cart_id():
     return str(uuid.uuid4())
@@ -52,6 +54,7 @@ def validate_order_id(value):
 
 
 # --- input validation -------------------------------------------------------------------------------------
+
 
 def validate_user_id(user_id):
     """The owner's id as given by the gateway (the token's subject): a non-empty string."""
@@ -97,8 +100,7 @@ def merge_items(items):
         quantity = validate_quantity(item.get("quantity"), 1, f"items[{index}].quantity")
         total = merged.get(sku, 0) + quantity
         if total > MAX_QUANTITY:
-            raise ValidationFailed.field(
-                f"items[{index}].quantity", f"the line for {sku} would exceed {MAX_QUANTITY}")
+            raise ValidationFailed.field(f"items[{index}].quantity", f"the line for {sku} would exceed {MAX_QUANTITY}")
         merged[sku] = total
     return merged
 
@@ -141,11 +143,15 @@ def released_conflict():
 def frozen_values(lines, products):
     """`{sku: (name, unit_price_cents)}` to store on `lines` at checkout: the catalog's current values from
     `products` ({sku: product}); lines whose sku the catalog did not return keep the stored ones (absent)."""
-    return {line["sku"]: (products[line["sku"]]["name"], products[line["sku"]]["price_cents"])
-            for line in lines if line["sku"] in products}
+    return {
+        line["sku"]: (products[line["sku"]]["name"], products[line["sku"]]["price_cents"])
+        for line in lines
+        if line["sku"] in products
+    }
 
 
 # --- arithmetic and the cart's shape ------------------------------------------------------------------------
+
 
 def line_total(quantity, unit_price_cents):
     return quantity * unit_price_cents

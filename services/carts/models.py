@@ -4,6 +4,7 @@ released their cart in `released_orders`, and the shared `processed_events`.
 A line stores the name and unit price the catalog last gave for its sku: an open cart shows the catalog's
 current values and falls back to these; a checked-out cart shows these (frozen at checkout).
 """
+
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String
 from sqlalchemy.orm import declarative_base
 

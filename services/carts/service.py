@@ -8,18 +8,42 @@ needs, then write (the first write locks the cart), re-read and return; the sess
 
 from services.carts import store
 from services.carts.domain import (
-    ALREADY_CHECKED_OUT, CHECKED_OUT, MAX_QUANTITY, OPEN, build_cart, checked_out_conflict, checkout_step,
-    empty_cart, frozen_values, merge_items, new_cart_id, normalize_cart_id, normalize_order_id, products_by_sku,
-    released_conflict, unknown_skus, validate_order_id, validate_quantity, validate_sku, validate_user_id,
+    ALREADY_CHECKED_OUT,
+    CHECKED_OUT,
+    MAX_QUANTITY,
+    OPEN,
+    build_cart,
+    checked_out_conflict,
+    checkout_step,
+    empty_cart,
+    frozen_values,
+    merge_items,
+    new_cart_id,
+    normalize_cart_id,
+    normalize_order_id,
+    products_by_sku,
+    released_conflict,
+    unknown_skus,
+    validate_order_id,
+    validate_quantity,
+    validate_sku,
+    validate_user_id,
 )
+
 # The module, not the class: `nameko run services.carts.service` would take an imported HealthRpc (it has an
 # entrypoint) for a second service.
 from services.common import health
 from services.common.context import RequestId
 from services.common.db import Database, utcnow
 from services.common.errors import (
-    EXPECTED, NotFound, ServiceTimeout, ServiceUnavailable, UnknownProduct, ValidationFailed,
+    EXPECTED,
+    NotFound,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UnknownProduct,
+    ValidationFailed,
 )
+
 # A decorator function, not a class with entrypoints: safe to import by name (see the note on `health`).
 from services.common.events import first_delivery, reliable_event_handler
 from services.common.metrics import Telemetry
@@ -68,8 +92,12 @@ class CartsService(health.HealthRpc):
         now = utcnow()
         cart = {"id": new_cart_id(), "user_id": user_id, "status": OPEN, "created_at": now, "updated_at": now}
         lines = [
-            {"sku": sku, "quantity": quantity, "name": products[sku]["name"],
-             "unit_price_cents": products[sku]["price_cents"]}
+            {
+                "sku": sku,
+                "quantity": quantity,
+                "name": products[sku]["name"],
+                "unit_price_cents": products[sku]["price_cents"],
+            }
             for sku, quantity in sorted(wanted.items())
         ]
         store.insert_cart(self.db, cart, lines)

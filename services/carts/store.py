@@ -5,6 +5,7 @@ Reads take no locks. Every change to an existing cart starts with a conditional 
 lock on PostgreSQL, the database write lock on SQLite) and checks, in the same statement, the state the change
 requires.
 """
+
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -16,17 +17,20 @@ _DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 def find_cart(session, user_id, cart_id):
     """The cart row `cart_id` if it belongs to `user_id`, else None."""
-    return session.execute(
-        select(carts).where(carts.c.id == cart_id, carts.c.user_id == user_id)
-    ).mappings().one_or_none()
+    return (
+        session.execute(select(carts).where(carts.c.id == cart_id, carts.c.user_id == user_id)).mappings().one_or_none()
+    )
 
 
 def user_carts(session, user_id):
     """The rows of `user_id`'s carts, newest first."""
-    return session.execute(
-        select(carts).where(carts.c.user_id == user_id)
-        .order_by(carts.c.created_at.desc(), carts.c.id.desc())
-    ).mappings().all()
+    return (
+        session.execute(
+            select(carts).where(carts.c.user_id == user_id).order_by(carts.c.created_at.desc(), carts.c.id.desc())
+        )
+        .mappings()
+        .all()
+    )
 
 
 def lines_of(session, cart_ids):
@@ -34,9 +38,11 @@ def lines_of(session, cart_ids):
     found = {cart_id: [] for cart_id in cart_ids}
     if not found:
         return found
-    rows = session.execute(
-        select(cart_lines).where(cart_lines.c.cart_id.in_(list(found))).order_by(cart_lines.c.sku)
-    ).mappings().all()
+    rows = (
+        session.execute(select(cart_lines).where(cart_lines.c.cart_id.in_(list(found))).order_by(cart_lines.c.sku))
+        .mappings()
+        .all()
+    )
     for row in rows:
         found[row["cart_id"]].append(row)
     return found
@@ -65,7 +71,8 @@ def lock_open_cart(session, user_id, cart_id, now):
 def _line_insert(session, cart_id, sku, quantity, name, unit_price_cents):
     dialect = session.get_bind().dialect.name
     return _DIALECT_INSERTS[dialect](cart_lines).values(
-        cart_id=cart_id, sku=sku, quantity=quantity, name=name, unit_price_cents=unit_price_cents)
+        cart_id=cart_id, sku=sku, quantity=quantity, name=name, unit_price_cents=unit_price_cents
+    )
 
 
 def add_to_line(session, cart_id, sku, quantity, name, unit_price_cents):
@@ -75,8 +82,11 @@ def add_to_line(session, cart_id, sku, quantity, name, unit_price_cents):
     added = cart_lines.c.quantity + statement.excluded.quantity
     statement = statement.on_conflict_do_update(
         index_elements=[cart_lines.c.cart_id, cart_lines.c.sku],
-        set_={"quantity": added, "name": statement.excluded.name,
-              "unit_price_cents": statement.excluded.unit_price_cents},
+        set_={
+            "quantity": added,
+            "name": statement.excluded.name,
+            "unit_price_cents": statement.excluded.unit_price_cents,
+        },
         where=added <= MAX_QUANTITY,
     )
     return session.execute(statement).rowcount == 1
@@ -87,8 +97,11 @@ def set_line(session, cart_id, sku, quantity, name, unit_price_cents):
     statement = _line_insert(session, cart_id, sku, quantity, name, unit_price_cents)
     statement = statement.on_conflict_do_update(
         index_elements=[cart_lines.c.cart_id, cart_lines.c.sku],
-        set_={"quantity": statement.excluded.quantity, "name": statement.excluded.name,
-              "unit_price_cents": statement.excluded.unit_price_cents},
+        set_={
+            "quantity": statement.excluded.quantity,
+            "name": statement.excluded.name,
+            "unit_price_cents": statement.excluded.unit_price_cents,
+        },
     )
     session.execute(statement)
 
@@ -107,6 +120,7 @@ def delete_cart(session, cart_id):
 
 # --- checkout ------------------------------------------------------------------------------------------------
 
+
 def check_out(session, user_id, cart_id, order_id, now):
     """Mark the open cart `cart_id` of `user_id` checked out by `order_id`; False when it is not open (or not
     there). Of concurrent checkouts of one cart, only one finds it open: this update is the arbiter."""
@@ -122,23 +136,28 @@ def freeze_lines(session, cart_id, values):
     """Store `values` (`{sku: (name, unit_price_cents)}`) on the cart's lines."""
     for sku, (name, unit_price_cents) in sorted(values.items()):
         session.execute(
-            update(cart_lines).where(cart_lines.c.cart_id == cart_id, cart_lines.c.sku == sku)
-            .values(name=name, unit_price_cents=unit_price_cents))
+            update(cart_lines)
+            .where(cart_lines.c.cart_id == cart_id, cart_lines.c.sku == sku)
+            .values(name=name, unit_price_cents=unit_price_cents)
+        )
 
 
 def is_released(session, order_id):
     """Whether order `order_id` has released its cart (see `release`)."""
-    return session.execute(
-        select(released_orders.c.order_id).where(released_orders.c.order_id == order_id)
-    ).first() is not None
+    return (
+        session.execute(select(released_orders.c.order_id).where(released_orders.c.order_id == order_id)).first()
+        is not None
+    )
 
 
 def release(session, order_id, now):
     """Record that order `order_id` gave its cart up (once; a repeat changes nothing)."""
     dialect = session.get_bind().dialect.name
     session.execute(
-        _DIALECT_INSERTS[dialect](released_orders).values(order_id=order_id, released_at=now)
-        .on_conflict_do_nothing(index_elements=[released_orders.c.order_id]))
+        _DIALECT_INSERTS[dialect](released_orders)
+        .values(order_id=order_id, released_at=now)
+        .on_conflict_do_nothing(index_elements=[released_orders.c.order_id])
+    )
 
 
 def lock_cart(session, cart_id):

@@ -1,4 +1,5 @@
 """The catalog's rules, callable without a broker or a database: what a product, a change and a page are."""
+
 import re
 
 from services.common.errors import ValidationFailed
@@ -162,8 +163,7 @@ def validate_lines(lines):
         if not is_whole_number(quantity) or not 1 <= quantity <= MAX_LINE_QUANTITY:
             errors[f"{where}.quantity"] = f"must be a whole number from 1 to {MAX_LINE_QUANTITY}"
     ValidationFailed.raise_if(errors)
-    return sorted(({"sku": line["sku"], "quantity": line["quantity"]} for line in lines),
-                  key=lambda line: line["sku"])
+    return sorted(({"sku": line["sku"], "quantity": line["quantity"]} for line in lines), key=lambda line: line["sku"])
 
 
 def stock_breaches(counts):
@@ -175,11 +175,12 @@ def stock_breaches(counts):
     """
     breaches = []
     for row in counts:
-        sku, stock, on_hand, held, committed = (
-            row["sku"], row["stock"], row["on_hand"], row["held"], row["committed"])
+        sku, stock, on_hand, held, committed = (row["sku"], row["stock"], row["on_hand"], row["held"], row["committed"])
         if stock < 0:
             breaches.append(f"product {sku}: stock {stock} is below zero")
         if on_hand != stock + held + committed:
-            breaches.append(f"product {sku}: on_hand {on_hand} != stock {stock} + held {held} + "
-                            f"committed {committed} (= {stock + held + committed})")
+            breaches.append(
+                f"product {sku}: on_hand {on_hand} != stock {stock} + held {held} + "
+                f"committed {committed} (= {stock + held + committed})"
+            )
     return breaches

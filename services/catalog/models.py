@@ -1,4 +1,5 @@
 """The catalog database: products, the stock holds of orders and their lines, and the outbox."""
+
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
@@ -79,6 +80,4 @@ class StockHoldLine(Base):
     sku: Mapped[str] = mapped_column(SkuType, ForeignKey("products.sku"), primary_key=True)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
 
-    __table_args__ = (
-        CheckConstraint("quantity > 0", name="ck_stock_hold_lines_quantity"),
-    )
+    __table_args__ = (CheckConstraint("quantity > 0", name="ck_stock_hold_lines_quantity"),)

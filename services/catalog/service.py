@@ -4,6 +4,7 @@ product changes.
 Every `product_changed` event is written to the outbox in the transaction of the change it announces
 (`services.common.outbox`), so a committed change is always announced and a rolled-back one never is.
 """
+
 import logging
 from datetime import timedelta
 
@@ -14,8 +15,17 @@ from sqlalchemy.exc import IntegrityError
 
 from services.catalog import stock
 from services.catalog.domain import (
-    COMMITTED, DEFAULT_LIMIT, HELD, RELEASED, is_sku, stock_breaches, validate_changes, validate_lines,
-    validate_new_product, validate_order_id, validate_page,
+    COMMITTED,
+    DEFAULT_LIMIT,
+    HELD,
+    RELEASED,
+    is_sku,
+    stock_breaches,
+    validate_changes,
+    validate_lines,
+    validate_new_product,
+    validate_order_id,
+    validate_page,
 )
 from services.catalog.models import PUBLIC_FIELDS, Product
 from services.common import health
@@ -47,8 +57,7 @@ def matching(q):
     if q is None:
         return ()
     # autoescape makes % and _ in q plain characters, the same way on SQLite and PostgreSQL.
-    return (or_(Product.name.icontains(q, autoescape=True),
-                Product.description.icontains(q, autoescape=True)),)
+    return (or_(Product.name.icontains(q, autoescape=True), Product.description.icontains(q, autoescape=True)),)
 
 
 # `health.HealthRpc`, not an imported `HealthRpc`: `nameko run` would take that name for a second service.
@@ -68,9 +77,14 @@ class CatalogService(health.HealthRpc):
         conditions = matching(q)
         total = self.db.scalar(select(func.count()).select_from(Product).where(*conditions))
         products = self.db.execute(
-            select(*PUBLIC_COLUMNS).where(*conditions).order_by(PRODUCTS.c.sku).limit(limit).offset(offset))
-        return {"items": [dict(product) for product in products.mappings()], "total": total,
-                "limit": limit, "offset": offset}
+            select(*PUBLIC_COLUMNS).where(*conditions).order_by(PRODUCTS.c.sku).limit(limit).offset(offset)
+        )
+        return {
+            "items": [dict(product) for product in products.mappings()],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
     @rpc(expected_exceptions=EXPECTED)
     def get_product(self, sku):
@@ -85,7 +99,7 @@ class CatalogService(health.HealthRpc):
         wanted = sorted({sku for sku in skus if is_sku(sku)})
         found = []
         for start in range(0, len(wanted), SKUS_PER_QUERY):
-            chunk = wanted[start:start + SKUS_PER_QUERY]
+            chunk = wanted[start : start + SKUS_PER_QUERY]
             found.extend(self.db.execute(select(*PUBLIC_COLUMNS).where(PRODUCTS.c.sku.in_(chunk))).mappings())
         return [dict(product) for product in sorted(found, key=lambda product: product["sku"])]
 
@@ -116,8 +130,9 @@ class CatalogService(health.HealthRpc):
             # One statement, evaluated on the row as it is when locked (both sides of `=` read the old
             # values), so a concurrent reserve or release cannot slip between reading and writing the stock.
             values["on_hand"] = Product.on_hand + (changes["stock"] - Product.stock)
-        updated = self.db.execute(update(Product).where(Product.sku == sku).values(**values)
-                                  .execution_options(synchronize_session=False))
+        updated = self.db.execute(
+            update(Product).where(Product.sku == sku).values(**values).execution_options(synchronize_session=False)
+        )
         if updated.rowcount != 1:
             raise NotFound("no such product")
         [product] = stock.products_by_sku(self.db, [sku])
@@ -207,8 +222,7 @@ class CatalogService(health.HealthRpc):
         return {"status": status}
 
     def _reservation_ttl(self):
-        return timedelta(seconds=float(self.config.get("RESERVATION_TTL_SECONDS",
-                                                       DEFAULT_RESERVATION_TTL_SECONDS)))
+        return timedelta(seconds=float(self.config.get("RESERVATION_TTL_SECONDS", DEFAULT_RESERVATION_TTL_SECONDS)))
 
     def _stock_changed(self, skus):
         """Announce the products whose stock this transaction changed."""

@@ -5,6 +5,7 @@ Functions take the worker's session and write in its transaction; the caller com
 order, products in sku order and a hold's row before its products, so concurrent holds never deadlock. On
 SQLite the first UPDATE takes the database's write lock, so from there on the transaction runs alone.
 """
+
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -27,7 +28,8 @@ def take_stock(session, lines, now):
             update(Product)
             .where(Product.sku == line["sku"], Product.stock >= line["quantity"])
             .values(stock=Product.stock - line["quantity"], updated_at=now)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
         if taken.rowcount != 1:
             raise OutOfStock(f"not enough stock of {line['sku']}", {"sku": line["sku"]})
 
@@ -35,8 +37,11 @@ def take_stock(session, lines, now):
 def insert_hold(session, order_id, status, lines, now, expires_at):
     """Record the order's hold and its lines. IntegrityError when the order has a hold already (a concurrent
     caller won): the transaction must then be rolled back."""
-    session.execute(insert(StockHold).values(order_id=order_id, status=status, expires_at=expires_at,
-                                             created_at=now, updated_at=now))
+    session.execute(
+        insert(StockHold).values(
+            order_id=order_id, status=status, expires_at=expires_at, created_at=now, updated_at=now
+        )
+    )
     if lines:
         session.execute(insert(StockHoldLine), [dict(line, order_id=order_id) for line in lines])
 
@@ -44,8 +49,11 @@ def insert_hold(session, order_id, status, lines, now, expires_at):
 def commit_hold(session, order_id, now):
     """held → committed; True if this call moved it."""
     moved = session.execute(
-        update(StockHold).where(StockHold.order_id == order_id, StockHold.status == HELD)
-        .values(status=COMMITTED, updated_at=now).execution_options(synchronize_session=False))
+        update(StockHold)
+        .where(StockHold.order_id == order_id, StockHold.status == HELD)
+        .values(status=COMMITTED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
     return moved.rowcount == 1
 
 
@@ -62,16 +70,25 @@ def release_hold(session, order_id, now, expired_only=False):
     else:
         condition = (StockHold.status.in_(OUTSTANDING),)
     moved = session.execute(
-        update(StockHold).where(StockHold.order_id == order_id, *condition)
-        .values(status=RELEASED, updated_at=now).execution_options(synchronize_session=False))
+        update(StockHold)
+        .where(StockHold.order_id == order_id, *condition)
+        .values(status=RELEASED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
     if moved.rowcount != 1:
         return None
-    lines = session.execute(select(StockHoldLine.sku, StockHoldLine.quantity)
-                            .where(StockHoldLine.order_id == order_id).order_by(StockHoldLine.sku)).all()
+    lines = session.execute(
+        select(StockHoldLine.sku, StockHoldLine.quantity)
+        .where(StockHoldLine.order_id == order_id)
+        .order_by(StockHoldLine.sku)
+    ).all()
     for sku, quantity in lines:
-        session.execute(update(Product).where(Product.sku == sku)
-                        .values(stock=Product.stock + quantity, updated_at=now)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            update(Product)
+            .where(Product.sku == sku)
+            .values(stock=Product.stock + quantity, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
     return [sku for sku, _quantity in lines]
 
 
@@ -87,16 +104,23 @@ def insert_tombstone(session, order_id, now):
 
 def expired_holds(session, now, limit=100):
     """Order ids of held holds past their `expires_at`, oldest first."""
-    return session.scalars(select(StockHold.order_id)
-                           .where(StockHold.status == HELD, StockHold.expires_at < now)
-                           .order_by(StockHold.expires_at).limit(limit)).all()
+    return session.scalars(
+        select(StockHold.order_id)
+        .where(StockHold.status == HELD, StockHold.expires_at < now)
+        .order_by(StockHold.expires_at)
+        .limit(limit)
+    ).all()
 
 
 def products_by_sku(session, skus):
     """The products among `skus` as dicts, in sku order, read fresh from the database (this transaction's
     writes included)."""
-    products = session.scalars(select(Product).where(Product.sku.in_(sorted(skus))).order_by(Product.sku)
-                               .execution_options(populate_existing=True))
+    products = session.scalars(
+        select(Product)
+        .where(Product.sku.in_(sorted(skus)))
+        .order_by(Product.sku)
+        .execution_options(populate_existing=True)
+    )
     return [product.to_dict() for product in products]
 
 
@@ -108,17 +132,26 @@ def all_holds(session):
 def stock_counts(session):
     """`[{"sku", "stock", "on_hand", "held", "committed"}]` per product, in sku order: held and committed are
     the units of its lines in holds of that status. One statement, so one consistent snapshot."""
+
     def units(status):
         return func.coalesce(func.sum(case((StockHold.status == status, StockHoldLine.quantity), else_=0)), 0)
 
-    outstanding = (select(StockHoldLine.sku.label("sku"), units(HELD).label("held"),
-                          units(COMMITTED).label("committed"))
-                   .join(StockHold, StockHold.order_id == StockHoldLine.order_id)
-                   .where(StockHold.status.in_(OUTSTANDING))
-                   .group_by(StockHoldLine.sku).subquery())
+    outstanding = (
+        select(StockHoldLine.sku.label("sku"), units(HELD).label("held"), units(COMMITTED).label("committed"))
+        .join(StockHold, StockHold.order_id == StockHoldLine.order_id)
+        .where(StockHold.status.in_(OUTSTANDING))
+        .group_by(StockHoldLine.sku)
+        .subquery()
+    )
     rows = session.execute(
-        select(Product.sku, Product.stock, Product.on_hand,
-               func.coalesce(outstanding.c.held, 0).label("held"),
-               func.coalesce(outstanding.c.committed, 0).label("committed"))
-        .outerjoin(outstanding, outstanding.c.sku == Product.sku).order_by(Product.sku))
+        select(
+            Product.sku,
+            Product.stock,
+            Product.on_hand,
+            func.coalesce(outstanding.c.held, 0).label("held"),
+            func.coalesce(outstanding.c.committed, 0).label("committed"),
+        )
+        .outerjoin(outstanding, outstanding.c.sku == Product.sku)
+        .order_by(Product.sku)
+    )
     return [dict(row._mapping) for row in rows]

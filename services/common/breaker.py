@@ -15,6 +15,7 @@ here yields, so each method runs uninterrupted and needs no lock. (pybreaker, th
 RLock for the whole guarded call; under eventlet's monkey patching that serialises every call through one
 breaker: ten concurrent 0.1 s calls took 1.0 s instead of 0.1 s. So not pybreaker.)
 """
+
 import time
 from contextlib import contextmanager
 
@@ -112,5 +113,4 @@ class CircuitBreaker:
             self.on_change(old, state)
 
     def _refusal(self):
-        return CircuitOpen(f"the {self.name} service is not available (its circuit is open after repeated "
-                           f"failures)")
+        return CircuitOpen(f"the {self.name} service is not available (its circuit is open after repeated failures)")

@@ -3,6 +3,7 @@
 Values may be written `${VAR:default}`; nameko's own YAML constructors substitute them from the environment,
 so a config file means the same thing under `nameko run`, `make run` and the tests.
 """
+
 import yaml
 from nameko.cli.main import setup_yaml_parser
 

@@ -21,6 +21,7 @@ back, and their unacknowledged messages return to the queue when the connection 
 runs them again (at least once, as after a crash: a worker abandoned between its commit and its reply runs
 twice). nameko's own `stop()` waits for workers without a bound, and runs waiting messages late.
 """
+
 import logging
 
 import eventlet
@@ -58,11 +59,11 @@ class GracefulContainer(ServiceContainer):
             while not self._draining and not self._worker_pool.free():
                 self._worker_ended.wait()
             if self._draining:
-                log.info("stopping: %s.%s not started, handed back to the broker",
-                         self.service_name, entrypoint.method_name)
+                log.info(
+                    "stopping: %s.%s not started, handed back to the broker", self.service_name, entrypoint.method_name
+                )
                 raise ContainerBeingKilled()
-        return super().spawn_worker(entrypoint, args, kwargs, context_data=context_data,
-                                    handle_result=handle_result)
+        return super().spawn_worker(entrypoint, args, kwargs, context_data=context_data, handle_result=handle_result)
 
     def _handle_worker_thread_exited(self, gt, worker_ctx):
         super()._handle_worker_thread_exited(gt, worker_ctx)
@@ -80,8 +81,7 @@ class GracefulContainer(ServiceContainer):
             self._died.wait()
             return
         self._stop_begun = True
-        log.info("stopping %s: finishing running workers for at most %g s", self.service_name,
-                 self.grace_seconds)
+        log.info("stopping %s: finishing running workers for at most %g s", self.service_name, self.grace_seconds)
         timeout = eventlet.Timeout(self.grace_seconds)
         try:
             self._hold_consumer_connections()
@@ -114,12 +114,20 @@ class GracefulContainer(ServiceContainer):
             on_iteration()  # cancels consumers; asks the consume loop to end when none is left
             if consumer.should_stop and self._worker_threads and not self._being_killed:
                 consumer.should_stop = False
+
         return held_on_iteration
 
     def _abandon(self):
-        running = sorted(f"{ctx.service_name}.{ctx.entrypoint.method_name} (call {ctx.call_id})"
-                         for ctx in list(self._worker_threads))
-        log.warning("%s: shutdown grace of %g s ran out; abandoning %d running worker(s): %s; their messages "
-                    "go back to the queue", self.service_name, self.grace_seconds, len(running),
-                    ", ".join(running) or "none")
+        running = sorted(
+            f"{ctx.service_name}.{ctx.entrypoint.method_name} (call {ctx.call_id})"
+            for ctx in list(self._worker_threads)
+        )
+        log.warning(
+            "%s: shutdown grace of %g s ran out; abandoning %d running worker(s): %s; their messages "
+            "go back to the queue",
+            self.service_name,
+            self.grace_seconds,
+            len(running),
+            ", ".join(running) or "none",
+        )
         self.kill()

@@ -4,6 +4,7 @@ The gateway takes the caller's `X-Request-ID` (when it is sane) or makes one; na
 the headers of every RPC request and event a worker sends, so the id reaches every service that works on the
 request. `RequestIdFilter` puts it on log records as `%(request_id)s`.
 """
+
 import logging
 import re
 import uuid

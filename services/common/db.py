@@ -4,9 +4,10 @@ nameko sends an RPC reply (or acks an event) *before* it calls `worker_result`, 
 a caller see an answer for a write that is not yet visible, or lost. `Database` commits when the entrypoint
 method returns instead, before the reply leaves.
 """
+
 import functools
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from nameko.extensions import DependencyProvider
 from sqlalchemy import DateTime, create_engine, event
@@ -16,14 +17,14 @@ from sqlalchemy.types import TypeDecorator
 
 
 def utcnow():
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso_utc(moment):
     """`moment` as the API writes timestamps: ISO 8601 in UTC with microseconds and `Z` (None stays None)."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class UtcDateTime(TypeDecorator):
@@ -34,11 +35,11 @@ class UtcDateTime(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
-        return value.astimezone(timezone.utc) if value is not None else None
+        return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -113,8 +114,7 @@ class Database(DependencyProvider):
         self.sessions = {}
 
     def setup(self):
-        self.engine = make_engine(self.container.config[self.url_key],
-                                  **pool_options(self.container.max_workers))
+        self.engine = make_engine(self.container.config[self.url_key], **pool_options(self.container.max_workers))
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 
     def stop(self):

@@ -4,6 +4,7 @@ An event lands in `parked-<service>` after its handler failed `EVENT_MAX_ATTEMPT
 `list` prints each parked event (queue it came from, attempts, error, payload) and leaves it parked; `replay`
 sends every parked event back to the queue it came from with its attempt count reset, once the cause is fixed.
 """
+
 import json
 import sys
 
@@ -22,10 +23,14 @@ def parked_events(amqp_uri, service_name, ssl=None):
         fetched = []
         while (message := queue.get(no_ack=False)) is not None:
             fetched.append(message)
-            events.append({"queue": message.headers.get(QUEUE_HEADER),
-                           "attempts": message.headers.get(ATTEMPTS_HEADER),
-                           "error": message.headers.get(ERROR_HEADER),
-                           "payload": message.payload})
+            events.append(
+                {
+                    "queue": message.headers.get(QUEUE_HEADER),
+                    "attempts": message.headers.get(ATTEMPTS_HEADER),
+                    "error": message.headers.get(ERROR_HEADER),
+                    "payload": message.payload,
+                }
+            )
         for message in fetched:  # give them all back, in order
             message.requeue()
     return events
@@ -42,9 +47,15 @@ def replay(amqp_uri, service_name, ssl=None):
         while (message := queue.get(no_ack=False)) is not None:
             headers = dict(message.headers, **{ATTEMPTS_HEADER: 0})
             headers.pop(ERROR_HEADER, None)
-            producer.publish(message.body, exchange="", routing_key=headers[QUEUE_HEADER], headers=headers,
-                             content_type=message.content_type, content_encoding=message.content_encoding,
-                             delivery_mode=2)
+            producer.publish(
+                message.body,
+                exchange="",
+                routing_key=headers[QUEUE_HEADER],
+                headers=headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                delivery_mode=2,
+            )
             message.ack()
             count += 1
     return count

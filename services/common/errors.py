@@ -4,6 +4,7 @@ Each class is registered with nameko's `deserialize_to_instance`, so a caller th
 same class back from an RPC call (not a bare `RemoteError`), message and details intact. Declare them in
 `@rpc(expected_exceptions=EXPECTED)` so nameko does not log them as failures.
 """
+
 import json
 
 from nameko.exceptions import deserialize_to_instance

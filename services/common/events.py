@@ -10,6 +10,7 @@ Redelivery happens (a relay publishes twice, a retry races a late success), so h
 `first_delivery(session, event_id, handler)` before their effect: it records the event id in the
 `processed_events` table in the same transaction as the effect, and answers False for an event already applied.
 """
+
 import logging
 import traceback
 
@@ -32,7 +33,8 @@ MAX_BACKOFF_SECONDS = 60.0
 def processed_events_table(metadata: MetaData):
     """The `processed_events` table on a service's metadata: which handler applied which event."""
     return Table(
-        "processed_events", metadata,
+        "processed_events",
+        metadata,
         Column("event_id", String(64), primary_key=True),
         Column("handler", String(200), primary_key=True),
         Column("processed_at", UtcDateTime, nullable=False),
@@ -50,12 +52,12 @@ def first_delivery(session, event_id, handler):
     make RPC calls before this (it writes).
     """
     table = PROCESSED_EVENTS
-    seen = session.execute(select(table.c.event_id).where(
-        table.c.event_id == event_id, table.c.handler == handler)).first()
+    seen = session.execute(
+        select(table.c.event_id).where(table.c.event_id == event_id, table.c.handler == handler)
+    ).first()
     if seen:
         return False
-    session.execute(insert(table).values(event_id=event_id, handler=handler,
-                                         processed_at=utcnow()))
+    session.execute(insert(table).values(event_id=event_id, handler=handler, processed_at=utcnow()))
     return True
 
 
@@ -70,8 +72,11 @@ def parked_queue(service_name):
 
 def retry_queue(queue_name):
     """Messages wait here until they expire, then the broker dead-letters them back to `queue_name`."""
-    return Queue(f"{queue_name}.retry", durable=True, queue_arguments={
-        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name})
+    return Queue(
+        f"{queue_name}.retry",
+        durable=True,
+        queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name},
+    )
 
 
 class ReliableEventHandler(EventHandler):
@@ -82,8 +87,7 @@ class ReliableEventHandler(EventHandler):
         config = self.container.config
         self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
         self.retry_seconds = float(config.get("EVENT_RETRY_SECONDS", 1))
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY),
-                                   use_confirms=True)
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY), use_confirms=True)
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is not None:
@@ -101,16 +105,23 @@ class ReliableEventHandler(EventHandler):
         if attempt < self.max_attempts:
             delay = retry_delay(attempt, self.retry_seconds)
             queue = retry_queue(self.queue.name)
-            log.warning("event %s failed (attempt %d of %d); retrying in %.1f s",
-                        self.queue.name, attempt, self.max_attempts, delay)
-            self.publisher.publish(message.payload, exchange="", routing_key=queue.name, headers=headers,
-                                   expiration=delay, declare=[queue])
+            log.warning(
+                "event %s failed (attempt %d of %d); retrying in %.1f s",
+                self.queue.name,
+                attempt,
+                self.max_attempts,
+                delay,
+            )
+            self.publisher.publish(
+                message.payload, exchange="", routing_key=queue.name, headers=headers, expiration=delay, declare=[queue]
+            )
         else:
             queue = parked_queue(self.container.service_name)
             headers[ERROR_HEADER] = "".join(traceback.format_exception_only(*exc_info[:2])).strip()[:1000]
             log.error("event %s failed %d times; parked in %s", self.queue.name, attempt, queue.name)
-            self.publisher.publish(message.payload, exchange="", routing_key=queue.name, headers=headers,
-                                   declare=[queue])
+            self.publisher.publish(
+                message.payload, exchange="", routing_key=queue.name, headers=headers, declare=[queue]
+            )
 
 
 reliable_event_handler = ReliableEventHandler.decorator

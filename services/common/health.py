@@ -1,4 +1,5 @@
 """The `health` RPC every service answers: the gateway's `/health` and container healthchecks call it."""
+
 from sqlalchemy import text
 
 from services.common.rpc import rpc

@@ -11,10 +11,11 @@ Every line goes through `redact` on its way out: card-number-like digit runs kee
 bearer tokens and JWTs are masked, and so is the value of any key that names a password, token, secret,
 authorization or card number. `RedactingFilter` does the same for handlers that use another formatter.
 """
+
 import logging
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from eventlet.corolocal import local
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -37,7 +38,8 @@ _BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _KEY_VALUE = re.compile(
     r"""(?P<key>[\w-]*(?:passw(?:or)?d|secret|token|authorization|card_?number)[\w-]*)"""
     r"""(?P<sep>\s*=\s*["']?|["']\s*:\s*["']?)(?P<value>[^\s"',;&}\]]+)""",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # Every key _KEY_VALUE can match contains one of these (lower case): its alternatives spelled out.
 _KEY_WORDS = ("password", "passwd", "secret", "token", "authorization", "cardnumber", "card_number")
 # 12 to 19 digits, optionally grouped by single spaces or dashes, standing alone: not inside a word, a hex id,
@@ -147,8 +149,9 @@ def worker_fields():
 
 # --- formatters ----------------------------------------------------------------------------------------------
 
+
 def iso_time(created):
-    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class JsonFormatter(_JsonFormatter):
@@ -165,14 +168,15 @@ class JsonFormatter(_JsonFormatter):
         log_data["logger"] = record.name
         for key, value in vars(record).items():
             # request_id: RequestIdFilter puts "-" there; the worker's own value is already in.
-            if key not in _STANDARD_ATTRS and key not in log_data and key != "request_id" \
-                    and not key.startswith("_"):
+            if key not in _STANDARD_ATTRS and key not in log_data and key != "request_id" and not key.startswith("_"):
                 log_data[key] = value
         log_data.update(message_dict)  # exc_info, stack_info
 
     def process_log_record(self, log_data):
-        return {key: value if key in ("time", "level", "logger") else redact(_plain(value), key)
-                for key, value in log_data.items()}
+        return {
+            key: value if key in ("time", "level", "logger") else redact(_plain(value), key)
+            for key, value in log_data.items()
+        }
 
 
 def _plain(value):
@@ -255,5 +259,13 @@ def log_worker_end(kind, service, entrypoint, duration, outcome):
     is not a clock; everything else is INFO."""
     level = logging.DEBUG if kind == "timer" and outcome == "success" else logging.INFO
     if worker_log.isEnabledFor(level):
-        worker_log.log(level, "%s %s.%s %s in %.1f ms", kind, service, entrypoint, outcome, duration * 1000,
-                       extra={"kind": kind, "duration": round(duration, 6), "outcome": outcome})
+        worker_log.log(
+            level,
+            "%s %s.%s %s in %.1f ms",
+            kind,
+            service,
+            entrypoint,
+            outcome,
+            duration * 1000,
+            extra={"kind": kind, "duration": round(duration, 6), "outcome": outcome},
+        )

@@ -13,6 +13,7 @@ The metrics live in the process's default registry, next to prometheus_client's 
 memory, open files). Every label value comes from the code (service, entrypoint and target names, a fixed set
 of kinds, outcomes and reasons), never from a request, so the number of series is bounded.
 """
+
 import logging
 import time
 from contextlib import contextmanager
@@ -43,47 +44,64 @@ ENTRYPOINT_CALLS = Counter(
     "cartmesh_entrypoint_calls_total",
     "Workers finished, by entrypoint and outcome (success, expected_error: one of the entrypoint's "
     "expected_exceptions or an HTTP 4xx, error: anything else or an HTTP 5xx).",
-    ["service", "entrypoint", "kind", "outcome"])
+    ["service", "entrypoint", "kind", "outcome"],
+)
 ENTRYPOINT_DURATION = Histogram(
-    "cartmesh_entrypoint_duration_seconds", "How long workers ran, by entrypoint.",
-    ["service", "entrypoint", "kind"], buckets=BUCKETS)
-WORKERS_IN_FLIGHT = Gauge(
-    "cartmesh_workers_in_flight", "Workers running now.", ["service"])
+    "cartmesh_entrypoint_duration_seconds",
+    "How long workers ran, by entrypoint.",
+    ["service", "entrypoint", "kind"],
+    buckets=BUCKETS,
+)
+WORKERS_IN_FLIGHT = Gauge("cartmesh_workers_in_flight", "Workers running now.", ["service"])
 RPC_CLIENT_DURATION = Histogram(
     "cartmesh_rpc_client_duration_seconds",
     "How long outgoing RPC calls took, answered or not, by target service.",
-    ["service", "target"], buckets=BUCKETS)
+    ["service", "target"],
+    buckets=BUCKETS,
+)
 RPC_CLIENT_FAILURES = Counter(
     "cartmesh_rpc_client_failures_total",
     "Outgoing RPC calls that got no answer: timeout (the target consumes but did not answer in time), "
     "unavailable (nothing consumes the target's queue, or the broker is away) or circuit_open (refused by the "
     "caller's circuit breaker, never sent).",
-    ["service", "target", "reason"])
+    ["service", "target", "reason"],
+)
 RPC_CLIENT_RETRIES = Counter(
-    "cartmesh_rpc_client_retries_total", "Outgoing reads sent a second time after a timeout or unavailable.",
-    ["service", "target"])
+    "cartmesh_rpc_client_retries_total",
+    "Outgoing reads sent a second time after a timeout or unavailable.",
+    ["service", "target"],
+)
 CIRCUIT_STATE = Gauge(
-    "cartmesh_circuit_state", "The caller's circuit breaker to a target service: 0 closed, 1 half-open, 2 open.",
-    ["service", "target"])
+    "cartmesh_circuit_state",
+    "The caller's circuit breaker to a target service: 0 closed, 1 half-open, 2 open.",
+    ["service", "target"],
+)
 CACHE_REQUESTS = Counter(
-    "cartmesh_cache_requests_total", "Reads of an in-process cache, by result (hit or miss).",
-    ["service", "cache", "result"])
+    "cartmesh_cache_requests_total",
+    "Reads of an in-process cache, by result (hit or miss).",
+    ["service", "cache", "result"],
+)
 CACHE_INVALIDATIONS = Counter(
-    "cartmesh_cache_invalidations_total", "Entries dropped from an in-process cache because their source changed "
-    "(a key, or the whole cache).", ["service", "cache"])
-OUTBOX_BACKLOG = Gauge(
-    "cartmesh_outbox_backlog", "Events recorded in the outbox and not yet published.", ["service"])
+    "cartmesh_cache_invalidations_total",
+    "Entries dropped from an in-process cache because their source changed (a key, or the whole cache).",
+    ["service", "cache"],
+)
+OUTBOX_BACKLOG = Gauge("cartmesh_outbox_backlog", "Events recorded in the outbox and not yet published.", ["service"])
 HTTP_REQUESTS = Counter(
-    "cartmesh_http_requests_total", "HTTP requests answered, by route template and status code.",
-    ["service", "method", "route", "status"])
+    "cartmesh_http_requests_total",
+    "HTTP requests answered, by route template and status code.",
+    ["service", "method", "route", "status"],
+)
 HTTP_DURATION = Histogram(
-    "cartmesh_http_request_duration_seconds", "How long HTTP requests took, by route template.",
-    ["service", "method", "route"], buckets=BUCKETS)
+    "cartmesh_http_request_duration_seconds",
+    "How long HTTP requests took, by route template.",
+    ["service", "method", "route"],
+    buckets=BUCKETS,
+)
 
 
 # Checked in order: EventHandler is a Consumer.
-_KINDS = ((HttpRequestHandler, "http"), (Rpc, "rpc"), (EventHandler, "event"), (Timer, "timer"),
-          (Consumer, "consumer"))
+_KINDS = ((HttpRequestHandler, "http"), (Rpc, "rpc"), (EventHandler, "event"), (Timer, "timer"), (Consumer, "consumer"))
 
 
 def entrypoint_kind(entrypoint):
@@ -226,8 +244,7 @@ class Telemetry(DependencyProvider):
             WORKERS_IN_FLIGHT.labels(service).inc()
             self.in_flight.add(worker_ctx)
             trace_id = tracing.start_worker_span(worker_ctx, kind)
-            logs.bind_worker(service, worker_ctx.entrypoint.method_name, worker_ctx.data.get("request_id"),
-                             trace_id)
+            logs.bind_worker(service, worker_ctx.entrypoint.method_name, worker_ctx.data.get("request_id"), trace_id)
             self.started_at[worker_ctx] = (time.perf_counter(), kind)
         except Exception:
             log.exception("telemetry could not set up %s", worker_ctx)

@@ -4,6 +4,7 @@
 `DATABASE_URL`) to the newest revision; `make run`, the containers and the tests all use it. On PostgreSQL it
 holds an advisory lock, so replicas that start together migrate one at a time.
 """
+
 import os
 import sys
 import zlib

@@ -9,6 +9,7 @@ between publish and marking publishes it again: every event carries `event_id`, 
 they processed (`services.common.events.first_delivery`). On PostgreSQL, relays of several instances take rows
 with `FOR UPDATE SKIP LOCKED`, so they do not publish the same row at the same time.
 """
+
 import json
 import logging
 import time
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 def outbox_table(metadata: MetaData):
     """The `outbox` table on a service's metadata (each service keeps its own, in its own database)."""
     return Table(
-        "outbox", metadata,
+        "outbox",
+        metadata,
         Column("id", String(36), primary_key=True),
         Column("event_type", String(100), nullable=False),
         Column("payload", Text, nullable=False),
@@ -70,8 +72,9 @@ class Outbox(DependencyProvider, HeaderEncoder):
         config = self.container.config
         self.poll_seconds = float(config.get("OUTBOX_POLL_SECONDS", 1))
         self.exchange = get_event_exchange(self.container.service_name, config)
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY),
-                                   use_confirms=True, declare=[self.exchange])
+        self.publisher = Publisher(
+            config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY), use_confirms=True, declare=[self.exchange]
+        )
         self._database()  # fail at setup, not at the first emit
 
     def _database(self):
@@ -101,9 +104,15 @@ class Outbox(DependencyProvider, HeaderEncoder):
             headers = producer_headers(worker_ctx, event_type, self.get_message_headers(worker_ctx))
             event_id = str(uuid.uuid4())
             body = dict(payload, event_id=event_id)
-            session.execute(insert(self.table).values(
-                id=event_id, event_type=event_type, payload=json.dumps(body), headers=json.dumps(headers),
-                created_at=utcnow()))
+            session.execute(
+                insert(self.table).values(
+                    id=event_id,
+                    event_type=event_type,
+                    payload=json.dumps(body),
+                    headers=json.dumps(headers),
+                    created_at=utcnow(),
+                )
+            )
             after_commit(session, self.wake)
             return event_id
 
@@ -135,21 +144,31 @@ class Outbox(DependencyProvider, HeaderEncoder):
         """Publish one batch of unpublished events; returns how many were published."""
         engine = self._database().engine
         with engine.begin() as connection:
-            query = select(self.table).where(self.table.c.published_at.is_(None)).order_by(
-                self.table.c.created_at).limit(self.batch_size)
+            query = (
+                select(self.table)
+                .where(self.table.c.published_at.is_(None))
+                .order_by(self.table.c.created_at)
+                .limit(self.batch_size)
+            )
             if connection.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = connection.execute(query).all()
             for row in rows:
-                self.publisher.publish(json.loads(row.payload), exchange=self.exchange,
-                                       routing_key=row.event_type, headers=json.loads(row.headers))
+                self.publisher.publish(
+                    json.loads(row.payload),
+                    exchange=self.exchange,
+                    routing_key=row.event_type,
+                    headers=json.loads(row.headers),
+                )
             if rows:
-                connection.execute(update(self.table).where(self.table.c.id.in_([r.id for r in rows]))
-                                   .values(published_at=utcnow()))
+                connection.execute(
+                    update(self.table).where(self.table.c.id.in_([r.id for r in rows])).values(published_at=utcnow())
+                )
         return len(rows)
 
     def backlog(self):
         """How many recorded events are not published yet."""
         with self._database().engine.connect() as connection:
-            return connection.execute(select(func.count()).select_from(self.table).where(
-                self.table.c.published_at.is_(None))).scalar_one()
+            return connection.execute(
+                select(func.count()).select_from(self.table).where(self.table.c.published_at.is_(None))
+            ).scalar_one()

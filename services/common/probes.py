@@ -13,6 +13,7 @@ services in one process); the server starts with the first such container and st
 
 Served with eventlet's own WSGI server: no web framework, no access log.
 """
+
 import json
 import logging
 import sqlite3
@@ -76,6 +77,7 @@ def render_metrics(accept_header=None):
 
 # --- checks -----------------------------------------------------------------------------------------------
 
+
 class DatabaseCheck:
     """`SELECT 1` on a fresh connection (not the service's pool, so a pooled connection to a database that has
     gone away does not hide it). A SQLite file is opened read-write without being created: a missing file is
@@ -87,11 +89,19 @@ class DatabaseCheck:
         if url.get_backend_name() == "sqlite":
             path = url.database
             if path and path != ":memory:":
-                self.engine = create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(
-                    f"file:{path}?mode=rw", uri=True, timeout=DEFAULT_READINESS_TIMEOUT))
+                self.engine = create_engine(
+                    "sqlite://",
+                    poolclass=NullPool,
+                    creator=lambda: sqlite3.connect(
+                        f"file:{path}?mode=rw", uri=True, timeout=DEFAULT_READINESS_TIMEOUT
+                    ),
+                )
         else:
-            connect_args = {"connect_timeout": int(max(DEFAULT_READINESS_TIMEOUT, 2))} \
-                if url.get_backend_name() == "postgresql" else {}
+            connect_args = (
+                {"connect_timeout": int(max(DEFAULT_READINESS_TIMEOUT, 2))}
+                if url.get_backend_name() == "postgresql"
+                else {}
+            )
             self.engine = create_engine(make_url(url), poolclass=NullPool, connect_args=connect_args)
 
     def __call__(self):
@@ -104,10 +114,12 @@ class DatabaseCheck:
 
 def broker_check(amqp_uri, ssl, timeout):
     """A check that opens (and closes) a connection to the broker at `amqp_uri`."""
+
     def check():
         with Connection(amqp_uri, ssl=ssl, connect_timeout=timeout) as connection:
             # No waiting between attempts: the probe answers now, the prober asks again later.
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+
     return check
 
 
@@ -128,8 +140,9 @@ class ProbeServer:
         self.members = {}  # extension -> {name: DatabaseCheck} of its container
         self.socket = eventlet.listen((bind, port))
         self.address = self.socket.getsockname()[:2]
-        self.thread = eventlet.spawn(wsgi.server, self.socket, self.app, log=log, log_output=False,
-                                     debug=False, socket_timeout=30, max_size=32)
+        self.thread = eventlet.spawn(
+            wsgi.server, self.socket, self.app, log=log, log_output=False, debug=False, socket_timeout=30, max_size=32
+        )
         log.info("probes and metrics on http://%s:%s", *self.address)
 
     def add(self, extension):
@@ -159,8 +172,9 @@ class ProbeServer:
             config = container.config
             timeout = float(config.get("READINESS_TIMEOUT") or DEFAULT_READINESS_TIMEOUT)
             # One broker check per broker, even with several containers on it.
-            checks.setdefault("broker", (broker_check(config[AMQP_URI_CONFIG_KEY],
-                                                      config.get(AMQP_SSL_CONFIG_KEY), timeout), timeout))
+            checks.setdefault(
+                "broker", (broker_check(config[AMQP_URI_CONFIG_KEY], config.get(AMQP_SSL_CONFIG_KEY), timeout), timeout)
+            )
             for provider in container.dependencies:
                 if isinstance(provider, Database) and provider.engine is not None:
                     name = f"{container.service_name}.{provider.attr_name}"
@@ -193,8 +207,7 @@ class ProbeServer:
     def app(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return _answer(start_response, "405 Method Not Allowed", {"error": "GET only"},
-                           [("Allow", "GET, HEAD")])
+            return _answer(start_response, "405 Method Not Allowed", {"error": "GET only"}, [("Allow", "GET, HEAD")])
         try:
             if path == "/metrics":
                 body, content_type = render_metrics(environ.get("HTTP_ACCEPT"))
@@ -202,8 +215,11 @@ class ProbeServer:
                 return [body]
             if path == "/health/live":
                 live = self.live()
-                return _answer(start_response, "200 OK" if live else "503 Service Unavailable",
-                               {"status": "ok" if live else "unavailable"})
+                return _answer(
+                    start_response,
+                    "200 OK" if live else "503 Service Unavailable",
+                    {"status": "ok" if live else "unavailable"},
+                )
             if path == "/health/ready":
                 ready, results = self.ready()
                 body = {"status": "ok" if ready else "unavailable", "checks": results}
@@ -214,12 +230,14 @@ class ProbeServer:
         except Exception:
             log.exception("probe %s failed", path)
             return _answer(start_response, "500 Internal Server Error", {"error": "probe failed"})
-        return _answer(start_response, "404 Not Found", {"error": "not found",
-                                                          "paths": ["/metrics", "/health/live", "/health/ready"]})
+        return _answer(
+            start_response,
+            "404 Not Found",
+            {"error": "not found", "paths": ["/metrics", "/health/live", "/health/ready"]},
+        )
 
 
 def _answer(start_response, status, payload, headers=()):
     body = json.dumps(payload, sort_keys=True).encode()
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                            *headers])
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
     return [body]

@@ -7,6 +7,7 @@ replaces that function with one that keeps the `Connection` object per set of ar
 straight to the same pool of producers (the pools, their connections and channels are kombu's, unchanged).
 Every publisher in the process benefits: RPC requests and replies, events, the outbox relay.
 """
+
 from contextlib import contextmanager
 
 from kombu import Connection
@@ -26,13 +27,15 @@ def _key(amqp_uri, confirms, ssl, login_method, transport_options):
 @contextmanager
 def get_producer(amqp_uri, confirms=True, ssl=None, login_method=None, transport_options=None):
     """nameko's `get_producer` (same arguments, same pooled producer), with the `Connection` object kept."""
-    options = dict(DEFAULT_TRANSPORT_OPTIONS if transport_options is None else transport_options,
-                   confirm_publish=confirms)
+    options = dict(
+        DEFAULT_TRANSPORT_OPTIONS if transport_options is None else transport_options, confirm_publish=confirms
+    )
     key = _key(amqp_uri, confirms, ssl, login_method, options)
     connection = _connections.get(key)
     if connection is None:
-        connection = _connections[key] = Connection(amqp_uri, transport_options=options, ssl=ssl,
-                                                    login_method=login_method)
+        connection = _connections[key] = Connection(
+            amqp_uri, transport_options=options, ssl=ssl, login_method=login_method
+        )
     with producers[connection].acquire(block=True) as producer:
         yield producer
 

@@ -23,17 +23,20 @@ is away is logged and dropped. nameko lets that error end the worker's managed t
 container (and `nameko run` with it): every service busy with a request when the broker went away died with it.
 The caller has its own timeout, and the unacknowledged request goes back to the queue with the connection.
 """
+
 import logging
 import random
 import uuid
 from contextlib import nullcontext
 
 import eventlet
-from amqp.exceptions import ConnectionError as AmqpConnectionError, RecoverableConnectionError
+from amqp.exceptions import ConnectionError as AmqpConnectionError
+from amqp.exceptions import RecoverableConnectionError
 from kombu import Connection
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import UndeliverableMessage
-from nameko.rpc import MethodProxy, Rpc as RpcEntrypoint, RpcProxy, RpcReply, ServiceProxy, get_rpc_exchange
+from nameko.rpc import MethodProxy, RpcProxy, RpcReply, ServiceProxy, get_rpc_exchange
+from nameko.rpc import Rpc as RpcEntrypoint
 
 from services.common import metrics
 from services.common.breaker import CLOSED, CircuitBreaker, CircuitOpen
@@ -47,8 +50,13 @@ DEFAULT_BREAKER_RESET_SECONDS = 10.0
 # A failed publish is retried once, at once: enough to replace a pooled connection the broker has closed (after
 # it restarted), not enough to keep a caller waiting while the broker is down.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
-PUBLISH_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2,
-                             "connect_timeout": 1}
+PUBLISH_TRANSPORT_OPTIONS = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+    "connect_timeout": 1,
+}
 # What the broker being away looks like to a publisher (kombu wraps socket errors in OperationalError).
 BROKER_ERRORS = (OSError, OperationalError, AmqpConnectionError, RecoverableConnectionError)
 
@@ -82,15 +90,24 @@ def is_no_answer(exc):
 
 
 class TimedMethodProxy(MethodProxy):
-    def __init__(self, worker_ctx, service_name, method_name, reply_listener, timeout, breaker=None,
-                 retry=False, retry_jitter=DEFAULT_RETRY_JITTER_SECONDS, **options):
+    def __init__(
+        self,
+        worker_ctx,
+        service_name,
+        method_name,
+        reply_listener,
+        timeout,
+        breaker=None,
+        retry=False,
+        retry_jitter=DEFAULT_RETRY_JITTER_SECONDS,
+        **options,
+    ):
         self.timeout = timeout
         self.breaker = breaker
         self.retry = retry
         self.retry_jitter = retry_jitter
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
-        super().__init__(worker_ctx, service_name, method_name, reply_listener,
-                         expiration=timeout, **options)
+        super().__init__(worker_ctx, service_name, method_name, reply_listener, expiration=timeout, **options)
         # An instance attribute: nameko's class-level default is shared by every publisher, and mutated.
         self.publisher.transport_options = dict(PUBLISH_TRANSPORT_OPTIONS)
 
@@ -135,17 +152,22 @@ class TimedMethodProxy(MethodProxy):
         try:
             with eventlet.Timeout(self.timeout):
                 self.publisher.publish(
-                    {"args": args, "kwargs": kwargs}, exchange=get_rpc_exchange(self.container.config),
-                    routing_key=f"{self.service_name}.{self.method_name}", mandatory=True,
-                    reply_to=self.reply_listener.routing_key, correlation_id=correlation_id,
-                    extra_headers=self.get_message_headers(self.worker_ctx))
+                    {"args": args, "kwargs": kwargs},
+                    exchange=get_rpc_exchange(self.container.config),
+                    routing_key=f"{self.service_name}.{self.method_name}",
+                    mandatory=True,
+                    reply_to=self.reply_listener.routing_key,
+                    correlation_id=correlation_id,
+                    extra_headers=self.get_message_headers(self.worker_ctx),
+                )
         except UndeliverableMessage:  # no queue bound for the service: publisher confirms tell at once
             self.reply_listener._reply_events.pop(correlation_id, None)
             raise ServiceUnavailable(f"the {self.service_name} service is not available")
         except (eventlet.Timeout,) + BROKER_ERRORS:
             self.reply_listener._reply_events.pop(correlation_id, None)
-            raise ServiceUnavailable(f"the {self.service_name} service is not available (the message broker "
-                                     f"is not reachable)")
+            raise ServiceUnavailable(
+                f"the {self.service_name} service is not available (the message broker is not reachable)"
+            )
         return RpcReply(reply_event)
 
     def get_message_headers(self, worker_ctx):
@@ -161,8 +183,17 @@ class TimedMethodProxy(MethodProxy):
 
 
 class TimedServiceProxy(ServiceProxy):
-    def __init__(self, worker_ctx, service_name, reply_listener, timeout, breaker=None, idempotent=(),
-                 retry_jitter=DEFAULT_RETRY_JITTER_SECONDS, **options):
+    def __init__(
+        self,
+        worker_ctx,
+        service_name,
+        reply_listener,
+        timeout,
+        breaker=None,
+        idempotent=(),
+        retry_jitter=DEFAULT_RETRY_JITTER_SECONDS,
+        **options,
+    ):
         super().__init__(worker_ctx, service_name, reply_listener, **options)
         self.timeout = timeout
         self.breaker = breaker
@@ -170,9 +201,17 @@ class TimedServiceProxy(ServiceProxy):
         self.retry_jitter = retry_jitter
 
     def __getattr__(self, name):
-        return TimedMethodProxy(self.worker_ctx, self.service_name, name, self.reply_listener,
-                                self.timeout, breaker=self.breaker, retry=name in self.idempotent,
-                                retry_jitter=self.retry_jitter, **self.options)
+        return TimedMethodProxy(
+            self.worker_ctx,
+            self.service_name,
+            name,
+            self.reply_listener,
+            self.timeout,
+            breaker=self.breaker,
+            retry=name in self.idempotent,
+            retry_jitter=self.retry_jitter,
+            **self.options,
+        )
 
 
 class Rpc(RpcProxy):
@@ -201,21 +240,30 @@ class Rpc(RpcProxy):
         if failures > 0:
             service, target = self.container.service_name, self.target_service
             self.breaker = CircuitBreaker(
-                target, failures=failures,
+                target,
+                failures=failures,
                 reset_seconds=float(config.get("BREAKER_RESET_SECONDS") or DEFAULT_BREAKER_RESET_SECONDS),
-                on_change=lambda old, new: self._circuit_changed(old, new))
+                on_change=lambda old, new: self._circuit_changed(old, new),
+            )
             metrics.set_circuit_state(service, target, self.breaker.state)
 
     def _circuit_changed(self, old, new):
         metrics.set_circuit_state(self.container.service_name, self.target_service, new)
-        log.log(logging.INFO if new == CLOSED else logging.WARNING, "circuit to %s: %s -> %s",
-                self.target_service, old, new)
+        log.log(
+            logging.INFO if new == CLOSED else logging.WARNING, "circuit to %s: %s -> %s", self.target_service, old, new
+        )
 
     def get_dependency(self, worker_ctx):
-        return TimedServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener, self.timeout,
-                                 breaker=self.breaker, idempotent=self.idempotent,
-                                 retry_jitter=self.retry_jitter, **self.options)
-
+        return TimedServiceProxy(
+            worker_ctx,
+            self.target_service,
+            self.rpc_reply_listener,
+            self.timeout,
+            breaker=self.breaker,
+            idempotent=self.idempotent,
+            retry_jitter=self.retry_jitter,
+            **self.options,
+        )
 
 
 class ResilientRpc(RpcEntrypoint):
@@ -225,8 +273,11 @@ class ResilientRpc(RpcEntrypoint):
         try:
             return super().handle_result(message, worker_ctx, result, exc_info)
         except BROKER_ERRORS as exc:
-            log.warning("the reply of %s could not be sent (the message broker is not reachable): %s",
-                        message.delivery_info.get("routing_key"), exc)
+            log.warning(
+                "the reply of %s could not be sent (the message broker is not reachable): %s",
+                message.delivery_info.get("routing_key"),
+                exc,
+            )
             return result, exc_info
 
 

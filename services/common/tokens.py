@@ -9,6 +9,7 @@ Verification trusts nothing in the header but the key id: the algorithm must be 
 HS512 or RS256 headers are refused before any signature check), the key id must be one of the configured keys,
 and `iss`, `aud`, `sub`, `iat` and `exp` must be present and right.
 """
+
 import hashlib
 import hmac
 import time
@@ -51,8 +52,13 @@ def issue_token(secret, user, ttl_seconds, now=None):
     """A signed token for `user` ({"id", "email", "is_admin"}) valid for `ttl_seconds`."""
     now = int(now if now is not None else time.time())
     claims = {
-        "sub": user["id"], "email": user["email"], "admin": bool(user["is_admin"]),
-        "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + int(ttl_seconds),
+        "sub": user["id"],
+        "email": user["email"],
+        "admin": bool(user["is_admin"]),
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + int(ttl_seconds),
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM, headers={"kid": key_id(secret)})
 
@@ -72,7 +78,13 @@ def verify_token(keys, token):
     if header.get("alg") != ALGORITHM or secret is None or set(header) - ALLOWED_HEADER:
         raise Unauthorized(REFUSED)
     try:
-        return jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
-                          options={"require": REQUIRED_CLAIMS})
+        return jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": REQUIRED_CLAIMS},
+        )
     except jwt.PyJWTError:
         raise Unauthorized(REFUSED) from None

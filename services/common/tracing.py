@@ -14,6 +14,7 @@ span's own `traceparent` into `worker_ctx.data`. RPC calls get a CLIENT span of 
 Each service gets its own tracer provider, so the spans of several services in one process (tests) still carry
 their own `service.name`.
 """
+
 import logging
 import os
 import threading
@@ -65,8 +66,10 @@ def configure_from_env():
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
                 configure(OTLPSpanExporter(), batch=True)
-                log.info("tracing on: spans are exported over OTLP to %s",
-                         os.environ.get(ENDPOINT_VARIABLES[1]) or os.environ.get(ENDPOINT_VARIABLES[0]))
+                log.info(
+                    "tracing on: spans are exported over OTLP to %s",
+                    os.environ.get(ENDPOINT_VARIABLES[1]) or os.environ.get(ENDPOINT_VARIABLES[0]),
+                )
     return enabled()
 
 
@@ -92,8 +95,7 @@ def _tracer(service_name):
         from opentelemetry.sdk.trace import TracerProvider
 
         # shutdown_on_exit=False: the processor is shared by every provider; `disable` shuts it down once.
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                                  shutdown_on_exit=False)
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}), shutdown_on_exit=False)
         provider.add_span_processor(_state["processor"])
         providers[service_name] = provider
     return provider.get_tracer("cartmesh")
@@ -119,8 +121,12 @@ def _parent_context(worker_ctx):
 
 
 # Span kinds by entrypoint kind (see metrics.entrypoint_kind).
-_SPAN_KINDS = {"rpc": SpanKind.SERVER, "http": SpanKind.SERVER, "event": SpanKind.CONSUMER,
-               "consumer": SpanKind.CONSUMER}
+_SPAN_KINDS = {
+    "rpc": SpanKind.SERVER,
+    "http": SpanKind.SERVER,
+    "event": SpanKind.CONSUMER,
+    "consumer": SpanKind.CONSUMER,
+}
 
 
 def start_worker_span(worker_ctx, kind):
@@ -133,15 +139,23 @@ def start_worker_span(worker_ctx, kind):
     if kind == "http" and worker_ctx.args:  # a caller of the gateway may send its own trace context
         carrier = getattr(worker_ctx.args[0], "headers", None) or {}
     service = worker_ctx.service_name
-    attributes = {"rpc.system": "nameko", "rpc.service": service, "rpc.method": entrypoint.method_name,
-                  "cartmesh.entrypoint.kind": kind}
+    attributes = {
+        "rpc.system": "nameko",
+        "rpc.service": service,
+        "rpc.method": entrypoint.method_name,
+        "cartmesh.entrypoint.kind": kind,
+    }
     request_id = worker_ctx.data.get("request_id")
     if request_id:
         attributes["cartmesh.request_id"] = request_id
     if kind == "event":
         attributes["messaging.source"] = f"{entrypoint.source_service}.{entrypoint.event_type}"
-    span = _tracer(service).start_span(f"{service}.{entrypoint.method_name}", context=_extract(carrier),
-                                       kind=_SPAN_KINDS.get(kind, SpanKind.INTERNAL), attributes=attributes)
+    span = _tracer(service).start_span(
+        f"{service}.{entrypoint.method_name}",
+        context=_extract(carrier),
+        kind=_SPAN_KINDS.get(kind, SpanKind.INTERNAL),
+        attributes=attributes,
+    )
     context = trace.set_span_in_context(span)
     token = otel_context.attach(context)
     _worker_spans[worker_ctx] = (span, token)
@@ -176,8 +190,11 @@ def client_span(worker_ctx, target_service, method_name, is_failure=None):
         yield None
         return
     span = _tracer(worker_ctx.service_name).start_span(
-        f"{target_service}.{method_name}", context=_parent_context(worker_ctx), kind=SpanKind.CLIENT,
-        attributes={"rpc.system": "nameko", "rpc.service": target_service, "rpc.method": method_name})
+        f"{target_service}.{method_name}",
+        context=_parent_context(worker_ctx),
+        kind=SpanKind.CLIENT,
+        attributes={"rpc.system": "nameko", "rpc.service": target_service, "rpc.method": method_name},
+    )
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         yield span
@@ -214,9 +231,15 @@ def producer_headers(worker_ctx, event_type, headers):
         return headers
     service = worker_ctx.service_name
     span = _tracer(service).start_span(
-        f"{service}.{event_type} publish", context=_parent_context(worker_ctx), kind=SpanKind.PRODUCER,
-        attributes={"messaging.system": "rabbitmq", "messaging.destination.name": f"{service}.events",
-                    "messaging.rabbitmq.destination.routing_key": event_type})
+        f"{service}.{event_type} publish",
+        context=_parent_context(worker_ctx),
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": f"{service}.events",
+            "messaging.rabbitmq.destination.routing_key": event_type,
+        },
+    )
     span.end()
     headers = dict(headers)
     for key, value in _inject(trace.set_span_in_context(span)).items():

@@ -11,13 +11,21 @@ An order is `pending` until its saga is done. Steps and what each one asks of an
 Every call is idempotent on the order id, so a step that is repeated (a restart, two runners) changes nothing
 twice. A pending order past its deadline in `new`, `reserving` or `charging` goes to `compensating` (`timeout`).
 """
+
 from dataclasses import dataclass
 
 from services.common.errors import ValidationFailed
 
 PENDING, CONFIRMED, FAILED, CANCELLED = "pending", "confirmed", "failed", "cancelled"
 NEW, RESERVING, CHARGING, CONFIRMING, COMPENSATING, CANCELLING, DONE = (
-    "new", "reserving", "charging", "confirming", "compensating", "cancelling", "done")
+    "new",
+    "reserving",
+    "charging",
+    "confirming",
+    "compensating",
+    "cancelling",
+    "done",
+)
 OUT_OF_STOCK, PAYMENT_DECLINED, TIMEOUT = "out_of_stock", "payment_declined", "timeout"
 
 # Steps a deadline can still cut short: nothing has been charged for good yet.
@@ -64,8 +72,10 @@ def timed_out(step, deadline, now):
 
 def line_items(cart_items):
     """The order's lines, frozen from the cart as it was checked out."""
-    return [{key: item[key] for key in ("sku", "name", "quantity", "unit_price_cents", "line_total_cents")}
-            for item in cart_items]
+    return [
+        {key: item[key] for key in ("sku", "name", "quantity", "unit_price_cents", "line_total_cents")}
+        for item in cart_items
+    ]
 
 
 def find_breaches(orders, net_charges, holds, stock_breaches):
@@ -81,8 +91,9 @@ def find_breaches(orders, net_charges, holds, stock_breaches):
         charged, hold = net_charges.get(order["id"], 0), holds.get(order["id"])
         if order["status"] == CONFIRMED:
             if charged != order["total_cents"]:
-                breaches.append(f"order {order['id']} is confirmed but its net charge is {charged}, "
-                                f"not {order['total_cents']}")
+                breaches.append(
+                    f"order {order['id']} is confirmed but its net charge is {charged}, not {order['total_cents']}"
+                )
             if hold != "committed":
                 breaches.append(f"order {order['id']} is confirmed but its stock hold is {hold}")
         else:

@@ -1,4 +1,5 @@
 """The orders database: orders with their saga state, plus the outbox and processed-events tables."""
+
 from sqlalchemy import Column, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import declarative_base
 

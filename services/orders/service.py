@@ -4,6 +4,7 @@ Checkout answers at once with a `pending` order; the saga then runs from the `or
 through the outbox, so it is not lost) and, for anything a crash or an outage left behind, from a sweep that
 resumes every unsettled order. Each step's outcome is written before the next step starts.
 """
+
 import json
 import logging
 import uuid
@@ -18,9 +19,17 @@ from sqlalchemy.exc import IntegrityError
 from services.common import health
 from services.common.context import RequestId
 from services.common.db import Database, iso_utc, utcnow
-from services.common.errors import (EXPECTED, Conflict, EmptyCart, NotFound, OutOfStock, ServiceTimeout,
-                                    ServiceUnavailable, ValidationFailed)
-from services.common.events import first_delivery, reliable_event_handler
+from services.common.errors import (
+    EXPECTED,
+    Conflict,
+    EmptyCart,
+    NotFound,
+    OutOfStock,
+    ServiceTimeout,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from services.common.events import reliable_event_handler
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 from services.common.rpc import Rpc, rpc
@@ -53,10 +62,20 @@ class OrdersService(health.HealthRpc):
             if existing is not None:
                 return {"order": self._dto(existing), "created": False}
         now = utcnow()
-        order = Order(id=str(uuid.uuid4()), user_id=user_id, cart_id=cart_id, status=domain.PENDING,
-                      step=domain.NEW, items="[]", total_cents=0, payment_method_id=payment_method_id,
-                      idempotency_key=idempotency_key, created_at=now, updated_at=now,
-                      deadline_at=now + timedelta(seconds=self._config("ORDER_TIMEOUT_SECONDS", 30)))
+        order = Order(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            cart_id=cart_id,
+            status=domain.PENDING,
+            step=domain.NEW,
+            items="[]",
+            total_cents=0,
+            payment_method_id=payment_method_id,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+            deadline_at=now + timedelta(seconds=self._config("ORDER_TIMEOUT_SECONDS", 30)),
+        )
         self.db.add(order)
         try:
             self.db.commit()  # the key is taken before anything else happens
@@ -94,19 +113,20 @@ class OrdersService(health.HealthRpc):
             raise ValidationFailed.field("offset", "must be an integer of at least 0")
         mine = Order.user_id == user_id
         total = self.db.scalar(select(func.count()).select_from(Order).where(mine))
-        orders = self.db.scalars(select(Order).where(mine).order_by(Order.created_at.desc(), Order.id)
-                                 .limit(limit).offset(offset)).all()
-        return {"items": [self._dto(order) for order in orders], "total": total, "limit": limit,
-                "offset": offset}
+        orders = self.db.scalars(
+            select(Order).where(mine).order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
+        ).all()
+        return {"items": [self._dto(order) for order in orders], "total": total, "limit": limit, "offset": offset}
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
     def cancel_order(self, user_id, order_id):
         domain.validate_user_id(user_id)
         order = self._own(user_id, order_id)
         cancelled = self.db.execute(
-            update(Order).where(Order.id == order.id, Order.status == domain.CONFIRMED,
-                                Order.step == domain.DONE)
-            .values(status=domain.CANCELLED, step=domain.CANCELLING, updated_at=utcnow()))
+            update(Order)
+            .where(Order.id == order.id, Order.status == domain.CONFIRMED, Order.step == domain.DONE)
+            .values(status=domain.CANCELLED, step=domain.CANCELLING, updated_at=utcnow())
+        )
         if cancelled.rowcount != 1:
             raise Conflict(f"an order that is {order.status} cannot be cancelled")
         self.db.commit()
@@ -116,13 +136,18 @@ class OrdersService(health.HealthRpc):
 
     @rpc(expected_exceptions=UNREACHABLE)
     def audit(self):
-        orders = [{"id": o.id, "status": o.status, "step": o.step, "total_cents": o.total_cents}
-                  for o in self.db.scalars(select(Order))]
+        orders = [
+            {"id": o.id, "status": o.status, "step": o.step, "total_cents": o.total_cents}
+            for o in self.db.scalars(select(Order))
+        ]
         stock = self.catalog.stock_audit()
         breaches = domain.find_breaches(orders, self.payments.net_charges(), stock["holds"], stock["breaches"])
         in_saga = sum(1 for order in orders if order["step"] != domain.DONE)
-        return {"ok": not breaches, "breaches": breaches,
-                "checked": {"orders": len(orders), "in_saga": in_saga, "holds": len(stock["holds"])}}
+        return {
+            "ok": not breaches,
+            "breaches": breaches,
+            "checked": {"orders": len(orders), "in_saga": in_saga, "holds": len(stock["holds"])},
+        }
 
     @reliable_event_handler("orders", "order_placed")
     def run_saga(self, payload):
@@ -132,8 +157,9 @@ class OrdersService(health.HealthRpc):
     def resume_unsettled(self):
         """Resume orders a crash or an outage left mid-saga, and time out the ones past their deadline."""
         quiet_since = utcnow() - timedelta(seconds=self._config("SAGA_RESUME_AFTER_SECONDS", 2))
-        stalled = self.db.scalars(select(Order.id).where(Order.step != domain.DONE,
-                                                         Order.updated_at < quiet_since).limit(100)).all()
+        stalled = self.db.scalars(
+            select(Order.id).where(Order.step != domain.DONE, Order.updated_at < quiet_since).limit(100)
+        ).all()
         for order_id in stalled:
             self._advance(order_id)
 
@@ -198,15 +224,26 @@ class OrdersService(health.HealthRpc):
         settled order in the same transaction. False if another runner moved it first."""
         now = utcnow()
         moved = self.db.execute(
-            update(Order).where(Order.id == order.id, Order.step == from_step)
-            .values(step=transition.step, status=transition.status, updated_at=now, items=order.items,
-                    total_cents=order.total_cents,
-                    failure_reason=transition.failure_reason or order.failure_reason))
+            update(Order)
+            .where(Order.id == order.id, Order.step == from_step)
+            .values(
+                step=transition.step,
+                status=transition.status,
+                updated_at=now,
+                items=order.items,
+                total_cents=order.total_cents,
+                failure_reason=transition.failure_reason or order.failure_reason,
+            )
+        )
         if moved.rowcount != 1:
             self.db.rollback()
             return False
-        order_dto = dict(self._dto(order), status=transition.status, updated_at=iso_utc(now),
-                         failure_reason=transition.failure_reason or order.failure_reason)
+        order_dto = dict(
+            self._dto(order),
+            status=transition.status,
+            updated_at=iso_utc(now),
+            failure_reason=transition.failure_reason or order.failure_reason,
+        )
         if transition.step == domain.DONE:
             self.emit(f"order_{transition.status}", {"order": order_dto})
         return True
@@ -214,8 +251,7 @@ class OrdersService(health.HealthRpc):
     # Reading --------------------------------------------------------------------------------------------
 
     def _by_key(self, user_id, idempotency_key):
-        return self.db.scalar(select(Order).where(Order.user_id == user_id,
-                                                  Order.idempotency_key == idempotency_key))
+        return self.db.scalar(select(Order).where(Order.user_id == user_id, Order.idempotency_key == idempotency_key))
 
     def _placed(self, order, patience=3.0):
         """`order` once its checkout call has filled it in (a concurrent duplicate answers it complete)."""
@@ -237,10 +273,16 @@ class OrdersService(health.HealthRpc):
 
     @staticmethod
     def _dto(order):
-        return {"id": order.id, "cart_id": order.cart_id, "status": order.status,
-                "failure_reason": order.failure_reason, "items": json.loads(order.items),
-                "total_cents": order.total_cents, "created_at": iso_utc(order.created_at),
-                "updated_at": iso_utc(order.updated_at)}
+        return {
+            "id": order.id,
+            "cart_id": order.cart_id,
+            "status": order.status,
+            "failure_reason": order.failure_reason,
+            "items": json.loads(order.items),
+            "total_cents": order.total_cents,
+            "created_at": iso_utc(order.created_at),
+            "updated_at": iso_utc(order.updated_at),
+        }
 
 
 def _is_uuid(value):

@@ -4,6 +4,7 @@ shapes the RPC methods answer. Nothing here touches the broker or the database.
 A card number is only ever held in memory while it is checked: what is kept (and logged) is its last four
 digits and the provider's verdict for it.
 """
+
 import re
 import uuid
 
@@ -40,6 +41,7 @@ _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9
 
 
 # --- cards -------------------------------------------------------------------------------------------------
+
 
 def luhn_valid(digits):
     """Whether the string of ASCII digits `digits` passes the Luhn check (every second digit from the right
@@ -79,6 +81,7 @@ def last4(card_number):
 
 
 # --- charges -----------------------------------------------------------------------------------------------
+
 
 def new_id():
     return str(uuid.uuid4())

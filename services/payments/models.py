@@ -4,6 +4,7 @@ charge row per order.
 The charge row's primary key is the order id: it is what makes `charge` idempotent and lets exactly one of
 concurrent callers decide the order's result.
 """
+
 from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, MetaData, String
 from sqlalchemy.orm import declarative_base
 

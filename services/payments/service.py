@@ -6,6 +6,7 @@ recorded result. `refund` gives a succeeded charge back, or leaves a voided tomb
 arrives after the refund charges nothing. No method calls another service, so the SQLite rule of
 `services.common.db.Database` (no yield while the write lock is held) holds by construction.
 """
+
 import logging
 
 # The module, not the class: `nameko run services.payments.service` would take an imported HealthRpc (it has
@@ -18,8 +19,19 @@ from services.common.metrics import Telemetry
 from services.common.rpc import rpc
 from services.payments import store
 from services.payments.domain import (
-    SUCCEEDED, VOIDED, card_verdict, charge_answer, charge_outcome, charge_record, last4, net_amount, new_id,
-    normalize_payment_method_id, validate_amount, validate_card_number, validate_order_id,
+    SUCCEEDED,
+    VOIDED,
+    card_verdict,
+    charge_answer,
+    charge_outcome,
+    charge_record,
+    last4,
+    net_amount,
+    new_id,
+    normalize_payment_method_id,
+    validate_amount,
+    validate_card_number,
+    validate_order_id,
 )
 
 log = logging.getLogger(__name__)
@@ -38,8 +50,12 @@ class PaymentsService(health.HealthRpc):
     def register_card(self, card_number):
         """`{"payment_method_id", "last4"}` for a valid card; ValidationFailed (field `card_number`) else."""
         card_number = validate_card_number(card_number)
-        method = {"id": new_id(), "last4": last4(card_number), "verdict": card_verdict(card_number),
-                  "created_at": utcnow()}
+        method = {
+            "id": new_id(),
+            "last4": last4(card_number),
+            "verdict": card_verdict(card_number),
+            "created_at": utcnow(),
+        }
         store.insert_payment_method(self.db, method)
         log.info("registered payment method %s, card ending %s", method["id"], method["last4"])
         return {"payment_method_id": method["id"], "last4": method["last4"]}
@@ -54,13 +70,27 @@ class PaymentsService(health.HealthRpc):
         if row is None:
             method = self._payment_method(payment_method_id)
             status, reason = charge_outcome(method["verdict"])
-            row, inserted = store.insert_charge_once(self.db, {
-                "order_id": order_id, "status": status, "reason": reason, "amount_cents": amount_cents,
-                "payment_method_id": method["id"], "last4": method["last4"], "created_at": utcnow(),
-            })
+            row, inserted = store.insert_charge_once(
+                self.db,
+                {
+                    "order_id": order_id,
+                    "status": status,
+                    "reason": reason,
+                    "amount_cents": amount_cents,
+                    "payment_method_id": method["id"],
+                    "last4": method["last4"],
+                    "created_at": utcnow(),
+                },
+            )
             if inserted:
-                log.info("charge of order %s for %s cents on card ending %s: %s%s", order_id, amount_cents,
-                         method["last4"], status, f" ({reason})" if reason else "")
+                log.info(
+                    "charge of order %s for %s cents on card ending %s: %s%s",
+                    order_id,
+                    amount_cents,
+                    method["last4"],
+                    status,
+                    f" ({reason})" if reason else "",
+                )
         return charge_answer(row)
 
     @rpc(expected_exceptions=EXPECTED)
@@ -70,10 +100,18 @@ class PaymentsService(health.HealthRpc):
         order_id = validate_order_id(order_id)
         row = store.find_charge(self.db, order_id)
         if row is None:
-            row, inserted = store.insert_charge_once(self.db, {
-                "order_id": order_id, "status": VOIDED, "reason": None, "amount_cents": 0,
-                "payment_method_id": None, "last4": None, "created_at": utcnow(),
-            })
+            row, inserted = store.insert_charge_once(
+                self.db,
+                {
+                    "order_id": order_id,
+                    "status": VOIDED,
+                    "reason": None,
+                    "amount_cents": 0,
+                    "payment_method_id": None,
+                    "last4": None,
+                    "created_at": utcnow(),
+                },
+            )
             if inserted:
                 log.info("order %s voided before any charge", order_id)
         if row["status"] == SUCCEEDED:

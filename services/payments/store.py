@@ -3,6 +3,7 @@
 `insert_charge_once` is where concurrent callers for one order meet: the charges table's primary key is the
 order id, so exactly one insert wins and every caller answers the winner's row.
 """
+
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -12,9 +13,7 @@ from services.payments.models import charges, payment_methods
 
 def find_payment_method(session, method_id):
     """The payment method row `method_id`, or None."""
-    return session.execute(
-        select(payment_methods).where(payment_methods.c.id == method_id)
-    ).mappings().one_or_none()
+    return session.execute(select(payment_methods).where(payment_methods.c.id == method_id)).mappings().one_or_none()
 
 
 def insert_payment_method(session, row):

@@ -1,13 +1,14 @@
 """The whole system — every service and the gateway, each in its own container with its own database — on a
 fresh RabbitMQ vhost, driven over HTTP. Started once per database backend for the session."""
+
 import contextlib
 import os
 import secrets
 import uuid
 
+import eventlet
 import pytest
 import requests
-import eventlet
 from nameko.containers import get_container_cls
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.utils import find_free_port
@@ -17,22 +18,37 @@ from gateway_http.service import GatewayService
 from services.accounts.service import AccountsService
 from services.carts.service import CartsService
 from services.catalog.service import CatalogService
-from services.orders.service import OrdersService
-from services.payments.service import PaymentsService
 from services.common.config import load_config
 from services.common.migrate import upgrade
+from services.orders.service import OrdersService
+from services.payments.service import PaymentsService
 
-BACKENDS = {"accounts": AccountsService, "catalog": CatalogService, "carts": CartsService,
-            "payments": PaymentsService, "orders": OrdersService}
+BACKENDS = {
+    "accounts": AccountsService,
+    "catalog": CatalogService,
+    "carts": CartsService,
+    "payments": PaymentsService,
+    "orders": OrdersService,
+}
 SERVICE_CLASSES = dict(BACKENDS, gateway=GatewayService)
 # Short enough that the fault tests see a stopped service quickly; the saga resumes stalled orders fast.
 # A circuit the gateway opened closes again (after a probe) within a second.
-TEST_SETTINGS = {"RPC_TIMEOUT": 2, "SAGA_RESUME_AFTER_SECONDS": 0.5, "OUTBOX_POLL_SECONDS": 0.5,
-                 "EVENT_RETRY_SECONDS": 0.2, "BREAKER_RESET_SECONDS": 1}
+TEST_SETTINGS = {
+    "RPC_TIMEOUT": 2,
+    "SAGA_RESUME_AFTER_SECONDS": 0.5,
+    "OUTBOX_POLL_SECONDS": 0.5,
+    "EVENT_RETRY_SECONDS": 0.2,
+    "BREAKER_RESET_SECONDS": 1,
+}
 # The suite sends many requests and failed logins from one address: its gateway has no rate limits or login
 # throttling, and counts in memory. tests/e2e/test_security_http.py starts gateways of its own to test those.
-GATEWAY_TEST_SETTINGS = {"RATE_LIMIT_PER_ADDRESS": 0, "RATE_LIMIT_PER_USER": 0, "LOGIN_THROTTLE_PER_EMAIL": 0,
-                         "LOGIN_THROTTLE_PER_ADDRESS": 0, "REDIS_URL": ""}
+GATEWAY_TEST_SETTINGS = {
+    "RATE_LIMIT_PER_ADDRESS": 0,
+    "RATE_LIMIT_PER_USER": 0,
+    "LOGIN_THROTTLE_PER_EMAIL": 0,
+    "LOGIN_THROTTLE_PER_ADDRESS": 0,
+    "REDIS_URL": "",
+}
 ADMIN_EMAIL = "admin@cartmesh.test"
 
 
@@ -168,12 +184,23 @@ def running_system(backend, vhost_pipeline, folder, broker="localhost:5672"):
         for name in BACKENDS:
             database_urls[name] = _database_url(backend, name, folder, drops)
             upgrade(name, database_urls[name])
-            configs[name] = _config(name, AMQP_URI=amqp_uri, DATABASE_URL=database_urls[name],
-                                    JWT_SECRET=jwt_secret, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=admin_password,
-                                    **TEST_SETTINGS)
-        configs["gateway"] = _config("gateway", AMQP_URI=amqp_uri, JWT_SECRET=jwt_secret,
-                                     WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", **TEST_SETTINGS,
-                                     **GATEWAY_TEST_SETTINGS)
+            configs[name] = _config(
+                name,
+                AMQP_URI=amqp_uri,
+                DATABASE_URL=database_urls[name],
+                JWT_SECRET=jwt_secret,
+                ADMIN_EMAIL=ADMIN_EMAIL,
+                ADMIN_PASSWORD=admin_password,
+                **TEST_SETTINGS,
+            )
+        configs["gateway"] = _config(
+            "gateway",
+            AMQP_URI=amqp_uri,
+            JWT_SECRET=jwt_secret,
+            WEB_SERVER_ADDRESS=f"127.0.0.1:{port}",
+            **TEST_SETTINGS,
+            **GATEWAY_TEST_SETTINGS,
+        )
         system = System(f"http://127.0.0.1:{port}", amqp_uri, database_urls, admin_password, jwt_secret, configs)
         system.backend = backend
         try:
@@ -230,7 +257,6 @@ def admin(system):
 def product(admin):
     """A new product in the catalog (price 1250, stock 10)."""
     sku = f"SKU-{uuid.uuid4().hex[:10]}"
-    response = admin.post("/products", json={"sku": sku, "name": f"Widget {sku}", "price_cents": 1250,
-                                             "stock": 10})
+    response = admin.post("/products", json={"sku": sku, "name": f"Widget {sku}", "price_cents": 1250, "stock": 10})
     assert response.status_code == 201, response.text
     return response.json()

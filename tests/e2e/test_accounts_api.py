@@ -1,4 +1,5 @@
 """Contract: Accounts (register, token, /me) over HTTP, good and bad input."""
+
 import time
 import uuid
 
@@ -35,21 +36,23 @@ def test_register_then_login_then_me(anon):
 def test_email_is_taken_case_insensitively(anon):
     email = new_email()
     assert anon.post("/auth/register", json={"email": email, "password": "password1"}).status_code == 201
-    assert_error(anon.post("/auth/register", json={"email": email.upper(), "password": "password2"}),
-                 409, "conflict")
+    assert_error(anon.post("/auth/register", json={"email": email.upper(), "password": "password2"}), 409, "conflict")
     # Login is case-insensitive too, with the password of the one account.
     assert anon.post("/auth/token", json={"email": email.lower(), "password": "password1"}).status_code == 200
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"email": "a@example.com", "password": "x" * 7}, "password"),
-    ({"email": "a@example.com", "password": "x" * 129}, "password"),
-    ({"email": "not-an-email", "password": "long enough"}, "email"),
-    ({"email": "a@example.com"}, "password"),
-    ({"password": "long enough"}, "email"),
-    ({"email": 42, "password": "long enough"}, "email"),
-    ({"email": "a@example.com", "password": 12345678}, "password"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"email": "a@example.com", "password": "x" * 7}, "password"),
+        ({"email": "a@example.com", "password": "x" * 129}, "password"),
+        ({"email": "not-an-email", "password": "long enough"}, "email"),
+        ({"email": "a@example.com"}, "password"),
+        ({"password": "long enough"}, "email"),
+        ({"email": 42, "password": "long enough"}, "email"),
+        ({"email": "a@example.com", "password": 12345678}, "password"),
+    ],
+)
 def test_register_rejects_bad_input(anon, body, field):
     error = assert_error(anon.post("/auth/register", json=body), 422, "validation_error")
     assert field in error["details"]["fields"]
@@ -64,10 +67,12 @@ def test_password_length_bounds_are_inclusive(anon):
 def test_wrong_credentials_are_401_with_the_same_answer(anon):
     email = new_email()
     anon.post("/auth/register", json={"email": email, "password": "right password"})
-    wrong_password = assert_error(anon.post("/auth/token", json={"email": email, "password": "wrong password"}),
-                                  401, "unauthorized")
-    unknown_email = assert_error(anon.post("/auth/token", json={"email": new_email(), "password": "whatever1"}),
-                                 401, "unauthorized")
+    wrong_password = assert_error(
+        anon.post("/auth/token", json={"email": email, "password": "wrong password"}), 401, "unauthorized"
+    )
+    unknown_email = assert_error(
+        anon.post("/auth/token", json={"email": new_email(), "password": "whatever1"}), 401, "unauthorized"
+    )
     assert wrong_password["message"] == unknown_email["message"]
 
 
@@ -79,8 +84,15 @@ def test_me_needs_a_valid_token(system, anon):
 
 def _token(secret, **claims):
     now = int(time.time())
-    payload = {"sub": str(uuid.uuid4()), "email": "x@example.com", "admin": True, "iss": ISSUER,
-               "aud": AUDIENCE, "iat": now, "exp": now + 600}
+    payload = {
+        "sub": str(uuid.uuid4()),
+        "email": "x@example.com",
+        "admin": True,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 600,
+    }
     payload.update(claims)
     return jwt.encode(payload, secret, algorithm="HS256")
 
@@ -88,8 +100,18 @@ def _token(secret, **claims):
 def test_expired_forged_and_unsigned_tokens_are_401(system, anon):
     expired = _token(system.jwt_secret, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
     forged = _token("not-the-secret")
-    unsigned = jwt.encode({"sub": "x", "admin": True, "iss": ISSUER, "aud": AUDIENCE,
-                           "iat": int(time.time()), "exp": int(time.time()) + 600}, None, algorithm="none")
+    unsigned = jwt.encode(
+        {
+            "sub": "x",
+            "admin": True,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 600,
+        },
+        None,
+        algorithm="none",
+    )
     for token in (expired, forged, unsigned):
         assert_error(Client(anon.base_url, token).get("/me"), 401, "unauthorized")
         assert_error(Client(anon.base_url, token).post("/products", json={}), 401, "unauthorized")

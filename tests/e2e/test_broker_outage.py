@@ -7,6 +7,7 @@ closed, new ones refused: what clients see when RabbitMQ stops) and restores. No
 broker is shared by every other test and process on the machine (and its management API makes the test vhosts),
 so stopping it would fail them too; the proxy cuts off this system alone.
 """
+
 import time
 import uuid
 
@@ -65,13 +66,19 @@ def unpublished_events(system):
 
 
 def gateway_events_handled():
-    return REGISTRY.get_sample_value("cartmesh_entrypoint_calls_total", {
-        "service": "gateway", "entrypoint": "on_product_changed", "kind": "event", "outcome": "success"}) or 0
+    return (
+        REGISTRY.get_sample_value(
+            "cartmesh_entrypoint_calls_total",
+            {"service": "gateway", "entrypoint": "on_product_changed", "kind": "event", "outcome": "success"},
+        )
+        or 0
+    )
 
 
 def product_cache(system):
-    [cache] = [dependency for dependency in system.containers["gateway"].dependencies
-               if isinstance(dependency, ProductCache)]
+    [cache] = [
+        dependency for dependency in system.containers["gateway"].dependencies if isinstance(dependency, ProductCache)
+    ]
     return cache
 
 
@@ -85,8 +92,9 @@ def test_broker_outage(cut_off_system, proxy, container_factory):
     held, other = (f"SKU-{uuid.uuid4().hex[:10]}" for _ in range(2))
     events_before = gateway_events_handled()
     for sku in (held, other):
-        assert admin.post("/products", json={"sku": sku, "name": sku, "price_cents": 100, "stock": 5}
-                          ).status_code == 201
+        assert (
+            admin.post("/products", json={"sku": sku, "name": sku, "price_cents": 100, "stock": 5}).status_code == 201
+        )
     # Once the gateway has heard both creations (a later event would drop it again), it holds `held`.
     eventually(lambda: gateway_events_handled() - events_before >= 2)
     assert anon.get(f"/products/{held}").status_code == 200
@@ -114,8 +122,9 @@ def test_broker_outage(cut_off_system, proxy, container_factory):
         proxy.restore()
 
     # Everything reconnects by itself: the held event is published, and the gateway serves fresh data again.
-    eventually(lambda: any(event["product"] == dict(event["product"], sku=held, price_cents=250)
-                           for event in Observer.seen))
+    eventually(
+        lambda: any(event["product"] == dict(event["product"], sku=held, price_cents=250) for event in Observer.seen)
+    )
     eventually(lambda: unpublished_events(system) == 0)
     eventually(lambda: anon.get(f"/products/{held}").json().get("price_cents") == 250)
     eventually(lambda: admin.patch(f"/products/{other}", json={"price_cents": 8}).status_code == 200)

@@ -1,4 +1,5 @@
 """Contract: Carts over HTTP — shape, arithmetic, limits, ownership, current prices, concurrency."""
+
 import re
 import uuid
 from datetime import datetime
@@ -31,14 +32,22 @@ def test_new_cart_has_the_contract_shape(user):
 
 def test_cart_with_items_and_arithmetic(user, product):
     cart = new_cart(user, items=[{"sku": product["sku"], "quantity": 3}])
-    assert cart["items"] == [{"sku": product["sku"], "name": product["name"], "quantity": 3,
-                              "unit_price_cents": 1250, "line_total_cents": 3750}]
+    assert cart["items"] == [
+        {
+            "sku": product["sku"],
+            "name": product["name"],
+            "quantity": 3,
+            "unit_price_cents": 1250,
+            "line_total_cents": 3750,
+        }
+    ]
     assert cart["total_cents"] == 3750
 
 
 def test_add_item_adds_to_an_existing_line(user, product, admin):
-    other = admin.post("/products", json={"sku": f"O-{uuid.uuid4().hex[:8]}", "name": "Other",
-                                          "price_cents": 5, "stock": 1}).json()
+    other = admin.post(
+        "/products", json={"sku": f"O-{uuid.uuid4().hex[:8]}", "name": "Other", "price_cents": 5, "stock": 1}
+    ).json()
     cart = new_cart(user)
     user.post(f"/carts/{cart['id']}/items", json={"sku": product["sku"], "quantity": 2})
     user.post(f"/carts/{cart['id']}/items", json={"sku": other["sku"], "quantity": 1})
@@ -87,9 +96,11 @@ def test_list_is_the_callers_carts_newest_first(system, user):
 @pytest.mark.parametrize("quantity", [0, 1000, -1, "2", 2.5, True, None])
 def test_add_rejects_bad_quantities_and_changes_nothing(user, product, quantity):
     cart = new_cart(user, items=[{"sku": product["sku"], "quantity": 1}])
-    error = assert_error(user.post(f"/carts/{cart['id']}/items", json={"sku": product["sku"],
-                                                                       "quantity": quantity}),
-                         422, "validation_error")
+    error = assert_error(
+        user.post(f"/carts/{cart['id']}/items", json={"sku": product["sku"], "quantity": quantity}),
+        422,
+        "validation_error",
+    )
     assert "quantity" in error["details"]["fields"]
     assert user.get(f"/carts/{cart['id']}").json()["items"][0]["quantity"] == 1
 
@@ -97,42 +108,58 @@ def test_add_rejects_bad_quantities_and_changes_nothing(user, product, quantity)
 @pytest.mark.parametrize("quantity", [1000, -1, "2", 2.5, False])
 def test_put_rejects_bad_quantities(user, product, quantity):
     cart = new_cart(user)
-    assert_error(user.put(f"/carts/{cart['id']}/items/{product['sku']}", json={"quantity": quantity}),
-                 422, "validation_error")
+    assert_error(
+        user.put(f"/carts/{cart['id']}/items/{product['sku']}", json={"quantity": quantity}), 422, "validation_error"
+    )
     assert user.get(f"/carts/{cart['id']}").json()["items"] == []
 
 
 def test_a_line_never_exceeds_999(user, product):
     cart = new_cart(user, items=[{"sku": product["sku"], "quantity": 990}])
-    error = assert_error(user.post(f"/carts/{cart['id']}/items", json={"sku": product["sku"], "quantity": 10}),
-                         422, "validation_error")
+    error = assert_error(
+        user.post(f"/carts/{cart['id']}/items", json={"sku": product["sku"], "quantity": 10}), 422, "validation_error"
+    )
     assert "quantity" in error["details"]["fields"]
     assert user.get(f"/carts/{cart['id']}").json()["items"][0]["quantity"] == 990
-    assert_error(user.post("/carts", json={"items": [{"sku": product["sku"], "quantity": 500},
-                                                     {"sku": product["sku"], "quantity": 500}]}),
-                 422, "validation_error")
+    assert_error(
+        user.post(
+            "/carts",
+            json={"items": [{"sku": product["sku"], "quantity": 500}, {"sku": product["sku"], "quantity": 500}]},
+        ),
+        422,
+        "validation_error",
+    )
 
 
 def test_unknown_sku_is_422_unknown_product_and_nothing_is_created(user, product):
     before = len(user.get("/carts").json()["items"])
     missing = f"NOPE-{uuid.uuid4().hex[:8]}"
-    assert_error(user.post("/carts", json={"items": [{"sku": product["sku"], "quantity": 1},
-                                                     {"sku": missing, "quantity": 1}]}), 422, "unknown_product")
+    assert_error(
+        user.post("/carts", json={"items": [{"sku": product["sku"], "quantity": 1}, {"sku": missing, "quantity": 1}]}),
+        422,
+        "unknown_product",
+    )
     assert len(user.get("/carts").json()["items"]) == before
     cart = new_cart(user)
-    assert_error(user.post(f"/carts/{cart['id']}/items", json={"sku": missing, "quantity": 1}),
-                 422, "unknown_product")
+    assert_error(user.post(f"/carts/{cart['id']}/items", json={"sku": missing, "quantity": 1}), 422, "unknown_product")
     assert_error(user.put(f"/carts/{cart['id']}/items/{missing}", json={"quantity": 1}), 422, "unknown_product")
     assert user.get(f"/carts/{cart['id']}").json()["items"] == []
 
 
 def test_bad_item_bodies_are_422(user, product):
     cart = new_cart(user)
-    for body in ({"quantity": 1}, {"sku": product["sku"]}, {"sku": "bad sku!", "quantity": 1},
-                 {"sku": product["sku"], "quantity": 1, "extra": True}):
+    for body in (
+        {"quantity": 1},
+        {"sku": product["sku"]},
+        {"sku": "bad sku!", "quantity": 1},
+        {"sku": product["sku"], "quantity": 1, "extra": True},
+    ):
         assert_error(user.post(f"/carts/{cart['id']}/items", json=body), 422, "validation_error")
-    for body in ({"items": "x"}, {"items": [{"sku": product["sku"]}]}, {"items": [{"sku": product["sku"],
-                                                                                   "quantity": "1"}]}):
+    for body in (
+        {"items": "x"},
+        {"items": [{"sku": product["sku"]}]},
+        {"items": [{"sku": product["sku"], "quantity": "1"}]},
+    ):
         assert_error(user.post("/carts", json=body), 422, "validation_error")
 
 
@@ -147,11 +174,13 @@ def test_someone_elses_cart_is_404_everywhere(system, user, product):
     cart = new_cart(user, items=[{"sku": product["sku"], "quantity": 1}])
     stranger = system.new_user()
     base = f"/carts/{cart['id']}"
-    for response in (stranger.get(base),
-                     stranger.post(f"{base}/items", json={"sku": product["sku"], "quantity": 1}),
-                     stranger.put(f"{base}/items/{product['sku']}", json={"quantity": 5}),
-                     stranger.delete(f"{base}/items/{product['sku']}"),
-                     stranger.delete(base)):
+    for response in (
+        stranger.get(base),
+        stranger.post(f"{base}/items", json={"sku": product["sku"], "quantity": 1}),
+        stranger.put(f"{base}/items/{product['sku']}", json={"quantity": 5}),
+        stranger.delete(f"{base}/items/{product['sku']}"),
+        stranger.delete(base),
+    ):
         assert_error(response, 404, "not_found")
     assert user.get(base).json()["items"][0]["quantity"] == 1
     assert cart["id"] not in [c["id"] for c in stranger.get("/carts").json()["items"]]

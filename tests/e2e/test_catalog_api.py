@@ -1,4 +1,5 @@
 """Contract: Catalog over HTTP — browsing for anyone, writes for admins only, strict validation."""
+
 import uuid
 
 import pytest
@@ -29,12 +30,27 @@ def test_duplicate_sku_is_409_and_keeps_the_first(admin, product):
     assert admin.get(f"/products/{product['sku']}").json()["name"] == product["name"]
 
 
-@pytest.mark.parametrize("field, value", [
-    ("price_cents", "10"), ("price_cents", 10.5), ("price_cents", True), ("price_cents", -1),
-    ("stock", "3"), ("stock", 2.0), ("stock", False), ("stock", -5),
-    ("name", ""), ("name", "n" * 201), ("name", 7), ("description", "d" * 2001),
-    ("sku", "has space"), ("sku", "x" * 65), ("sku", ""), ("sku", "semi;colon"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("price_cents", "10"),
+        ("price_cents", 10.5),
+        ("price_cents", True),
+        ("price_cents", -1),
+        ("stock", "3"),
+        ("stock", 2.0),
+        ("stock", False),
+        ("stock", -5),
+        ("name", ""),
+        ("name", "n" * 201),
+        ("name", 7),
+        ("description", "d" * 2001),
+        ("sku", "has space"),
+        ("sku", "x" * 65),
+        ("sku", ""),
+        ("sku", "semi;colon"),
+    ],
+)
 def test_create_rejects_bad_fields_and_stores_nothing(admin, anon, field, value):
     body = {"sku": new_sku(), "name": "Thing", "price_cents": 100, "stock": 1}
     body[field] = value
@@ -53,8 +69,13 @@ def test_create_requires_fields(admin, missing):
 
 
 def test_limits_are_inclusive(admin):
-    body = {"sku": "x" * 60 + uuid.uuid4().hex[:4], "name": "n" * 200, "description": "d" * 2000,
-            "price_cents": 0, "stock": 0}
+    body = {
+        "sku": "x" * 60 + uuid.uuid4().hex[:4],
+        "name": "n" * 200,
+        "description": "d" * 2000,
+        "price_cents": 0,
+        "stock": 0,
+    }
     assert admin.post("/products", json=body).status_code == 201
 
 
@@ -72,7 +93,8 @@ def test_patch_changes_only_what_it_names(admin, product):
     assert response.status_code == 200
     assert response.json() == dict(product, price_cents=4321, description="new")
     assert admin.patch(f"/products/{product['sku']}", json={"name": "Renamed", "stock": 0}).json() == dict(
-        product, price_cents=4321, description="new", name="Renamed", stock=0)
+        product, price_cents=4321, description="new", name="Renamed", stock=0
+    )
 
 
 def test_patch_rejects_bad_input_and_changes_nothing(admin, anon, product):
@@ -99,17 +121,27 @@ def test_list_is_a_page_in_sku_order(admin, anon):
 def test_search_is_case_insensitive_on_name_and_description(admin, anon):
     tag = uuid.uuid4().hex[:8]
     admin.post("/products", json={"sku": f"A-{tag}", "name": f"Red KETTLE {tag}", "price_cents": 1, "stock": 1})
-    admin.post("/products", json={"sku": f"B-{tag}", "name": "Plain", "description": f"a kettle {tag}",
-                                  "price_cents": 1, "stock": 1})
+    admin.post(
+        "/products",
+        json={"sku": f"B-{tag}", "name": "Plain", "description": f"a kettle {tag}", "price_cents": 1, "stock": 1},
+    )
     admin.post("/products", json={"sku": f"C-{tag}", "name": f"Toaster {tag}", "price_cents": 1, "stock": 1})
     found = anon.get("/products", params={"q": f"kettle {tag}".upper()}).json()
     assert [item["sku"] for item in found["items"]] == [f"A-{tag}", f"B-{tag}"]
     assert anon.get("/products", params={"q": f"%{tag}"}).json()["total"] == 0  # wildcards are literal
 
 
-@pytest.mark.parametrize("params", [
-    {"limit": 0}, {"limit": 101}, {"limit": "ten"}, {"limit": "1.5"}, {"offset": -1}, {"offset": "x"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 101},
+        {"limit": "ten"},
+        {"limit": "1.5"},
+        {"offset": -1},
+        {"offset": "x"},
+    ],
+)
 def test_bad_pagination_is_422(anon, params):
     error = assert_error(anon.get("/products", params=params), 422, "validation_error")
     assert set(error["details"]["fields"]) == set(params)

@@ -1,5 +1,6 @@
 """Contract: Checkout and orders, end to end — the saga over the real services, with the cross-service audit
 after every test (orders still in their saga are waited for first)."""
+
 import uuid
 
 import eventlet
@@ -20,8 +21,7 @@ def audited(system):
 
 def stocked(admin, stock=10, price=500):
     sku = f"C-{uuid.uuid4().hex[:10]}"
-    response = admin.post("/products", json={"sku": sku, "name": f"Thing {sku}", "price_cents": price,
-                                             "stock": stock})
+    response = admin.post("/products", json={"sku": sku, "name": f"Thing {sku}", "price_cents": price, "stock": stock})
     assert response.status_code == 201, response.text
     return sku
 
@@ -63,8 +63,16 @@ def test_happy_path(admin, user):
     response = checkout(user, cart)
     assert response.status_code == 202
     order = response.json()
-    assert set(order) == {"id", "cart_id", "status", "failure_reason", "items", "total_cents", "created_at",
-                          "updated_at"}
+    assert set(order) == {
+        "id",
+        "cart_id",
+        "status",
+        "failure_reason",
+        "items",
+        "total_cents",
+        "created_at",
+        "updated_at",
+    }
     assert (order["status"], order["cart_id"], order["failure_reason"]) == ("pending", cart["id"], None)
     assert order["items"] == cart["items"] and order["total_cents"] == 1500
     assert settled(user, order["id"])["status"] == "confirmed"
@@ -112,10 +120,17 @@ def test_one_short_line_fails_the_whole_order_and_holds_nothing(admin, user):
     assert (stock_of(user, plenty), stock_of(user, scarce)) == (10, 1)
 
 
-@pytest.mark.parametrize("payment", [
-    {"card_number": "4242424242424241"}, {"card_number": "1234"}, {"card_number": 4242424242424242},
-    {"card_number": "4242 4242 4242 4242x"}, {}, None,
-])
+@pytest.mark.parametrize(
+    "payment",
+    [
+        {"card_number": "4242424242424241"},
+        {"card_number": "1234"},
+        {"card_number": 4242424242424242},
+        {"card_number": "4242 4242 4242 4242x"},
+        {},
+        None,
+    ],
+)
 def test_bad_payment_is_422_and_nothing_happens(admin, user, payment):
     sku = stocked(admin)
     cart = cart_with(user, (sku, 1))
@@ -146,8 +161,9 @@ def test_checked_out_cart_is_409_unless_the_same_key_repeats(admin, user):
     assert again.status_code in (200, 202) and again.json()["id"] == first.json()["id"]
     assert_error(checkout(user, cart), 409, "conflict")
     assert_error(checkout(user, cart, key="another-key"), 409, "conflict")
-    assert_error(user.post(f"/carts/{cart['id']}/items", json={"sku": cart["items"][0]["sku"], "quantity": 1}),
-                 409, "conflict")
+    assert_error(
+        user.post(f"/carts/{cart['id']}/items", json={"sku": cart["items"][0]["sku"], "quantity": 1}), 409, "conflict"
+    )
     settled(user, first.json()["id"])
 
 
@@ -231,8 +247,9 @@ def test_orders_crash_between_reserve_and_charge_then_settles(own_system):
     card = system.rpc("payments", "register_card", GOOD)  # the gateway's first step, while payments is up
     payments = system.stop("payments")
     try:
-        order = system.rpc("orders", "checkout", user.get("/me").json()["id"], cart["id"],
-                           card["payment_method_id"])["order"]
+        order = system.rpc("orders", "checkout", user.get("/me").json()["id"], cart["id"], card["payment_method_id"])[
+            "order"
+        ]
         eventually(lambda: stock_of(user, sku) == 1)  # reserved: the saga now waits to charge
         assert user.get(f"/orders/{order['id']}").json()["status"] == "pending"
         system.kill("orders")

@@ -1,5 +1,6 @@
 """Contract: Conventions (error envelope for every failure, request ids, JSON everywhere) and the
 operations endpoints /health and /openapi.json, on the whole running system."""
+
 import json
 
 import pytest
@@ -12,10 +13,16 @@ def test_unknown_route_is_404_envelope(anon):
     assert_error(anon.post("/nothing-here", json={}), 404, "not_found")
 
 
-@pytest.mark.parametrize("method, path", [
-    ("DELETE", "/products"), ("PUT", "/auth/token"), ("GET", "/auth/register"), ("POST", "/me"),
-    ("PATCH", "/carts"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("DELETE", "/products"),
+        ("PUT", "/auth/token"),
+        ("GET", "/auth/register"),
+        ("POST", "/me"),
+        ("PATCH", "/carts"),
+    ],
+)
 def test_known_path_wrong_method_is_405(anon, method, path):
     response = anon.request(method, path)
     assert_error(response, 405, "method_not_allowed")
@@ -39,14 +46,18 @@ def test_body_over_64_kib_is_413_and_nothing_is_stored(admin, anon):
     body = {"sku": "BIG-1", "name": "Big", "description": "d" * (70 * 1024), "price_cents": 1, "stock": 1}
     assert_error(admin.post("/products", json=body), 413, "payload_too_large")
     chunked = (part for part in [json.dumps(body).encode()])  # no Content-Length: a chunked body
-    assert_error(admin.post("/products", data=chunked, headers={"Content-Type": "application/json"}),
-                 413, "payload_too_large")
+    assert_error(
+        admin.post("/products", data=chunked, headers={"Content-Type": "application/json"}), 413, "payload_too_large"
+    )
     assert_error(anon.get("/products/BIG-1"), 404, "not_found")
 
 
 def test_json_with_charset_is_accepted(anon):
-    response = anon.post("/auth/token", data=json.dumps({"email": "nobody@example.com", "password": "whatever1"}),
-                         headers={"Content-Type": "application/json; charset=utf-8"})
+    response = anon.post(
+        "/auth/token",
+        data=json.dumps({"email": "nobody@example.com", "password": "whatever1"}),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
     assert_error(response, 401, "unauthorized")
 
 
@@ -69,8 +80,10 @@ def test_success_responses_are_json(anon):
 def test_health_names_every_service(anon):
     response = anon.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "services": {"accounts": "ok", "catalog": "ok", "carts": "ok",
-                                                             "payments": "ok", "orders": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "services": {"accounts": "ok", "catalog": "ok", "carts": "ok", "payments": "ok", "orders": "ok"},
+    }
 
 
 def test_openapi_describes_the_served_routes(anon):
@@ -79,11 +92,21 @@ def test_openapi_describes_the_served_routes(anon):
     spec = response.json()
     assert spec["openapi"].startswith("3.")
     expected = {
-        "/auth/register": {"post"}, "/auth/token": {"post"}, "/me": {"get"},
-        "/products": {"get", "post"}, "/products/{sku}": {"get", "patch"},
-        "/carts": {"get", "post"}, "/carts/{id}": {"get", "delete"}, "/carts/{id}/items": {"post"},
-        "/carts/{id}/items/{sku}": {"put", "delete"}, "/carts/{id}/checkout": {"post"}, "/orders": {"get"},
-        "/orders/{id}": {"get"}, "/orders/{id}/cancel": {"post"}, "/health": {"get"}, "/openapi.json": {"get"},
+        "/auth/register": {"post"},
+        "/auth/token": {"post"},
+        "/me": {"get"},
+        "/products": {"get", "post"},
+        "/products/{sku}": {"get", "patch"},
+        "/carts": {"get", "post"},
+        "/carts/{id}": {"get", "delete"},
+        "/carts/{id}/items": {"post"},
+        "/carts/{id}/items/{sku}": {"put", "delete"},
+        "/carts/{id}/checkout": {"post"},
+        "/orders": {"get"},
+        "/orders/{id}": {"get"},
+        "/orders/{id}/cancel": {"post"},
+        "/health": {"get"},
+        "/openapi.json": {"get"},
     }
     for path, methods in expected.items():
         assert path in spec["paths"], path

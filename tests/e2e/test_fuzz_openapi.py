@@ -20,6 +20,7 @@ Runs on one database backend: PostgreSQL when TEST_POSTGRES_URL is set (what pro
 SQLite about NUL bytes, integer ranges and text), else SQLite. The gateway, which this tests, is the same on both.
 Reproducible: hypothesis is derandomized (its seed comes from the test), and keeps no example database.
 """
+
 import eventlet
 import pytest
 import schemathesis
@@ -44,17 +45,24 @@ GOOD_CARD = "4242424242424242"
 MODEL_REFUSALS = ("The request body breaks the rules", "The query string breaks the rules")
 # Operations whose schema-valid requests can still be refused by a rule the schema cannot state (it depends on
 # the catalog, on the cart's state or on the card's checksum): answered 422, but never by the request models.
-STATEFUL_422 = {("POST", "/carts"), ("POST", "/carts/{id}/items"), ("PUT", "/carts/{id}/items/{sku}"),
-                ("POST", "/carts/{id}/checkout")}
+STATEFUL_422 = {
+    ("POST", "/carts"),
+    ("POST", "/carts/{id}/items"),
+    ("PUT", "/carts/{id}/items/{sku}"),
+    ("POST", "/carts/{id}/checkout"),
+}
 
 
 def _has_input(route):
     return bool(route.body or route.query or route.path_params)
 
 
-CASES = [pytest.param(route, mode, id=f"{route.method} {route.path} {mode}")
-         for route in ROUTES for mode in ("positive", "negative")
-         if mode == "positive" or _has_input(route)]
+CASES = [
+    pytest.param(route, mode, id=f"{route.method} {route.path} {mode}")
+    for route in ROUTES
+    for mode in ("positive", "negative")
+    if mode == "positive" or _has_input(route)
+]
 
 
 class World:
@@ -81,8 +89,9 @@ class World:
 
     def _product(self):
         sku = "FUZZ-REAL"
-        response = self.admin.post("/products", json={"sku": sku, "name": "Fuzzed widget", "price_cents": 250,
-                                                        "stock": 1_000_000})
+        response = self.admin.post(
+            "/products", json={"sku": sku, "name": "Fuzzed widget", "price_cents": 250, "stock": 1_000_000}
+        )
         assert response.status_code == 201, response.text
         return sku
 
@@ -93,8 +102,7 @@ class World:
 
     def _order(self):
         """A confirmed order of the user (so that a cancel of it can succeed once)."""
-        response = self.user.post(f"/carts/{self.new_cart()}/checkout",
-                                  json={"payment": {"card_number": GOOD_CARD}})
+        response = self.user.post(f"/carts/{self.new_cart()}/checkout", json={"payment": {"card_number": GOOD_CARD}})
         assert response.status_code == 202, response.text
         order_id = response.json()["id"]
         with eventlet.Timeout(30):
@@ -183,8 +191,9 @@ def test_fuzz_operation(fuzzed, route, mode):
     examples = SLOW_EXAMPLES.get((route.method, route.path, mode), MAX_EXAMPLES)
     statuses = []
 
-    @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     @given(case=strategy, real=st.booleans())
     def fuzz(case, real):
         if positive:

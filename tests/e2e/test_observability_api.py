@@ -4,6 +4,7 @@ gateway's /metrics by route template, and entrypoint counters that move by outco
 The whole system runs in this process (tests/e2e/conftest.py), so the gateway's /metrics shows every service's
 metrics and one logging handler sees every service's lines.
 """
+
 import json
 import logging
 import uuid
@@ -52,8 +53,11 @@ def scrape(client):
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def value(samples, name, **labels):
@@ -68,8 +72,7 @@ def eventually(check, timeout=10):
 
 def stocked(admin):
     sku = f"O-{uuid.uuid4().hex[:10]}"
-    response = admin.post("/products", json={"sku": sku, "name": f"Thing {sku}", "price_cents": 700,
-                                             "stock": 5})
+    response = admin.post("/products", json={"sku": sku, "name": f"Thing {sku}", "price_cents": 700, "stock": 5})
     assert response.status_code == 201, response.text
     return sku
 
@@ -82,9 +85,13 @@ def test_one_requests_id_is_on_the_json_lines_of_every_service_it_reaches(user, 
     response = user.get(f"/carts/{cart['id']}", headers={"X-Request-ID": request_id})
 
     assert response.status_code == 200 and response.headers["X-Request-ID"] == request_id
+
     def ends():
-        return {(record["service"], record["entrypoint"], record["outcome"]) for record in log_lines.records()
-                if record["request_id"] == request_id and record["logger"] == "cartmesh.worker"}
+        return {
+            (record["service"], record["entrypoint"], record["outcome"])
+            for record in log_lines.records()
+            if record["request_id"] == request_id and record["logger"] == "cartmesh.worker"
+        }
 
     # The worker-end lines come after the answer: wait for carts' and catalog's, with a deadline.
     eventually(lambda: {("carts", "get_cart", "success"), ("catalog", "get_products", "success")} <= ends())
@@ -111,8 +118,15 @@ def test_no_password_token_or_card_number_in_any_log_line_of_a_checkout(system, 
 
     text = "\n".join(log_lines.lines)
     assert len(log_lines.lines) > 20 and order_id in text  # the flow was logged: the check below means something
-    for secret in (password, user.token, GOOD_CARD, "4242424242424241", system.jwt_secret,
-                   system.admin_password, admin.token):
+    for secret in (
+        password,
+        user.token,
+        GOOD_CARD,
+        "4242424242424241",
+        system.jwt_secret,
+        system.admin_password,
+        admin.token,
+    ):
         assert secret not in text
     assert "4242 4242" not in text and "424242424242" not in text
 
@@ -125,10 +139,16 @@ def test_gateway_metrics_are_labelled_by_route_template_not_path(user):
     response = user.get("/metrics")
     samples = scrape(user)
 
-    assert value(samples, "cartmesh_http_requests_total", service="gateway", method="GET", route="/carts/{id}",
-                 status="200") >= 1
-    assert value(samples, "cartmesh_http_requests_total", service="gateway", method="GET", route="unmatched",
-                 status="404") >= 1
+    assert (
+        value(
+            samples, "cartmesh_http_requests_total", service="gateway", method="GET", route="/carts/{id}", status="200"
+        )
+        >= 1
+    )
+    assert (
+        value(samples, "cartmesh_http_requests_total", service="gateway", method="GET", route="unmatched", status="404")
+        >= 1
+    )
     assert cart["id"] not in response.text and "/no/such/path" not in response.text
 
 
@@ -152,13 +172,15 @@ def test_entrypoint_counters_move_by_outcome_through_the_real_services(own_syste
         return value(scrape(user), name, **labels) - value(since, name, **labels) >= count
 
     # The worker-end counters move after the answer has left: wait for them, with a deadline.
-    eventually(lambda: moved(calls, dict(carts_get, outcome="success"))
-               and moved(calls, dict(carts_get, outcome="expected_error")))
+    eventually(
+        lambda: (
+            moved(calls, dict(carts_get, outcome="success")) and moved(calls, dict(carts_get, outcome="expected_error"))
+        )
+    )
     assert moved(calls, dict(gateway_handle, outcome="success"))
     assert moved(calls, dict(gateway_handle, outcome="expected_error"))
     assert moved(calls, dict(gateway_handle, outcome="error"))
     assert moved("cartmesh_entrypoint_duration_seconds_count", carts_get, 2)
-    assert moved("cartmesh_rpc_client_failures_total", dict(service="gateway", target="carts",
-                                                             reason="unavailable"))
+    assert moved("cartmesh_rpc_client_failures_total", dict(service="gateway", target="carts", reason="unavailable"))
     assert moved("cartmesh_rpc_client_duration_seconds_count", dict(service="gateway", target="carts"), 3)
     assert user.get(f"/carts/{cart['id']}").status_code == 200  # carts is back

@@ -1,5 +1,6 @@
 """The gateway under faults, over HTTP: the product cache kept consistent across gateway instances by broadcast
 `product_changed` events, and the circuit breaker answering 503 at once for a backend that stopped answering."""
+
 import uuid
 
 import eventlet
@@ -22,8 +23,9 @@ def eventually(check, timeout=10):
 def second_gateway(system):
     """Another gateway instance on the same system: (client factory, container); kill the container after."""
     port = find_free_port()
-    container = ServiceContainer(GatewayService,
-                                 dict(system.configs["gateway"], WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"))
+    container = ServiceContainer(
+        GatewayService, dict(system.configs["gateway"], WEB_SERVER_ADDRESS=f"127.0.0.1:{port}")
+    )
     container.start()
     return f"http://127.0.0.1:{port}", container
 
@@ -32,8 +34,9 @@ def set_price_behind_catalogs_back(system, sku, price):
     """A write no event announces: only a cache that answers from memory still shows the old price."""
     engine = make_engine(system.database_urls["catalog"])
     with engine.begin() as connection:
-        connection.execute(text("UPDATE products SET price_cents = :price WHERE sku = :sku"),
-                           {"price": price, "sku": sku})
+        connection.execute(
+            text("UPDATE products SET price_cents = :price WHERE sku = :sku"), {"price": price, "sku": sku}
+        )
     engine.dispose()
 
 
@@ -69,10 +72,14 @@ def test_a_price_change_is_seen_at_once_by_its_gateway_and_on_the_event_by_anoth
 def test_every_gateway_instance_has_its_own_broadcast_queue(system):
     url, container = second_gateway(system)
     try:
-        [extension] = [entrypoint for entrypoint in container.entrypoints
-                       if entrypoint.method_name == "on_product_changed"]
-        [first] = [entrypoint for entrypoint in system.containers["gateway"].entrypoints
-                   if entrypoint.method_name == "on_product_changed"]
+        [extension] = [
+            entrypoint for entrypoint in container.entrypoints if entrypoint.method_name == "on_product_changed"
+        ]
+        [first] = [
+            entrypoint
+            for entrypoint in system.containers["gateway"].entrypoints
+            if entrypoint.method_name == "on_product_changed"
+        ]
         # Two queues, each exclusive to its instance: both get every event (a competing consumer would not).
         assert extension.queue.name != first.queue.name
         assert extension.queue.exclusive and first.queue.exclusive
@@ -82,8 +89,12 @@ def test_every_gateway_instance_has_its_own_broadcast_queue(system):
 
 
 def failures(reason):
-    return REGISTRY.get_sample_value("cartmesh_rpc_client_failures_total",
-                                     {"service": "gateway", "target": "catalog", "reason": reason}) or 0
+    return (
+        REGISTRY.get_sample_value(
+            "cartmesh_rpc_client_failures_total", {"service": "gateway", "target": "catalog", "reason": reason}
+        )
+        or 0
+    )
 
 
 def circuit(target):

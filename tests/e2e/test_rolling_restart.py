@@ -2,6 +2,7 @@
 stopped gracefully (what SIGTERM does under `nameko run`: services/common/container.py) while it has workers
 running, then started again. No client sees a 5xx, and every item a client was told was added (2xx) is in the
 final carts. tests/integration/test_common_container.py covers the real SIGTERM path of `nameko run`."""
+
 import collections
 import time
 import uuid
@@ -71,8 +72,9 @@ def test_a_carts_instance_restarted_under_load_loses_no_acknowledged_write_and_n
     skus = []
     for number in range(4):
         sku = f"ROLL-{uuid.uuid4().hex[:8]}-{number}"
-        created = admin.post("/products", json={"sku": sku, "name": f"Rolling {number}", "price_cents": 100,
-                                                "stock": 1000})
+        created = admin.post(
+            "/products", json={"sku": sku, "name": f"Rolling {number}", "price_cents": 100, "stock": 1000}
+        )
         assert created.status_code == 201, created.text
         skus.append(sku)
     system.start("carts", instance="carts-2")

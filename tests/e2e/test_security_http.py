@@ -4,6 +4,7 @@ login throttling, security headers, CORS, and what the gateway refuses before th
 Rate limits and throttling are tested on extra gateway instances with their own settings, started on the shared
 system's broker (so they reach the same backends, as a second gateway replica would); the shared gateway has
 them off (conftest.GATEWAY_TEST_SETTINGS)."""
+
 import contextlib
 import json
 import logging
@@ -48,8 +49,14 @@ def gateway(system, **overrides):
 
 def limits(**settings):
     """Gateway overrides: these limits on, the rest off, counters in memory unless REDIS_URL is given."""
-    config = {"RATE_LIMIT_PER_ADDRESS": 0, "RATE_LIMIT_PER_USER": 0, "LOGIN_THROTTLE_PER_EMAIL": 0,
-              "LOGIN_THROTTLE_PER_ADDRESS": 0, "REDIS_URL": "", "REDIS_KEY_PREFIX": f"test-{uuid.uuid4().hex[:8]}"}
+    config = {
+        "RATE_LIMIT_PER_ADDRESS": 0,
+        "RATE_LIMIT_PER_USER": 0,
+        "LOGIN_THROTTLE_PER_EMAIL": 0,
+        "LOGIN_THROTTLE_PER_ADDRESS": 0,
+        "REDIS_URL": "",
+        "REDIS_KEY_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
+    }
     config.update(settings)
     return config
 
@@ -123,9 +130,23 @@ def test_without_redis_each_gateway_limits_alone_and_says_so(http_system, caplog
 def private_redis(tmp_path):
     """A Redis server of the test's own (the shared one must not be stopped), stopped by `kill()`."""
     port = find_free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:
@@ -145,8 +166,9 @@ def private_redis(tmp_path):
 
 def test_the_gateway_keeps_limiting_when_redis_dies_mid_run(http_system, private_redis, caplog):
     caplog.set_level(logging.INFO, logger="gateway_http.ratelimit")
-    settings = limits(RATE_LIMIT_PER_ADDRESS=3, RATE_LIMIT_WINDOW_SECONDS=60, REDIS_URL=private_redis.url,
-                      REDIS_RETRY_SECONDS=60)
+    settings = limits(
+        RATE_LIMIT_PER_ADDRESS=3, RATE_LIMIT_WINDOW_SECONDS=60, REDIS_URL=private_redis.url, REDIS_RETRY_SECONDS=60
+    )
     with gateway(http_system, **settings) as client:
         assert client.get("/openapi.json").status_code == 200
         private_redis.kill()
@@ -165,8 +187,9 @@ def failed_logins(client, email, count):
 
 
 def test_failed_logins_slow_down_then_429_the_same_for_unknown_emails(http_system):
-    settings = limits(LOGIN_THROTTLE_PER_EMAIL=4, LOGIN_THROTTLE_WINDOW_SECONDS=60,
-                      LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.2)
+    settings = limits(
+        LOGIN_THROTTLE_PER_EMAIL=4, LOGIN_THROTTLE_WINDOW_SECONDS=60, LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.2
+    )
     with gateway(http_system, **settings) as client:
         known = register(client)
         unknown = f"nobody-{uuid.uuid4().hex[:10]}@example.com"
@@ -177,8 +200,10 @@ def test_failed_logins_slow_down_then_429_the_same_for_unknown_emails(http_syste
                 assert_error(response, 401, "unauthorized")
             for response in responses[4:]:
                 assert_rate_limited(response, 60)
-            answers[email] = [(r.status_code, without_retry_after(r.json()),
-                               sorted(set(r.headers) - {"X-Request-ID", "Date"})) for r in responses]
+            answers[email] = [
+                (r.status_code, without_retry_after(r.json()), sorted(set(r.headers) - {"X-Request-ID", "Date"}))
+                for r in responses
+            ]
         assert answers[known] == answers[unknown]  # nothing tells whether the email exists
         # Locked: even the right password waits for the window to end.
         locked = client.post("/auth/token", json={"email": known, "password": "correct horse"})
@@ -193,8 +218,12 @@ def without_retry_after(body):
 
 
 def test_a_successful_login_resets_the_email_and_the_address_limit_holds(http_system):
-    settings = limits(LOGIN_THROTTLE_PER_EMAIL=3, LOGIN_THROTTLE_PER_ADDRESS=6, LOGIN_THROTTLE_WINDOW_SECONDS=60,
-                      LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.1)
+    settings = limits(
+        LOGIN_THROTTLE_PER_EMAIL=3,
+        LOGIN_THROTTLE_PER_ADDRESS=6,
+        LOGIN_THROTTLE_WINDOW_SECONDS=60,
+        LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.1,
+    )
     with gateway(http_system, **settings) as client:
         email = register(client)
         assert [r.status_code for r in failed_logins(client, email, 2)] == [401, 401]
@@ -243,18 +272,26 @@ def user_email(client):
 
 def test_cors_preflight_allowed_and_denied_and_headers_on_answers(http_system):
     with gateway(http_system, **limits(CORS_ORIGINS=f"{SHOP},http://localhost:3000")) as client:
-        allowed = client.request("OPTIONS", "/carts", headers={
-            "Origin": SHOP, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "Authorization, Content-Type, Idempotency-Key, X-Request-ID"})
+        allowed = client.request(
+            "OPTIONS",
+            "/carts",
+            headers={
+                "Origin": SHOP,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "Authorization, Content-Type, Idempotency-Key, X-Request-ID",
+            },
+        )
         assert allowed.status_code == 204
         assert allowed.headers["Access-Control-Allow-Origin"] == SHOP
         assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
-        assert {"Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"} <= \
-            set(allowed.headers["Access-Control-Allow-Headers"].split(", "))
+        assert {"Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"} <= set(
+            allowed.headers["Access-Control-Allow-Headers"].split(", ")
+        )
         assert_secure_headers(allowed)
-        for headers in ({"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
-                        {"Origin": SHOP, "Access-Control-Request-Method": "POST",
-                         "Access-Control-Request-Headers": "X-Custom"}):
+        for headers in (
+            {"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
+            {"Origin": SHOP, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "X-Custom"},
+        ):
             denied = client.request("OPTIONS", "/carts", headers=headers)
             assert_error(denied, 403, "forbidden")
             assert "Access-Control-Allow-Origin" not in denied.headers
@@ -310,12 +347,15 @@ def test_oversized_headers_and_urls_are_refused_in_the_envelope(http_system):
 def test_slow_clients_are_cut_off(http_system):
     settings = limits(HTTP_HEADER_TIMEOUT_SECONDS=0.5, HTTP_BODY_TIMEOUT_SECONDS=0.5, HTTP_KEEPALIVE_SECONDS=2)
     with gateway(http_system, **settings) as client:
-        slow_headers = raw_exchange(client.base_url, b"GET /products HTTP/1.1\r\nHost: x\r\n",
-                                    b"Connection: close\r\n\r\n", pause=1.5)
+        slow_headers = raw_exchange(
+            client.base_url, b"GET /products HTTP/1.1\r\nHost: x\r\n", b"Connection: close\r\n\r\n", pause=1.5
+        )
         assert_refused(slow_headers, 408, "request_timeout")
         body = json.dumps({"email": "a@example.com", "password": "whatever1"}).encode()
-        head = (b"POST /auth/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body))
+        head = (
+            b"POST /auth/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
         slow_body = raw_exchange(client.base_url, head + body[:10], body[10:], pause=1.5)
         assert_refused(slow_body, 408, "request_timeout")
         # A connection that sends nothing is closed after HTTP_KEEPALIVE_SECONDS.

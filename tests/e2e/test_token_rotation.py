@@ -1,5 +1,6 @@
 """Rotating the token signing key over HTTP, in the two deploys SECURITY.md describes: a token of the old key
 still works after the first (new key signs, old key only verifies), and is 401 after the second (old key gone)."""
+
 import secrets
 
 import jwt
@@ -26,8 +27,10 @@ def test_old_tokens_verify_until_their_key_is_removed(own_system):
     redeploy(own_system, JWT_SECRET=new_secret, JWT_PREVIOUS_SECRETS=old_secret)
     assert user.get("/carts").status_code == 200  # the old key's token, still valid
     email = f"rotated-{secrets.token_hex(4)}@example.com"
-    assert own_system.client().post("/auth/register", json={"email": email, "password": "correct horse"}
-                                    ).status_code == 201
+    assert (
+        own_system.client().post("/auth/register", json={"email": email, "password": "correct horse"}).status_code
+        == 201
+    )
     fresh = own_system.client().login(email, "correct horse")
     assert jwt.get_unverified_header(fresh.token)["kid"] == key_id(new_secret)
     assert fresh.get("/carts").status_code == 200

@@ -1,4 +1,5 @@
 """accounts moves a password hash made with older argon2 parameters to today's at the next sign-in."""
+
 import pytest
 from argon2 import PasswordHasher
 from argon2.profiles import RFC_9106_LOW_MEMORY
@@ -15,8 +16,14 @@ SECRET = "integration-test-secret-long-enough-for-hs256"
 
 @pytest.fixture
 def accounts_config(service_config, fresh_database):
-    return service_config("accounts", DATABASE_URL=fresh_database("accounts"), JWT_SECRET=SECRET,
-                          TOKEN_TTL_SECONDS=600, ADMIN_EMAIL="", ADMIN_PASSWORD="")
+    return service_config(
+        "accounts",
+        DATABASE_URL=fresh_database("accounts"),
+        JWT_SECRET=SECRET,
+        TOKEN_TTL_SECONDS=600,
+        ADMIN_EMAIL="",
+        ADMIN_PASSWORD="",
+    )
 
 
 def stored_hash(config, email):

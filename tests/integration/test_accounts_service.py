@@ -1,15 +1,15 @@
 """The accounts service in a real container on the real broker, on SQLite and PostgreSQL."""
+
 import eventlet
 import pytest
 from nameko.cli.run import import_service
 from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import select
 
-from services.common.errors import StartupRefused
 from services.accounts.models import User
 from services.accounts.service import AccountsService
 from services.common.db import make_engine
-from services.common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from services.common.errors import Conflict, NotFound, StartupRefused, Unauthorized, ValidationFailed
 from services.common.tokens import verify_token
 
 SECRET = "integration-test-secret-long-enough-for-hs256"
@@ -18,8 +18,14 @@ SECRET = "integration-test-secret-long-enough-for-hs256"
 @pytest.fixture
 def accounts_config(service_config, fresh_database):
     """Config of an accounts instance on a new database; no admin unless a test asks for one."""
-    return service_config("accounts", DATABASE_URL=fresh_database("accounts"), JWT_SECRET=SECRET,
-                          TOKEN_TTL_SECONDS=600, ADMIN_EMAIL="", ADMIN_PASSWORD="")
+    return service_config(
+        "accounts",
+        DATABASE_URL=fresh_database("accounts"),
+        JWT_SECRET=SECRET,
+        TOKEN_TTL_SECONDS=600,
+        ADMIN_EMAIL="",
+        ADMIN_PASSWORD="",
+    )
 
 
 @pytest.fixture
@@ -55,8 +61,7 @@ def test_register_sign_in_and_get_user(start_accounts, accounts_config):
         claims = verify_token(SECRET, answer["access_token"])
         assert (claims["sub"], claims["email"], claims["admin"]) == (user["id"], "Alice@Example.COM", False)
 
-        assert accounts.get_user(user["id"]) == {"id": user["id"], "email": "Alice@Example.COM",
-                                                 "is_admin": False}
+        assert accounts.get_user(user["id"]) == {"id": user["id"], "email": "Alice@Example.COM", "is_admin": False}
         assert accounts.health() == "ok"
     [row] = users_in(accounts_config)
     assert row["email_normalized"] == "alice@example.com"
@@ -97,8 +102,12 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(start_accounts, ac
     with ServiceRpcProxy("accounts", accounts_config) as accounts:
         accounts.register("dave@example.com", "correct horse")
         failures = []
-        for email, password in [("dave@example.com", "wrong horse"), ("nobody@example.com", "correct horse"),
-                                (None, None), ("dave@example.com", 42)]:
+        for email, password in [
+            ("dave@example.com", "wrong horse"),
+            ("nobody@example.com", "correct horse"),
+            (None, None),
+            ("dave@example.com", 42),
+        ]:
             with pytest.raises(Unauthorized) as failure:
                 accounts.issue_token(email, password)
             failures.append((str(failure.value), failure.value.details))
@@ -129,8 +138,7 @@ def test_admin_is_created_at_start_up(start_accounts, accounts_config):
         token = accounts.issue_token("root@example.com", "admin-password")["access_token"]
         claims = verify_token(SECRET, token)
         assert claims["admin"] is True
-        assert accounts.get_user(claims["sub"]) == {"id": claims["sub"], "email": "Root@Example.com",
-                                                    "is_admin": True}
+        assert accounts.get_user(claims["sub"]) == {"id": claims["sub"], "email": "Root@Example.com", "is_admin": True}
 
 
 def test_existing_user_is_made_admin_with_the_configured_password(start_accounts, accounts_config):

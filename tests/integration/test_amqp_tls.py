@@ -1,6 +1,7 @@
 """A service over amqps:// with a client certificate, configured only through the environment its config file
 reads (AMQP_URI, AMQP_SSL). The local broker has no TLS listener, so the test puts a TLS-terminating proxy
 (socat) in front of it that demands a client certificate signed by a CA the test makes (openssl CLI)."""
+
 import os
 import shutil
 import socket
@@ -18,8 +19,9 @@ from services.common.config import load_config
 from services.common.migrate import upgrade
 from services.payments.service import PaymentsService
 
-pytestmark = pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("socat")),
-                                reason="needs the openssl and socat commands")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("openssl") and shutil.which("socat")), reason="needs the openssl and socat commands"
+)
 
 
 def openssl(folder, *args):
@@ -28,22 +30,69 @@ def openssl(folder, *args):
 
 def issue(folder, name, subject, extensions):
     """A key and a certificate for `name`, signed by the test CA in `folder`."""
-    openssl(folder, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+    openssl(
+        folder,
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+    )
     (folder / f"{name}.ext").write_text(extensions)
-    openssl(folder, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", "-extfile", f"{name}.ext")
+    openssl(
+        folder,
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        f"{name}.pem",
+        "-extfile",
+        f"{name}.ext",
+    )
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A CA, a server certificate for localhost and a client certificate, as files."""
     folder = tmp_path_factory.mktemp("pki")
-    openssl(folder, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=cartmesh test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    issue(folder, "server", "/CN=localhost",
-          "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl(
+        folder,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=cartmesh test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    issue(folder, "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     issue(folder, "client", "/CN=cartmesh-payments", "extendedKeyUsage=clientAuth\n")
     return folder
 
@@ -53,9 +102,14 @@ def tls_port(pki):
     """Port of a TLS listener that requires a client certificate of the test CA and forwards to the broker."""
     port = find_free_port()
     proxy = subprocess.Popen(
-        ["socat", f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={pki / 'server.pem'},"
-                  f"key={pki / 'server.key'},cafile={pki / 'ca.pem'},verify=1",
-         "TCP:127.0.0.1:5672"], stderr=subprocess.DEVNULL)
+        [
+            "socat",
+            f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={pki / 'server.pem'},"
+            f"key={pki / 'server.key'},cafile={pki / 'ca.pem'},verify=1",
+            "TCP:127.0.0.1:5672",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -73,8 +127,11 @@ def tls_port(pki):
 def tls_env(monkeypatch, rabbit_config, pki, tls_port):
     """The environment an operator sets for TLS with a client certificate, on the test's vhost."""
     monkeypatch.setenv("AMQP_URI", f"amqps://guest:guest@localhost:{tls_port}/{rabbit_config['vhost']}")
-    monkeypatch.setenv("AMQP_SSL", f"{{ca_certs: {pki / 'ca.pem'}, certfile: {pki / 'client.pem'}, "
-                                   f"keyfile: {pki / 'client.key'}, server_hostname: null}}")
+    monkeypatch.setenv(
+        "AMQP_SSL",
+        f"{{ca_certs: {pki / 'ca.pem'}, certfile: {pki / 'client.pem'}, "
+        f"keyfile: {pki / 'client.key'}, server_hostname: null}}",
+    )
 
 
 def payments_config(tmp_path):
@@ -114,8 +171,24 @@ def test_server_certificate_is_checked(tls_env, pki, tmp_path):
     config = payments_config(tmp_path)
     other_ca = tmp_path / "other"
     other_ca.mkdir()
-    openssl(other_ca, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=someone else")
+    openssl(
+        other_ca,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=someone else",
+    )
     options = dict(config["AMQP_SSL"], ca_certs=str(other_ca / "ca.pem"))
     with pytest.raises(ssl.SSLCertVerificationError):
         with Connection(config["AMQP_URI"], ssl=options, connect_timeout=5) as connection:

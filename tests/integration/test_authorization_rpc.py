@@ -7,6 +7,7 @@ every door onto them — the services' RPC methods called directly with her user
 token — and each one answers NotFound (404 over HTTP), exactly as for something that does not exist (API.md),
 while everything of Bob's, read back through the services, is unchanged.
 """
+
 import uuid
 
 import eventlet
@@ -27,15 +28,22 @@ class World:
         self.system = system
         admin = system.admin()
         self.sku = f"AUTHZ-{uuid.uuid4().hex[:8]}"
-        assert admin.post("/products", json={"sku": self.sku, "name": "Lock", "price_cents": 700,
-                                             "stock": 100}).status_code == 201
+        assert (
+            admin.post(
+                "/products", json={"sku": self.sku, "name": "Lock", "price_cents": 700, "stock": 100}
+            ).status_code
+            == 201
+        )
         self.alice, self.bob = system.new_user(), system.new_user()
         self.alice_id = self.alice.get("/me").json()["id"]
         self.bob_id = self.bob.get("/me").json()["id"]
         self.bob_cart = self._cart(self.bob)
         self.bob_checked_out = self._cart(self.bob)
-        placed = self.bob.post(f"/carts/{self.bob_checked_out}/checkout", headers={"Idempotency-Key": BOB_KEY},
-                               json={"payment": {"card_number": GOOD_CARD}})
+        placed = self.bob.post(
+            f"/carts/{self.bob_checked_out}/checkout",
+            headers={"Idempotency-Key": BOB_KEY},
+            json={"payment": {"card_number": GOOD_CARD}},
+        )
         assert placed.status_code == 202, placed.text
         self.bob_order = placed.json()["id"]
         self._wait_confirmed(self.bob_order)
@@ -57,15 +65,19 @@ class World:
     def bobs_things(self, stock=True):
         """Everything of Bob's that a door could change, read through the services as Bob (and the stock his
         cart's product has left, which an order of anyone's would take)."""
-        things = {"carts": self.rpc("carts", "list_carts", self.bob_id),
-                  "orders": self.rpc("orders", "list_orders", self.bob_id)}
+        things = {
+            "carts": self.rpc("carts", "list_carts", self.bob_id),
+            "orders": self.rpc("orders", "list_orders", self.bob_id),
+        }
         if stock:
             things["stock"] = self.rpc("catalog", "get_product", self.sku)["stock"]
         return things
 
     def alices_things(self):
-        return {"carts": self.rpc("carts", "list_carts", self.alice_id),
-                "orders": self.rpc("orders", "list_orders", self.alice_id)}
+        return {
+            "carts": self.rpc("carts", "list_carts", self.alice_id),
+            "orders": self.rpc("orders", "list_orders", self.alice_id),
+        }
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -96,11 +108,17 @@ RPC_DOORS = {
     "carts.delete_cart checked out": ("carts", "delete_cart", lambda w: (w.alice_id, w.bob_checked_out)),
     "carts.checkout_cart": ("carts", "checkout_cart", lambda w: (w.alice_id, w.bob_cart, str(uuid.uuid4()))),
     # With the very order id that checked Bob's cart out: a repeat of that checkout must still be Bob's alone.
-    "carts.checkout_cart bob's order": ("carts", "checkout_cart",
-                                        lambda w: (w.alice_id, w.bob_checked_out, w.bob_order)),
+    "carts.checkout_cart bob's order": (
+        "carts",
+        "checkout_cart",
+        lambda w: (w.alice_id, w.bob_checked_out, w.bob_order),
+    ),
     "orders.checkout": ("orders", "checkout", lambda w: (w.alice_id, w.bob_cart, _payment_method(w))),
-    "orders.checkout with bob's key": ("orders", "checkout",
-                                       lambda w: (w.alice_id, w.bob_cart, _payment_method(w), BOB_KEY)),
+    "orders.checkout with bob's key": (
+        "orders",
+        "checkout",
+        lambda w: (w.alice_id, w.bob_cart, _payment_method(w), BOB_KEY),
+    ),
     "orders.get_order": ("orders", "get_order", lambda w: (w.alice_id, w.bob_order)),
     "orders.get_order upper case": ("orders", "get_order", lambda w: (w.alice_id, w.bob_order.upper())),
     "orders.cancel_order": ("orders", "cancel_order", lambda w: (w.alice_id, w.bob_order)),
@@ -177,16 +195,24 @@ HTTP_DOORS = {
     "remove item": ("DELETE", "/carts/{bob_cart}/items/{sku}", None, {}),
     "delete cart": ("DELETE", "/carts/{bob_cart}", None, {}),
     "checkout": ("POST", "/carts/{bob_cart}/checkout", {"payment": {"card_number": GOOD_CARD}}, {}),
-    "checkout with bob's key": ("POST", "/carts/{bob_checked_out}/checkout",
-                                {"payment": {"card_number": GOOD_CARD}}, {"Idempotency-Key": BOB_KEY}),
+    "checkout with bob's key": (
+        "POST",
+        "/carts/{bob_checked_out}/checkout",
+        {"payment": {"card_number": GOOD_CARD}},
+        {"Idempotency-Key": BOB_KEY},
+    ),
     "GET order": ("GET", "/orders/{bob_order}", None, {}),
     "cancel order": ("POST", "/orders/{bob_order}/cancel", None, {}),
 }
 
 
 def _fill(template, world):
-    names = {"bob_cart": world.bob_cart, "bob_checked_out": world.bob_checked_out, "bob_order": world.bob_order,
-             "sku": world.sku}
+    names = {
+        "bob_cart": world.bob_cart,
+        "bob_checked_out": world.bob_checked_out,
+        "bob_order": world.bob_order,
+        "sku": world.sku,
+    }
     if isinstance(template, str):
         return template.format(**names)
     if isinstance(template, dict):

@@ -2,6 +2,7 @@
 run as users that have exactly their permissions and nothing else, and do all their work (RPC served and
 called, events handled, retried and parked); the carts user cannot consume, declare or bind another app's
 queues. The permission tables are also checked against the service classes themselves."""
+
 import json
 import re
 import uuid
@@ -24,8 +25,8 @@ from gateway_http.service_map import queue_stats
 from services.accounts.service import AccountsService
 from services.carts.service import CartsService
 from services.catalog.service import CatalogService
-from services.common.events import ReliableEventHandler
 from services.common.errors import NotFound, ServiceUnavailable, UnknownProduct
+from services.common.events import ReliableEventHandler
 from services.common.migrate import upgrade
 from services.common.outbox import Outbox
 from services.common.rpc import Rpc
@@ -33,37 +34,50 @@ from services.orders.service import OrdersService
 from services.payments.service import PaymentsService
 from tests.ops.test_compose import load_make_secrets
 
-
 # docker/ is no package (`import docker` could find docker-py): make_secrets is loaded from its file, and it loads
 # broker_permissions beside it.
 make_secrets = load_make_secrets()
 broker_permissions = make_secrets.broker_permissions
 APPS, EMITS, HANDLES = broker_permissions.APPS, broker_permissions.EMITS, broker_permissions.HANDLES
 RETRIES = broker_permissions.RETRIES
-RPC_CALLS, RPC_SERVERS, permissions = (broker_permissions.RPC_CALLS, broker_permissions.RPC_SERVERS,
-                                       broker_permissions.permissions)
+RPC_CALLS, RPC_SERVERS, permissions = (
+    broker_permissions.RPC_CALLS,
+    broker_permissions.RPC_SERVERS,
+    broker_permissions.permissions,
+)
 
-CLASSES = {"accounts": AccountsService, "catalog": CatalogService, "carts": CartsService,
-           "payments": PaymentsService, "orders": OrdersService, "gateway": GatewayService}
+CLASSES = {
+    "accounts": AccountsService,
+    "catalog": CatalogService,
+    "carts": CartsService,
+    "payments": PaymentsService,
+    "orders": OrdersService,
+    "gateway": GatewayService,
+}
 
 
 def what_it_does(app):
     """(serves RPC, the services it calls, emits events, event sources it handles) read off the class."""
     container = ServiceContainer(CLASSES[app], {"AMQP_URI": "memory://"})
     serves = any(isinstance(entrypoint, RpcEntrypoint) for entrypoint in container.entrypoints)
-    calls = sorted(dependency.target_service for dependency in container.dependencies
-                   if isinstance(dependency, Rpc))
+    calls = sorted(dependency.target_service for dependency in container.dependencies if isinstance(dependency, Rpc))
     emits = any(isinstance(dependency, Outbox) for dependency in container.dependencies)
-    handles = sorted({entrypoint.source_service for entrypoint in container.entrypoints
-                      if isinstance(entrypoint, EventHandler)})
+    handles = sorted(
+        {entrypoint.source_service for entrypoint in container.entrypoints if isinstance(entrypoint, EventHandler)}
+    )
     retries = any(isinstance(entrypoint, ReliableEventHandler) for entrypoint in container.entrypoints)
     return serves, calls, emits, handles, retries
 
 
 @pytest.mark.parametrize("app", APPS)
 def test_tables_match_the_service_classes(app):
-    assert what_it_does(app) == (app in RPC_SERVERS, sorted(RPC_CALLS.get(app, ())), app in EMITS,
-                                 sorted(HANDLES.get(app, ())), app in RETRIES)
+    assert what_it_does(app) == (
+        app in RPC_SERVERS,
+        sorted(RPC_CALLS.get(app, ())),
+        app in EMITS,
+        sorted(HANDLES.get(app, ())),
+        app in RETRIES,
+    )
 
 
 def allowed(app, kind, name):
@@ -100,9 +114,13 @@ def app_users(rabbit_manager, rabbit_config, tmp_path):
         user = next(user for user in definitions["users"] if user["name"] == app)
         granted = next(grant for grant in definitions["permissions"] if grant["user"] == app)
         assert {key: granted[key] for key in ("configure", "write", "read")} == permissions(app)
-        rabbit_manager._post("definitions", json={
-            "users": [dict(user, name=prefix + app)],
-            "permissions": [dict(granted, user=prefix + app, vhost=rabbit_config["vhost"])]})
+        rabbit_manager._post(
+            "definitions",
+            json={
+                "users": [dict(user, name=prefix + app)],
+                "permissions": [dict(granted, user=prefix + app, vhost=rabbit_config["vhost"])],
+            },
+        )
         made.append(prefix + app)
         uri = urlsplit((tmp_path / "secrets" / app / "AMQP_URI").read_text())
         assert uri.username == app
@@ -122,14 +140,23 @@ def services_as_their_users(app_users, service_config, tmp_path, container_facto
         url = f"sqlite:///{tmp_path / f'{app}.db'}"
         upgrade(app, url)
         uris[app] = app_users(app)
-        config = service_config(app, AMQP_URI=uris[app], DATABASE_URL=url, EVENT_MAX_ATTEMPTS=2,
-                                EVENT_RETRY_SECONDS=0.1, OUTBOX_POLL_SECONDS=0.2)
+        config = service_config(
+            app,
+            AMQP_URI=uris[app],
+            DATABASE_URL=url,
+            EVENT_MAX_ATTEMPTS=2,
+            EVENT_RETRY_SECONDS=0.1,
+            OUTBOX_POLL_SECONDS=0.2,
+        )
         container_factory(cls, config).start()
     uris["gateway"] = app_users("gateway")
     port = find_free_port()
-    container_factory(GatewayService, service_config(
-        "gateway", AMQP_URI=uris["gateway"], JWT_SECRET=uuid.uuid4().hex * 2,
-        WEB_SERVER_ADDRESS=f"127.0.0.1:{port}")).start()
+    container_factory(
+        GatewayService,
+        service_config(
+            "gateway", AMQP_URI=uris["gateway"], JWT_SECRET=uuid.uuid4().hex * 2, WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"
+        ),
+    ).start()
     return uris, f"http://127.0.0.1:{port}"
 
 
@@ -160,17 +187,18 @@ def test_services_work_with_their_own_users_and_no_more(services_as_their_users,
     with eventlet.Timeout(20):
         while message_count(rabbit_config["AMQP_URI"], "parked-carts") < 1:
             eventlet.sleep(0.1)
-    assert message_count(rabbit_config["AMQP_URI"],
-                         "evt-orders-order_failed--carts.reopen_after_failed_order.retry") == 0
+    assert (
+        message_count(rabbit_config["AMQP_URI"], "evt-orders-order_failed--carts.reopen_after_failed_order.retry") == 0
+    )
 
     carts_uri = uris["carts"]
     refusals = [
         lambda channel: channel.basic_consume("rpc-catalog", callback=lambda message: None),
         lambda channel: channel.queue_declare("rpc-catalog", durable=True),
         lambda channel: channel.queue_bind("parked-carts", "catalog.events", "#"),
-        lambda channel: Queue(f"rpc.reply-orders-{uuid.uuid4()}", Exchange("nameko-rpc", type="topic",
-                                                                            durable=True),
-                              routing_key="x")(channel).declare(),
+        lambda channel: Queue(
+            f"rpc.reply-orders-{uuid.uuid4()}", Exchange("nameko-rpc", type="topic", durable=True), routing_key="x"
+        )(channel).declare(),
     ]
     for attempt in refusals:
         with Connection(carts_uri) as connection:

@@ -1,6 +1,7 @@
 """Checkout of carts in real containers on the real broker and a real database (SQLite and PostgreSQL):
 `checkout_cart`, `reopen_cart` and the `orders.order_failed` handler, with the fake catalog of
 test_carts_service."""
+
 import uuid
 
 import eventlet
@@ -14,7 +15,18 @@ from services.carts.service import CartsService
 from services.common.db import utcnow
 from services.common.errors import Conflict, EmptyCart, NotFound, ValidationFailed
 from tests.integration.test_carts_service import (  # noqa: F401 -- fixtures are found by name
-    ALICE, BOB, FakeCatalog, catalog, config, db, db_url, in_parallel, product, service, stored_lines, two_instances,
+    ALICE,
+    BOB,
+    FakeCatalog,
+    catalog,
+    config,
+    db,
+    db_url,
+    in_parallel,
+    product,
+    service,
+    stored_lines,
+    two_instances,
 )
 
 HANDLER = "carts.reopen_after_failed_order"
@@ -42,6 +54,7 @@ def wait_until(condition, timeout=10.0):
 
 
 # --- checkout_cart --------------------------------------------------------------------------------------------
+
 
 def test_checkout_freezes_the_catalogs_current_values(service, db, catalog):
     cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 2}, {"sku": "BREAD", "quantity": 1}])
@@ -77,7 +90,9 @@ def test_checkout_keeps_the_stored_values_of_a_sku_the_catalog_no_longer_has(ser
     checked_out = service.checkout_cart(ALICE, cart["id"], new_order_id())
 
     assert [(i["sku"], i["name"], i["unit_price_cents"]) for i in checked_out["items"]] == [
-        ("APPLE", "Apple", 130), ("CHEESE", "Cheese", 799)]
+        ("APPLE", "Apple", 130),
+        ("CHEESE", "Cheese", 799),
+    ]
     assert frozen_lines(db, cart["id"]) == [("APPLE", "Apple", 130), ("CHEESE", "Cheese", 799)]
 
 
@@ -133,11 +148,12 @@ def test_concurrent_checkouts_by_different_orders_let_exactly_one_win(two_instan
     cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 1}, {"sku": "CHEESE", "quantity": 2}])
     order_ids = [new_order_id() for _ in range(8)]
 
-    results = in_parallel(config, [
-        lambda client, order_id=order_id: client.checkout_cart(ALICE, cart["id"], order_id)
-        for order_id in order_ids])
+    results = in_parallel(
+        config,
+        [lambda client, order_id=order_id: client.checkout_cart(ALICE, cart["id"], order_id) for order_id in order_ids],
+    )
 
-    won = [order_id for order_id, result in zip(order_ids, results) if isinstance(result, dict)]
+    won = [order_id for order_id, result in zip(order_ids, results, strict=True) if isinstance(result, dict)]
     lost = [result for result in results if not isinstance(result, dict)]
     assert len(won) == 1
     assert len(lost) == 7 and all(isinstance(error, Conflict) for error in lost), lost
@@ -158,6 +174,7 @@ def test_concurrent_repeats_of_one_orders_checkout_all_answer_the_same_cart(two_
 
 
 # --- reopen_cart ----------------------------------------------------------------------------------------------
+
 
 def test_reopen_cart_by_the_order_that_checked_it_out_opens_it(service, db, catalog):
     cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 2}])
@@ -180,8 +197,14 @@ def test_reopen_cart_by_another_order_or_of_an_open_cart_changes_nothing(service
     order_id = new_order_id()
     checked_out = service.checkout_cart(ALICE, cart["id"], order_id)
 
-    for cart_id, other in [(cart["id"], new_order_id()), (cart["id"], "garbage"), (cart["id"], None),
-                           (open_cart["id"], new_order_id()), ("garbage", order_id), (str(uuid.uuid4()), order_id)]:
+    for cart_id, other in [
+        (cart["id"], new_order_id()),
+        (cart["id"], "garbage"),
+        (cart["id"], None),
+        (open_cart["id"], new_order_id()),
+        ("garbage", order_id),
+        (str(uuid.uuid4()), order_id),
+    ]:
         assert service.reopen_cart(cart_id, other) is None
 
     assert service.get_cart(ALICE, cart["id"]) == checked_out
@@ -206,8 +229,7 @@ def test_an_order_that_released_its_cart_cannot_check_it_out_late(service, db):
 
 def test_a_release_racing_its_orders_checkout_always_leaves_the_cart_open(two_instances, db):
     service, config = two_instances
-    pairs = [(service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 1}])["id"], new_order_id())
-             for _ in range(5)]
+    pairs = [(service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 1}])["id"], new_order_id()) for _ in range(5)]
     calls = []
     for cart_id, order_id in pairs:
         calls.append(lambda client, c=cart_id, o=order_id: client.checkout_cart(ALICE, c, o))
@@ -222,6 +244,7 @@ def test_a_release_racing_its_orders_checkout_always_leaves_the_cart_open(two_in
 
 # --- the orders.order_failed handler ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def events(container_factory, config):
     """A proxy to one carts container that handles events one at a time (so they apply in the order sent), the
@@ -233,9 +256,16 @@ def events(container_factory, config):
 
     def fail(order_id, cart_id, event_id=None):
         event_id = event_id or str(uuid.uuid4())
-        order = {"id": order_id, "cart_id": cart_id, "status": "failed", "failure_reason": "payment_declined",
-                 "items": [], "total_cents": 0, "created_at": "2026-01-01T00:00:00.000000Z",
-                 "updated_at": "2026-01-01T00:00:00.000000Z"}
+        order = {
+            "id": order_id,
+            "cart_id": cart_id,
+            "status": "failed",
+            "failure_reason": "payment_declined",
+            "items": [],
+            "total_cents": 0,
+            "created_at": "2026-01-01T00:00:00.000000Z",
+            "updated_at": "2026-01-01T00:00:00.000000Z",
+        }
         dispatch("orders", "order_failed", {"order": order, "event_id": event_id})
         return event_id
 
@@ -254,8 +284,11 @@ def is_open(service, cart_id):
 
 def processed(db, event_id):
     with db.connect() as connection:
-        return connection.execute(select(processed_events.c.handler).where(
-            processed_events.c.event_id == event_id)).scalars().all()
+        return (
+            connection.execute(select(processed_events.c.handler).where(processed_events.c.event_id == event_id))
+            .scalars()
+            .all()
+        )
 
 
 def test_a_failed_orders_cart_opens_again(events, db):
@@ -295,8 +328,7 @@ def test_an_event_already_recorded_as_processed_is_skipped(events, db):
     cart_id = checked_out_cart(service, order_id)
     event_id = str(uuid.uuid4())
     with db.begin() as connection:  # as if a first delivery had been applied
-        connection.execute(insert(processed_events).values(event_id=event_id, handler=HANDLER,
-                                                           processed_at=utcnow()))
+        connection.execute(insert(processed_events).values(event_id=event_id, handler=HANDLER, processed_at=utcnow()))
 
     fail(order_id, cart_id, event_id)
     marker = checked_out_cart(service, new_order_id())

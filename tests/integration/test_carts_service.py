@@ -1,7 +1,8 @@
 """The carts service in real containers on the real broker and a real database (SQLite and PostgreSQL),
 with a small in-memory stand-in for the catalog at the RPC boundary."""
+
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import eventlet
 import pytest
@@ -17,7 +18,7 @@ from services.carts.service import CartsService
 from services.common.db import make_engine
 from services.common.errors import Conflict, NotFound, ServiceUnavailable, UnknownProduct, ValidationFailed
 
-NOON = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+NOON = datetime(2026, 1, 1, 12, tzinfo=UTC)
 ALICE = str(uuid.uuid4())
 BOB = str(uuid.uuid4())
 
@@ -52,11 +53,13 @@ class FakeCatalog:
 @pytest.fixture(autouse=True)
 def catalog():
     PRODUCTS.clear()
-    PRODUCTS.update({
-        "APPLE": product("APPLE", "Apple", 120),
-        "BREAD": product("BREAD", "Bread", 250),
-        "CHEESE": product("CHEESE", "Cheese", 799),
-    })
+    PRODUCTS.update(
+        {
+            "APPLE": product("APPLE", "Apple", 120),
+            "BREAD": product("BREAD", "Bread", 250),
+            "CHEESE": product("CHEESE", "Cheese", 799),
+        }
+    )
     return PRODUCTS
 
 
@@ -95,7 +98,8 @@ def set_status(db, cart_id, status):
 def stored_lines(db, cart_id):
     with db.connect() as connection:
         rows = connection.execute(
-            select(cart_lines).where(cart_lines.c.cart_id == cart_id).order_by(cart_lines.c.sku)).mappings()
+            select(cart_lines).where(cart_lines.c.cart_id == cart_id).order_by(cart_lines.c.sku)
+        ).mappings()
         return [dict(row) for row in rows]
 
 
@@ -105,6 +109,7 @@ def quantities(cart):
 
 # --- schema ---------------------------------------------------------------------------------------------------
 
+
 def test_migrations_build_the_schema_the_models_describe(db):
     with db.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
@@ -112,20 +117,22 @@ def test_migrations_build_the_schema_the_models_describe(db):
 
 def test_the_line_quantity_check_holds_in_the_database(db):
     with db.begin() as connection:
-        connection.execute(carts.insert().values(
-            id="c", user_id="u", status="open", created_at=NOON, updated_at=NOON))
+        connection.execute(carts.insert().values(id="c", user_id="u", status="open", created_at=NOON, updated_at=NOON))
     for bad in (0, 1000):
         with pytest.raises(Exception, match="(?i)check"):
             with db.begin() as connection:
-                connection.execute(cart_lines.insert().values(
-                    cart_id="c", sku="A", quantity=bad, name="a", unit_price_cents=1))
+                connection.execute(
+                    cart_lines.insert().values(cart_id="c", sku="A", quantity=bad, name="a", unit_price_cents=1)
+                )
 
 
 # --- create, get, list ----------------------------------------------------------------------------------------
 
+
 def test_create_cart_with_items_merges_skus_and_prices_them(service, db):
-    cart = service.create_cart(ALICE, [
-        {"sku": "BREAD", "quantity": 2}, {"sku": "APPLE", "quantity": 3}, {"sku": "BREAD", "quantity": 1}])
+    cart = service.create_cart(
+        ALICE, [{"sku": "BREAD", "quantity": 2}, {"sku": "APPLE", "quantity": 3}, {"sku": "BREAD", "quantity": 1}]
+    )
 
     assert uuid.UUID(cart["id"]) and cart["status"] == "open"
     assert cart["items"] == [
@@ -135,8 +142,9 @@ def test_create_cart_with_items_merges_skus_and_prices_them(service, db):
     assert cart["total_cents"] == 1110
     assert cart["created_at"].endswith("Z") and cart["created_at"] == cart["updated_at"]
     assert service.get_cart(ALICE, cart["id"]) == cart
-    assert [(line["sku"], line["quantity"], line["name"], line["unit_price_cents"])
-            for line in stored_lines(db, cart["id"])] == [("APPLE", 3, "Apple", 120), ("BREAD", 3, "Bread", 250)]
+    assert [
+        (line["sku"], line["quantity"], line["name"], line["unit_price_cents"]) for line in stored_lines(db, cart["id"])
+    ] == [("APPLE", 3, "Apple", 120), ("BREAD", 3, "Bread", 250)]
 
 
 def test_list_carts_answers_the_callers_carts_newest_first(service):
@@ -180,13 +188,19 @@ def test_create_cart_refuses_bad_items_and_writes_nothing(service):
 
 # --- prices ---------------------------------------------------------------------------------------------------
 
+
 def test_open_cart_shows_current_catalog_values_and_falls_back_to_the_last_seen(service, catalog):
     cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 2}, {"sku": "BREAD", "quantity": 1}])
 
     catalog["APPLE"] = product("APPLE", "Green apple", 150)
     cart = service.get_cart(ALICE, cart["id"])
-    assert cart["items"][0] == {"sku": "APPLE", "name": "Green apple", "quantity": 2,
-                                "unit_price_cents": 150, "line_total_cents": 300}
+    assert cart["items"][0] == {
+        "sku": "APPLE",
+        "name": "Green apple",
+        "quantity": 2,
+        "unit_price_cents": 150,
+        "line_total_cents": 300,
+    }
     assert cart["total_cents"] == 550
     assert service.list_carts(ALICE)["items"] == [cart]
 
@@ -196,7 +210,9 @@ def test_open_cart_shows_current_catalog_values_and_falls_back_to_the_last_seen(
     catalog["BREAD"] = product("BREAD", "Rye bread", 300)
     cart = service.get_cart(ALICE, cart["id"])
     assert [(i["name"], i["unit_price_cents"], i["line_total_cents"]) for i in cart["items"]] == [
-        ("Green apple", 150, 450), ("Rye bread", 300, 300)]
+        ("Green apple", 150, 450),
+        ("Rye bread", 300, 300),
+    ]
 
 
 def test_checked_out_cart_shows_its_stored_values(service, db, catalog):
@@ -206,12 +222,14 @@ def test_checked_out_cart_shows_its_stored_values(service, db, catalog):
 
     frozen = service.get_cart(ALICE, cart["id"])
     assert frozen["status"] == "checked_out"
-    assert frozen["items"] == [{"sku": "CHEESE", "name": "Cheese", "quantity": 2,
-                                "unit_price_cents": 799, "line_total_cents": 1598}]
+    assert frozen["items"] == [
+        {"sku": "CHEESE", "name": "Cheese", "quantity": 2, "unit_price_cents": 799, "line_total_cents": 1598}
+    ]
     assert service.list_carts(ALICE)["items"] == [frozen]
 
 
 # --- add_item, set_item, remove_item --------------------------------------------------------------------------
+
 
 def test_add_item_creates_and_grows_lines(service):
     cart = service.create_cart(ALICE)
@@ -238,9 +256,17 @@ def test_add_item_refuses_a_line_over_999_and_bad_input_leaving_the_cart_alone(s
         service.add_item(ALICE, cart["id"], "NOPE", 1)
     assert unknown.value.details == {"sku": "NOPE"}
 
-    for sku, quantity, field in [("APPLE", 0, "quantity"), ("APPLE", 1000, "quantity"), ("APPLE", True, "quantity"),
-                                 ("APPLE", 1.0, "quantity"), ("APPLE", "1", "quantity"), ("APPLE", None, "quantity"),
-                                 ("no spaces", 1, "sku"), ("", 1, "sku"), (7, 1, "sku")]:
+    for sku, quantity, field in [
+        ("APPLE", 0, "quantity"),
+        ("APPLE", 1000, "quantity"),
+        ("APPLE", True, "quantity"),
+        ("APPLE", 1.0, "quantity"),
+        ("APPLE", "1", "quantity"),
+        ("APPLE", None, "quantity"),
+        ("no spaces", 1, "sku"),
+        ("", 1, "sku"),
+        (7, 1, "sku"),
+    ]:
         with pytest.raises(ValidationFailed) as failure:
             service.add_item(ALICE, cart["id"], sku, quantity)
         assert list(failure.value.details["fields"]) == [field]
@@ -298,6 +324,7 @@ def test_delete_cart_deletes_it_and_its_lines(service, db):
 
 
 # --- states and ownership --------------------------------------------------------------------------------------
+
 
 def test_a_checked_out_cart_cannot_be_changed(service, db):
     cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 1}])

@@ -1,4 +1,5 @@
 """The catalog service in a real container on the real broker, on SQLite and PostgreSQL."""
+
 import eventlet
 import pytest
 from eventlet.queue import Empty, Queue
@@ -121,15 +122,21 @@ def test_update_product(catalog):
     updated = catalog.update_product("MUG-1", {"price_cents": 999, "stock": 0})
     assert updated == dict(MUG, price_cents=999, stock=0)
     assert catalog.update_product("MUG-1", {"name": "Red mug", "description": ""}) == dict(
-        updated, name="Red mug", description="")
+        updated, name="Red mug", description=""
+    )
     assert catalog.get_product("MUG-1") == dict(updated, name="Red mug", description="")
 
 
 def test_bad_updates_are_refused_and_change_nothing(catalog):
     catalog.create_product(MUG)
-    for changes, fields in [({}, {"changes"}), ({"sku": "OTHER"}, {"sku"}), ({"stock": True}, {"stock"}),
-                            ({"name": "New", "price_cents": 1.5}, {"price_cents"}),
-                            ({"colour": "red"}, {"colour"}), (None, {"changes"})]:
+    for changes, fields in [
+        ({}, {"changes"}),
+        ({"sku": "OTHER"}, {"sku"}),
+        ({"stock": True}, {"stock"}),
+        ({"name": "New", "price_cents": 1.5}, {"price_cents"}),
+        ({"colour": "red"}, {"colour"}),
+        (None, {"changes"}),
+    ]:
         with pytest.raises(ValidationFailed) as failure:
             catalog.update_product("MUG-1", changes)
         assert set(failure.value.details["fields"]) == fields
@@ -178,9 +185,15 @@ def test_search_takes_wildcards_literally(catalog):
 
 
 def test_bad_list_arguments(catalog):
-    for arguments, field in [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "5"}, "limit"),
-                             ({"offset": -1}, "offset"), ({"offset": True}, "offset"), ({"q": 5}, "q"),
-                             ({"q": "x" * 201}, "q")]:
+    for arguments, field in [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"limit": "5"}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"offset": True}, "offset"),
+        ({"q": 5}, "q"),
+        ({"q": "x" * 201}, "q"),
+    ]:
         with pytest.raises(ValidationFailed) as failure:
             catalog.list_products(**arguments)
         assert list(failure.value.details["fields"]) == [field]

@@ -1,5 +1,6 @@
 """Stock holds of the catalog in real containers on the real broker, on SQLite and PostgreSQL: all-or-nothing
 reserves, idempotent transitions, expiry, the audit, and races between containers sharing one database."""
+
 import uuid
 
 import eventlet
@@ -104,14 +105,19 @@ def wait_until(condition, timeout=10, interval=0.05):
 
 # Migration ------------------------------------------------------------------------------------------------
 
+
 def test_migration_puts_existing_stock_on_hand_and_goes_back_down(bare_database):
     url = bare_database("catalog")
     upgrade("catalog", url, "0001")
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO products (sku, name, description, price_cents, stock, created_at, updated_at) "
-            "VALUES ('OLD', 'Old', '', 100, 7, :now, :now)"), {"now": utcnow()})
+        connection.execute(
+            text(
+                "INSERT INTO products (sku, name, description, price_cents, stock, created_at, updated_at) "
+                "VALUES ('OLD', 'Old', '', 100, 7, :now, :now)"
+            ),
+            {"now": utcnow()},
+        )
     upgrade("catalog", url, "0002")
     with engine.connect() as connection:
         assert connection.execute(text("SELECT stock, on_hand FROM products")).one() == (7, 7)
@@ -125,6 +131,7 @@ def test_migration_puts_existing_stock_on_hand_and_goes_back_down(bare_database)
 
 
 # One caller -----------------------------------------------------------------------------------------------
+
 
 def test_reserve_holds_every_line(catalog, db):
     catalog.create_product(product("CUP", 5))
@@ -253,8 +260,7 @@ def test_audit_reports_stock_that_does_not_add_up(catalog, db):
     assert_audit_clean(catalog)
     with db.begin() as connection:
         connection.execute(text("UPDATE products SET stock = stock + 1 WHERE sku = 'MUG'"))
-    assert catalog.stock_audit()["breaches"] == [
-        "product MUG: on_hand 5 != stock 4 + held 2 + committed 0 (= 6)"]
+    assert catalog.stock_audit()["breaches"] == ["product MUG: on_hand 5 != stock 4 + held 2 + committed 0 (= 6)"]
 
 
 def test_stock_changes_are_announced(runner_factory, catalog_config):
@@ -319,16 +325,21 @@ def test_the_sweep_leaves_holds_that_have_not_expired(catalog, db):
     with db.begin() as connection:
         connection.execute(text("UPDATE products SET stock = stock - 2 WHERE sku = 'MUG'"))
         long_ago = utcnow().replace(year=2020)
-        connection.execute(insert(StockHold).values(order_id=stale, status="held", expires_at=long_ago,
-                                                    created_at=long_ago, updated_at=long_ago))
-        connection.execute(text("INSERT INTO stock_hold_lines (order_id, sku, quantity) VALUES (:o, 'MUG', 2)"),
-                           {"o": stale})
+        connection.execute(
+            insert(StockHold).values(
+                order_id=stale, status="held", expires_at=long_ago, created_at=long_ago, updated_at=long_ago
+            )
+        )
+        connection.execute(
+            text("INSERT INTO stock_hold_lines (order_id, sku, quantity) VALUES (:o, 'MUG', 2)"), {"o": stale}
+        )
     wait_until(lambda: catalog.stock_audit()["holds"][stale] == "released")
     assert stocks(catalog, "MUG") == [4]
     assert assert_audit_clean(catalog) == {fresh: "held", stale: "released"}
 
 
 # Races between containers on one database ---------------------------------------------------------------
+
 
 @pytest.fixture
 def two_catalogs(start_catalog, catalog_config):
@@ -349,7 +360,7 @@ def test_twelve_buyers_race_for_five_units(two_catalogs, db):
     assert stocks(catalog, "MUG") == [0]
     assert on_hand(db, "MUG") == 5
     holds = assert_audit_clean(catalog)
-    assert holds == {order: "held" for order, result in zip(orders, results) if result == "held"}
+    assert holds == {order: "held" for order, result in zip(orders, results, strict=True) if result == "held"}
 
 
 def test_concurrent_reserves_of_one_order_hold_once(two_catalogs):
@@ -381,7 +392,7 @@ def test_reserve_racing_release_of_the_same_order_ends_released(two_catalogs):
     for order in orders:  # whichever comes first, the order must end with its stock given back
         calls.append(catalog.reserve_stock.call_async(order, [{"sku": "MUG", "quantity": 1}]))
         calls.append(catalog.release_stock.call_async(order))
-    for reserve, release in zip(calls[::2], calls[1::2]):
+    for reserve, release in zip(calls[::2], calls[1::2], strict=True):
         try:
             assert reserve.result() == {"status": "held"}  # then the release that followed undid it
         except Conflict:

@@ -1,6 +1,7 @@
 """GracefulContainer (services/common/container.py) on the real broker: a stop finishes running workers (their
 replies arrive) but is bounded by SHUTDOWN_GRACE_SECONDS, hands messages it has not started back to the queue,
 and `nameko run` does all of it on SIGTERM."""
+
 import logging
 import os
 import signal
@@ -70,9 +71,15 @@ def instance(container_factory, rabbit_config):
     """Factory: `instance(name, **config)` → a started GracefulContainer of HolderService."""
 
     def make(name, **config):
-        container = container_factory(HolderService, dict(
-            rabbit_config, INSTANCE=name, SERVICE_CONTAINER_CLS="services.common.container.GracefulContainer",
-            **config))
+        container = container_factory(
+            HolderService,
+            dict(
+                rabbit_config,
+                INSTANCE=name,
+                SERVICE_CONTAINER_CLS="services.common.container.GracefulContainer",
+                **config,
+            ),
+        )
         assert isinstance(container, GracefulContainer)
         container.start()
         return container
@@ -131,7 +138,8 @@ def held_call(cluster, held):
 
 
 def test_a_stop_waits_for_a_running_worker_whose_reply_arrives_while_others_take_new_calls(
-        instance, gate, rabbit_config):
+    instance, gate, rabbit_config
+):
     first = instance("a", HOLDS=True, SHUTDOWN_GRACE_SECONDS=DEADLINE)
     held = gate()
     with ClusterRpcProxy(rabbit_config, timeout=DEADLINE) as cluster:
@@ -170,7 +178,8 @@ def test_a_running_worker_acks_its_own_message_so_it_is_not_run_again_elsewhere(
 
 
 def test_a_stop_is_bounded_by_the_grace_and_the_abandoned_call_runs_on_another_instance(
-        instance, gate, rabbit_config, caplog):
+    instance, gate, rabbit_config, caplog
+):
     grace = 0.5
     first = instance("a", HOLDS=True, SHUTDOWN_GRACE_SECONDS=grace)
     held = gate()
@@ -188,8 +197,7 @@ def test_a_stop_is_bounded_by_the_grace_and_the_abandoned_call_runs_on_another_i
     assert first._died.ready()
 
 
-def test_a_message_waiting_for_a_worker_when_the_stop_begins_goes_back_to_the_queue(
-        instance, gate, rabbit_config):
+def test_a_message_waiting_for_a_worker_when_the_stop_begins_goes_back_to_the_queue(instance, gate, rabbit_config):
     # One worker, busy: the event that arrives next is delivered (each consumer prefetches max_workers) but
     # must wait for a worker.
     first = instance("a", HOLDS=True, max_workers=1, SHUTDOWN_GRACE_SECONDS=DEADLINE)
@@ -222,19 +230,28 @@ class NamekoRun:
     """`nameko run` of HolderService as a child process, output in a file."""
 
     def __init__(self, tmp_path, rabbit_config, grace):
-        config = {"AMQP_URI": rabbit_config["AMQP_URI"], "INSTANCE": "run", "SHUTDOWN_GRACE_SECONDS": grace,
-                  "SERVICE_CONTAINER_CLS": "services.common.container.GracefulContainer"}
+        config = {
+            "AMQP_URI": rabbit_config["AMQP_URI"],
+            "INSTANCE": "run",
+            "SHUTDOWN_GRACE_SECONDS": grace,
+            "SERVICE_CONTAINER_CLS": "services.common.container.GracefulContainer",
+        }
         config_path = tmp_path / "holder.yml"
         config_path.write_text(yaml.safe_dump(config))
         self.log_path = tmp_path / "holder.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nameko", "run", "--config", str(config_path),
-                 f"{__name__}:HolderService"],
-                cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT)
-        wait_for(lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 1 or self.process.poll() is not None,
-                 "nameko run consumes")
+                [sys.executable, "-m", "nameko", "run", "--config", str(config_path), f"{__name__}:HolderService"],
+                cwd=ROOT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(
+            lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 1 or self.process.poll() is not None,
+            "nameko run consumes",
+        )
         assert self.process.poll() is None, self.output()
 
     def output(self):

@@ -1,4 +1,5 @@
 """services.common.db's tuning: a pooled connection per worker, and SQLite commits without an fsync each."""
+
 import pytest
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy

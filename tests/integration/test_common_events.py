@@ -1,21 +1,20 @@
 """Outbox and reliable event handling on the real broker and both databases."""
+
 import json
 import uuid
 
 import eventlet
 import pytest
 from eventlet.queue import Queue as GreenQueue
-from kombu import Connection
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import Column, Integer, String, create_engine, insert, select
 from sqlalchemy.orm import declarative_base
 
-from services.common.db import Database
+from services.common.db import Database, utcnow
 from services.common.deadletters import parked_events, replay
 from services.common.errors import EXPECTED, Conflict
 from services.common.events import first_delivery, processed_events_table, reliable_event_handler
-from services.common.db import utcnow
 from services.common.outbox import Outbox, outbox_table
 
 ProducerBase = declarative_base()
@@ -83,8 +82,14 @@ def config(rabbit_config, databases):
     while not received.empty():
         received.get()
     poison["on"] = True
-    return dict(rabbit_config, DATABASE_URL=databases["notes"], LISTENER_DATABASE_URL=databases["listener"],
-                OUTBOX_POLL_SECONDS=0.2, EVENT_MAX_ATTEMPTS=3, EVENT_RETRY_SECONDS=0.05)
+    return dict(
+        rabbit_config,
+        DATABASE_URL=databases["notes"],
+        LISTENER_DATABASE_URL=databases["listener"],
+        OUTBOX_POLL_SECONDS=0.2,
+        EVENT_MAX_ATTEMPTS=3,
+        EVENT_RETRY_SECONDS=0.05,
+    )
 
 
 def next_received(timeout=10):
@@ -108,9 +113,15 @@ def test_event_recorded_before_a_relay_crash_is_published_after_restart(runner_f
     engine = create_engine(databases["notes"])
     with engine.begin() as connection:
         event_id = str(uuid.uuid4())
-        connection.execute(insert(OUTBOX_TABLE).values(
-            id=event_id, event_type="noted", payload=json.dumps({"text": "orphan", "event_id": event_id}),
-            headers="{}", created_at=utcnow()))
+        connection.execute(
+            insert(OUTBOX_TABLE).values(
+                id=event_id,
+                event_type="noted",
+                payload=json.dumps({"text": "orphan", "event_id": event_id}),
+                headers="{}",
+                created_at=utcnow(),
+            )
+        )
     runner = runner_factory(config, NotesService, ListenerService)
     runner.start()
     assert next_received() == "orphan"
@@ -123,6 +134,7 @@ def test_a_redelivered_event_is_applied_once(runner_factory, config, databases):
     runner = runner_factory(config, ListenerService)
     runner.start()
     from nameko.standalone.events import event_dispatcher
+
     dispatch = event_dispatcher(config)
     event = {"text": "once", "event_id": str(uuid.uuid4())}
     dispatch("notes", "noted", event)

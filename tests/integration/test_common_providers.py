@@ -1,5 +1,6 @@
 """The shared providers in real containers on the real broker: commit before reply, rollback on error,
 request ids through RPC, timeouts on RPC calls."""
+
 import uuid
 
 import pytest
@@ -53,6 +54,7 @@ class SlowService:
     @rpc
     def wait(self, seconds):
         import eventlet
+
         eventlet.sleep(seconds)
         return "done"
 

@@ -1,5 +1,6 @@
 """services.common.publishing: nameko's publishers keep one kombu Connection per setting instead of one per
 message, and what they publish still arrives (with and without publisher confirms)."""
+
 import uuid
 
 import pytest
@@ -37,8 +38,7 @@ def received(amqp_uri, queue, count):
 
 
 @pytest.mark.parametrize("confirms", [True, False])
-def test_messages_arrive_and_one_connection_object_serves_every_publish(installed, rabbit_config, queue,
-                                                                         confirms):
+def test_messages_arrive_and_one_connection_object_serves_every_publish(installed, rabbit_config, queue, confirms):
     assert nameko_publish.get_producer is publishing.get_producer
     before = len(publishing._connections)
     publisher = Publisher(rabbit_config["AMQP_URI"], use_confirms=confirms)

@@ -1,5 +1,6 @@
 """`Rpc` (services/common/rpc.py) against a real broker: reads retried once, writes never, the circuit breaker
 opening on calls that get no answer (and not on a service's deliberate errors), then closing after a probe."""
+
 import eventlet
 import pytest
 from eventlet.event import Event
@@ -11,7 +12,8 @@ from prometheus_client import REGISTRY
 
 from services.common.breaker import CircuitOpen
 from services.common.errors import EXPECTED, NotFound, ServiceTimeout, ServiceUnavailable
-from services.common.rpc import Rpc, rpc as resilient_rpc
+from services.common.rpc import Rpc
+from services.common.rpc import rpc as resilient_rpc
 from tests.broker_proxy import TcpProxy
 
 CALLS = []  # (method, argument) as the flaky service received them

@@ -1,6 +1,7 @@
 """Tracing through real containers on the real broker: one HTTP request into a gateway-like service, an RPC call
 to a second service, an outbox event to a third; one trace, every parent where it belongs. Also: the OTLP
 exporter really posts spans when OTEL_EXPORTER_OTLP_ENDPOINT is set, and nothing is traced when it is not."""
+
 import time
 import uuid
 from collections import Counter
@@ -31,6 +32,7 @@ from services.common.outbox import Outbox, outbox_table
 if rpc_module.TimedMethodProxy.get_message_headers is not MethodProxy.get_message_headers:
     ObservedRpc = rpc_module.Rpc  # rpc.py has adopted it
 else:
+
     class _ObservedMethodProxy(rpc_module.TimedMethodProxy):
         def __call__(self, *args, **kwargs):
             with rpc_call(self.worker_ctx, self.service_name, self.method_name):
@@ -41,15 +43,17 @@ else:
 
     class _ObservedServiceProxy(rpc_module.TimedServiceProxy):
         def __getattr__(self, name):
-            return _ObservedMethodProxy(self.worker_ctx, self.service_name, name, self.reply_listener,
-                                        self.timeout, **self.options)
+            return _ObservedMethodProxy(
+                self.worker_ctx, self.service_name, name, self.reply_listener, self.timeout, **self.options
+            )
 
     class ObservedRpc(rpc_module.Rpc):
         """services.common.rpc.Rpc whose calls are measured and traced."""
 
         def get_dependency(self, worker_ctx):
-            return _ObservedServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener,
-                                         self.timeout, **self.options)
+            return _ObservedServiceProxy(
+                worker_ctx, self.target_service, self.rpc_reply_listener, self.timeout, **self.options
+            )
 
 
 # --- test services -----------------------------------------------------------------------------------------
@@ -94,8 +98,8 @@ class ProducerDispatcher(EventDispatcher):
     def get_dependency(self, worker_ctx):
         def dispatch(event_type, payload):
             headers = tracing.producer_headers(worker_ctx, event_type, self.get_message_headers(worker_ctx))
-            self.publisher.publish(payload, exchange=self.exchange, routing_key=event_type,
-                                   extra_headers=headers)
+            self.publisher.publish(payload, exchange=self.exchange, routing_key=event_type, extra_headers=headers)
+
         return dispatch
 
 
@@ -161,16 +165,18 @@ def test_one_trace_from_http_through_rpc_to_an_event(runner_factory, rabbit_conf
     url = f"sqlite:///{tmp_path}/middle.db"
     OUTBOX_METADATA.create_all(make_engine(url))
     port = find_free_port()
-    config = dict(rabbit_config, DATABASE_URL=url, WEB_SERVER_ADDRESS=f"127.0.0.1:{port}",
-                  OUTBOX_POLL_SECONDS=0.1)
+    config = dict(rabbit_config, DATABASE_URL=url, WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", OUTBOX_POLL_SECONDS=0.1)
     runner = runner_factory(config, FrontService, MiddleService, ListenerService)
     runner.start()
 
     # The caller's own trace context is honoured: the front span continues it.
     caller_trace_id, caller_span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     request_id = uuid.uuid4().hex
-    response = requests.get(f"http://127.0.0.1:{port}/work", timeout=10, headers={
-        "traceparent": f"00-{caller_trace_id}-{caller_span_id}-01", "X-Request-ID": request_id})
+    response = requests.get(
+        f"http://127.0.0.1:{port}/work",
+        timeout=10,
+        headers={"traceparent": f"00-{caller_trace_id}-{caller_span_id}-01", "X-Request-ID": request_id},
+    )
     assert response.status_code == 200 and response.text == "done"
 
     spans = wait_for_spans(exporter, ["front.work", "middle.work", "middle.work", "listener.on_worked"])
@@ -205,8 +211,7 @@ def test_producer_span_parents_the_event(runner_factory, rabbit_config, exporter
     with ServiceRpcProxy("announcer", rabbit_config) as announcer:
         announcer.announce()
 
-    spans = wait_for_spans(exporter, ["announcer.announce", "announcer.announced publish",
-                                      "listener.on_announced"])
+    spans = wait_for_spans(exporter, ["announcer.announce", "announcer.announced publish", "listener.on_announced"])
     worker = by_name(spans, "announcer.announce")
     producer = by_name(spans, "announcer.announced publish")
     consumer = by_name(spans, "listener.on_announced")
@@ -252,8 +257,9 @@ def test_failures_mark_spans(runner_factory, rabbit_config, exporter):
         assert caller.call() == "RemoteError"
         assert caller.call_absent() == "ServiceUnavailable"
 
-    spans = wait_for_spans(exporter, ["failing.explode", "failing.explode", "absent.anything",
-                                      "calls_failing.call_absent"])
+    spans = wait_for_spans(
+        exporter, ["failing.explode", "failing.explode", "absent.anything", "calls_failing.call_absent"]
+    )
     server = next(s for s in spans if s.name == "failing.explode" and s.kind == SpanKind.SERVER)
     assert server.attributes["cartmesh.outcome"] == "error"
     assert not server.status.is_ok and server.status.description == "RuntimeError"
@@ -317,8 +323,12 @@ def test_otlp_export_only_when_the_endpoint_is_set(container_factory, rabbit_con
         path, content_type, body = receiver.requests[0]
         assert path == "/v1/traces" and content_type == "application/x-protobuf"
         exported = ExportTraceServiceRequest.FromString(body)
-        names = [span.name for resource_spans in exported.resource_spans
-                 for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
+        names = [
+            span.name
+            for resource_spans in exported.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
         assert "plain.ping" in names
     finally:
         tracing.disable()

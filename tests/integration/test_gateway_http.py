@@ -3,6 +3,7 @@
 The fakes below answer with the docs/SERVICES.md interfaces from memory and raise the common errors, so every
 row of the Conventions table (API.md) that the gateway produces or passes through can be provoked here.
 """
+
 import json
 import logging
 import socket
@@ -20,8 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway_http.routes import ROUTES
 from gateway_http.service import GatewayService
 from services.common.context import RequestId
-from services.common.errors import EXPECTED, Conflict, NotFound, Unauthorized, UnknownProduct, \
-    ValidationFailed
+from services.common.errors import EXPECTED, Conflict, NotFound, Unauthorized, UnknownProduct, ValidationFailed
 from services.common.tokens import issue_token
 
 SECRET = "gateway-test-secret-that-is-long-enough"
@@ -84,9 +84,12 @@ class FakeCatalog:
 
     @rpc(expected_exceptions=EXPECTED)
     def list_products(self, limit=20, offset=0, q=None):
-        items = [product for sku, product in sorted(Store.products.items())
-                 if not q or q.lower() in (product["name"] + product["description"]).lower()]
-        return {"items": items[offset:offset + limit], "total": len(items), "limit": limit, "offset": offset}
+        items = [
+            product
+            for sku, product in sorted(Store.products.items())
+            if not q or q.lower() in (product["name"] + product["description"]).lower()
+        ]
+        return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
     @rpc(expected_exceptions=EXPECTED)
     def get_product(self, sku):
@@ -193,13 +196,24 @@ class FakeCarts:
 
     @staticmethod
     def _view(cart):
-        items = [{"sku": sku, "name": Store.products[sku]["name"], "quantity": quantity,
-                  "unit_price_cents": Store.products[sku]["price_cents"],
-                  "line_total_cents": quantity * Store.products[sku]["price_cents"]}
-                 for sku, quantity in sorted(cart["lines"].items())]
-        return {"id": cart["id"], "status": cart["status"], "items": items,
-                "total_cents": sum(item["line_total_cents"] for item in items),
-                "created_at": "2026-11-28T14:20:00.000000Z", "updated_at": "2026-11-28T14:20:00.000000Z"}
+        items = [
+            {
+                "sku": sku,
+                "name": Store.products[sku]["name"],
+                "quantity": quantity,
+                "unit_price_cents": Store.products[sku]["price_cents"],
+                "line_total_cents": quantity * Store.products[sku]["price_cents"],
+            }
+            for sku, quantity in sorted(cart["lines"].items())
+        ]
+        return {
+            "id": cart["id"],
+            "status": cart["status"],
+            "items": items,
+            "total_cents": sum(item["line_total_cents"] for item in items),
+            "created_at": "2026-11-28T14:20:00.000000Z",
+            "updated_at": "2026-11-28T14:20:00.000000Z",
+        }
 
 
 class FakePayments:
@@ -263,8 +277,7 @@ def gateway(runner_factory, service_config):
 
     def start(*backends, **overrides):
         port = free_port()
-        config = service_config("gateway", WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", JWT_SECRET=SECRET,
-                                **overrides)
+        config = service_config("gateway", WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", JWT_SECRET=SECRET, **overrides)
         runner_factory(config, GatewayService, *backends).start()
         client = Http(f"http://127.0.0.1:{port}")
         clients.append(client)
@@ -298,19 +311,21 @@ def test_accounts_through_the_gateway_and_health_ok(gateway):
     assert registered.status_code == 201
     assert registered.headers["Content-Type"] == JSON
     assert registered.json() == {"id": registered.json()["id"], "email": "ada@example.com"}
-    duplicate = assert_error(http.post("/auth/register", json=dict(credentials, email="ADA@example.com")),
-                             409, "conflict")
+    duplicate = assert_error(
+        http.post("/auth/register", json=dict(credentials, email="ADA@example.com")), 409, "conflict"
+    )
     assert duplicate["message"] == "that email is already registered"
 
-    short = assert_error(http.post("/auth/register", json={"email": "b@example.com", "password": "short"}),
-                         422, "validation_error")
+    short = assert_error(
+        http.post("/auth/register", json={"email": "b@example.com", "password": "short"}), 422, "validation_error"
+    )
     assert list(short["details"]["fields"]) == ["password"]
-    typed = assert_error(http.post("/auth/register", json={"email": 7, "password": "long enough", "x": 1}),
-                         422, "validation_error")
+    typed = assert_error(
+        http.post("/auth/register", json={"email": 7, "password": "long enough", "x": 1}), 422, "validation_error"
+    )
     assert set(typed["details"]["fields"]) == {"email", "x"}
 
-    assert_error(http.post("/auth/token", json=dict(credentials, password="wrong password")), 401,
-                 "unauthorized")
+    assert_error(http.post("/auth/token", json=dict(credentials, password="wrong password")), 401, "unauthorized")
     token = http.post("/auth/token", json=credentials)
     assert token.status_code == 200 and token.json()["token_type"] == "bearer"
 
@@ -322,14 +337,22 @@ def test_accounts_through_the_gateway_and_health_ok(gateway):
 
     health = http.get("/health")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "services": {"accounts": "ok", "catalog": "ok", "carts": "ok",
-                                                          "payments": "ok", "orders": "ok"}}
+    assert health.json() == {
+        "status": "ok",
+        "services": {"accounts": "ok", "catalog": "ok", "carts": "ok", "payments": "ok", "orders": "ok"},
+    }
 
 
 def test_bad_tokens_are_401(gateway):
     http = gateway(FakeAccounts)
-    claims = {"sub": str(uuid.uuid4()), "admin": True, "iss": "cartmesh-accounts", "aud": "cartmesh-api",
-              "iat": int(time.time()), "exp": int(time.time()) + 60}
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "admin": True,
+        "iss": "cartmesh-accounts",
+        "aud": "cartmesh-api",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 60,
+    }
     alg_none = jwt.encode(claims, None, algorithm="none")
     cases = {
         "missing": {},
@@ -360,11 +383,17 @@ def test_catalog_rules_and_admin_only_writes(gateway):
     assert_error(http.post("/products", json=product, headers=admin), 409, "conflict")
 
     for wrong in ("450", 4.5, True, None, -1, 2**31):
-        fields = assert_error(http.post("/products", json=dict(product, sku="x", price_cents=wrong),
-                                        headers=admin), 422, "validation_error")["details"]["fields"]
+        fields = assert_error(
+            http.post("/products", json=dict(product, sku="x", price_cents=wrong), headers=admin),
+            422,
+            "validation_error",
+        )["details"]["fields"]
         assert list(fields) == ["price_cents"], wrong
-    fields = assert_error(http.post("/products", json={"sku": "bad sku!", "name": "", "description": "d" * 2001},
-                                    headers=admin), 422, "validation_error")["details"]["fields"]
+    fields = assert_error(
+        http.post("/products", json={"sku": "bad sku!", "name": "", "description": "d" * 2001}, headers=admin),
+        422,
+        "validation_error",
+    )["details"]["fields"]
     assert set(fields) == {"sku", "name", "description", "price_cents", "stock"}
 
     assert http.get("/products/tea-01").json()["name"] == "Green tea"
@@ -375,28 +404,42 @@ def test_catalog_rules_and_admin_only_writes(gateway):
     patched = http.request("PATCH", "/products/tea-01", json={"price_cents": 500}, headers=admin)
     assert patched.status_code == 200 and patched.json()["price_cents"] == 500
     assert patched.json()["name"] == "Green tea"
-    empty = assert_error(http.request("PATCH", "/products/tea-01", json={}, headers=admin), 422,
-                         "validation_error")
+    empty = assert_error(http.request("PATCH", "/products/tea-01", json={}, headers=admin), 422, "validation_error")
     assert list(empty["details"]["fields"]) == ["body"]
-    assert_error(http.request("PATCH", "/products/tea-01", json={"name": None}, headers=admin), 422,
-                 "validation_error")
+    assert_error(http.request("PATCH", "/products/tea-01", json={"name": None}, headers=admin), 422, "validation_error")
     assert_error(http.request("PATCH", "/products/nope", json={"stock": 1}, headers=admin), 404, "not_found")
 
     page = http.get("/products", params={"limit": "1", "offset": "0", "q": "TEA"})
     assert page.status_code == 200
-    assert page.json() == {"items": [dict(product, description="", price_cents=500)], "total": 1, "limit": 1,
-                           "offset": 0}
-    for query, field in [("limit=abc", "limit"), ("limit=2.5", "limit"), ("limit=0", "limit"),
-                         ("limit=101", "limit"), ("offset=-1", "offset"), ("limit=%202", "limit"),
-                         ("limt=5", "limt"), ("limit=1&limit=2", "limit")]:
+    assert page.json() == {
+        "items": [dict(product, description="", price_cents=500)],
+        "total": 1,
+        "limit": 1,
+        "offset": 0,
+    }
+    for query, field in [
+        ("limit=abc", "limit"),
+        ("limit=2.5", "limit"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("offset=-1", "offset"),
+        ("limit=%202", "limit"),
+        ("limt=5", "limt"),
+        ("limit=1&limit=2", "limit"),
+    ]:
         fields = assert_error(http.get(f"/products?{query}"), 422, "validation_error")["details"]["fields"]
         assert list(fields) == [field], query
 
 
 def test_cart_rules_and_service_errors_pass_through(gateway):
     http = gateway(FakeCatalog, FakeCarts)
-    Store.products["tea-01"] = {"sku": "tea-01", "name": "Green tea", "description": "", "price_cents": 450,
-                                "stock": 10}
+    Store.products["tea-01"] = {
+        "sku": "tea-01",
+        "name": "Green tea",
+        "description": "",
+        "price_cents": 450,
+        "stock": 10,
+    }
     owner, stranger = bearer(), bearer()
 
     empty = http.post("/carts", headers=owner)  # no body at all counts as {}
@@ -406,41 +449,50 @@ def test_cart_rules_and_service_errors_pass_through(gateway):
     path = f"/carts/{cart['id']}"
 
     for wrong in ("2", 2.5, True, 0, 1000):
-        fields = assert_error(http.post(f"{path}/items", json={"sku": "tea-01", "quantity": wrong},
-                                        headers=owner), 422, "validation_error")["details"]["fields"]
+        fields = assert_error(
+            http.post(f"{path}/items", json={"sku": "tea-01", "quantity": wrong}, headers=owner),
+            422,
+            "validation_error",
+        )["details"]["fields"]
         assert list(fields) == ["quantity"], wrong
-    nested = assert_error(http.post("/carts", json={"items": [{"sku": "tea-01", "quantity": "1"}]},
-                                    headers=owner), 422, "validation_error")
+    nested = assert_error(
+        http.post("/carts", json={"items": [{"sku": "tea-01", "quantity": "1"}]}, headers=owner),
+        422,
+        "validation_error",
+    )
     assert nested["details"]["fields"] == {"items.0.quantity": "Input should be a valid integer"}
 
     added = http.post(f"{path}/items", json={"sku": "tea-01", "quantity": 3}, headers=owner)
     assert added.status_code == 200 and added.json()["items"][0]["quantity"] == 5
-    over = assert_error(http.post(f"{path}/items", json={"sku": "tea-01", "quantity": 999}, headers=owner),
-                        422, "validation_error")
+    over = assert_error(
+        http.post(f"{path}/items", json={"sku": "tea-01", "quantity": 999}, headers=owner), 422, "validation_error"
+    )
     assert over["details"] == {"fields": {"quantity": "a line holds at most 999"}}
-    unknown = assert_error(http.post(f"{path}/items", json={"sku": "nope", "quantity": 1}, headers=owner),
-                           422, "unknown_product")
+    unknown = assert_error(
+        http.post(f"{path}/items", json={"sku": "nope", "quantity": 1}, headers=owner), 422, "unknown_product"
+    )
     assert unknown["details"] == {"sku": "nope"}
 
-    assert http.request("PUT", f"{path}/items/tea-01", json={"quantity": 7}, headers=owner).json()[
-        "total_cents"] == 7 * 450
-    assert_error(http.request("PUT", f"{path}/items/tea-01", json={"quantity": -1}, headers=owner), 422,
-                 "validation_error")
+    assert (
+        http.request("PUT", f"{path}/items/tea-01", json={"quantity": 7}, headers=owner).json()["total_cents"]
+        == 7 * 450
+    )
+    assert_error(
+        http.request("PUT", f"{path}/items/tea-01", json={"quantity": -1}, headers=owner), 422, "validation_error"
+    )
     assert http.request("DELETE", f"{path}/items/tea-01", headers=owner).json()["items"] == []
     assert_error(http.request("DELETE", f"{path}/items/tea-01", headers=owner), 404, "not_found")
 
     # Another user's cart is exactly a missing one; a malformed id too, before any call.
     assert_error(http.get(path, headers=stranger), 404, "not_found")
     assert_error(http.get("/carts/not-a-uuid", headers=owner), 404, "not_found")
-    assert_error(http.request("PUT", f"{path}/items/bad!sku", json={"quantity": 1}, headers=owner), 404,
-                 "not_found")
+    assert_error(http.request("PUT", f"{path}/items/bad!sku", json={"quantity": 1}, headers=owner), 404, "not_found")
     assert http.get(path.upper().replace("/CARTS/", "/carts/"), headers=owner).json()["id"] == cart["id"]
     assert [c["id"] for c in http.get("/carts", headers=owner).json()["items"]] == [cart["id"], empty.json()["id"]]
     assert http.get("/carts", headers=stranger).json() == {"items": []}
 
     Store.carts[cart["id"]]["status"] = "checked_out"
-    assert_error(http.post(f"{path}/items", json={"sku": "tea-01", "quantity": 1}, headers=owner), 409,
-                 "conflict")
+    assert_error(http.post(f"{path}/items", json={"sku": "tea-01", "quantity": 1}, headers=owner), 409, "conflict")
     deleted = http.request("DELETE", f"/carts/{empty.json()['id']}", headers=owner)
     assert deleted.status_code == 204
     assert deleted.content == b"" and "Content-Type" not in deleted.headers
@@ -459,26 +511,48 @@ def test_http_level_errors_are_enveloped(gateway):
     assert wrong_method.headers["Allow"] == "GET, HEAD, POST"
 
     # 413: a declared length over the limit, and a chunked body that runs past it.
-    assert_error(http.post("/carts", data=b"{" + b" " * 1100 + b"}", headers=dict(owner, **{
-        "Content-Type": "application/json"})), 413, "payload_too_large")
+    assert_error(
+        http.post(
+            "/carts", data=b"{" + b" " * 1100 + b"}", headers=dict(owner, **{"Content-Type": "application/json"})
+        ),
+        413,
+        "payload_too_large",
+    )
     chunks = (b" " * 256 for _ in range(8))
-    assert_error(http.post("/carts", data=chunks, headers=dict(owner, **{"Content-Type": "application/json"})),
-                 413, "payload_too_large")
+    assert_error(
+        http.post("/carts", data=chunks, headers=dict(owner, **{"Content-Type": "application/json"})),
+        413,
+        "payload_too_large",
+    )
     exactly = b"{" + b" " * 1022 + b"}"
-    assert http.post("/carts", data=exactly, headers=dict(owner, **{"Content-Type": "application/json"})
-                     ).status_code == 201
-    small_chunks = (part for part in (b'{"items"', b': []}'))
-    assert http.post("/carts", data=small_chunks, headers=dict(owner, **{"Content-Type": "application/json"})
-                     ).status_code == 201
+    assert (
+        http.post("/carts", data=exactly, headers=dict(owner, **{"Content-Type": "application/json"})).status_code
+        == 201
+    )
+    small_chunks = (part for part in (b'{"items"', b": []}"))
+    assert (
+        http.post("/carts", data=small_chunks, headers=dict(owner, **{"Content-Type": "application/json"})).status_code
+        == 201
+    )
 
     # 415 for a body that is not JSON by its content type; a charset of UTF-8 is fine.
-    assert_error(http.post("/carts", data=b"{}", headers=dict(owner, **{"Content-Type": "text/plain"})), 415,
-                 "unsupported_media_type")
+    assert_error(
+        http.post("/carts", data=b"{}", headers=dict(owner, **{"Content-Type": "text/plain"})),
+        415,
+        "unsupported_media_type",
+    )
     assert_error(http.post("/carts", data=b"{}", headers=owner), 415, "unsupported_media_type")
-    assert_error(http.post("/carts", data=b"{}", headers=dict(owner, **{
-        "Content-Type": "application/json; charset=latin-1"})), 415, "unsupported_media_type")
-    assert http.post("/carts", data=b"{}", headers=dict(owner, **{
-        "Content-Type": "application/json; charset=UTF-8"})).status_code == 201
+    assert_error(
+        http.post("/carts", data=b"{}", headers=dict(owner, **{"Content-Type": "application/json; charset=latin-1"})),
+        415,
+        "unsupported_media_type",
+    )
+    assert (
+        http.post(
+            "/carts", data=b"{}", headers=dict(owner, **{"Content-Type": "application/json; charset=UTF-8"})
+        ).status_code
+        == 201
+    )
 
     # 400 for what is not a JSON object.
     as_json = dict(owner, **{"Content-Type": "application/json"})
@@ -504,9 +578,11 @@ def test_request_ids(gateway):
     assert Store.seen_request_ids[1:] == ids
 
     # Errors carry it too, whether the gateway or a service refused.
-    for response in (http.get("/nowhere", headers={"X-Request-ID": "e1"}),
-                     http.get("/me", headers={"X-Request-ID": "e2"}),
-                     http.get("/products/nope", headers={"X-Request-ID": "e3"})):
+    for response in (
+        http.get("/nowhere", headers={"X-Request-ID": "e1"}),
+        http.get("/me", headers={"X-Request-ID": "e2"}),
+        http.get("/products/nope", headers={"X-Request-ID": "e3"}),
+    ):
         assert response.headers["X-Request-ID"] == response.request.headers["X-Request-ID"]
 
 
@@ -530,9 +606,10 @@ def test_missing_backend_is_503_and_health_names_it(gateway):
     health = http.get("/health")
     assert health.status_code == 503
     assert health.headers["Content-Type"] == JSON
-    assert health.json() == {"status": "degraded",
-                             "services": {"accounts": "ok", "catalog": "ok", "carts": "unavailable",
-                                          "payments": "ok", "orders": "ok"}}
+    assert health.json() == {
+        "status": "degraded",
+        "services": {"accounts": "ok", "catalog": "ok", "carts": "unavailable", "payments": "ok", "orders": "ok"},
+    }
 
 
 def test_slow_backend_is_504_and_health_says_timeout(gateway):
@@ -544,8 +621,13 @@ def test_slow_backend_is_504_and_health_says_timeout(gateway):
     assert time.monotonic() - started < 1.4  # the gateway gave up, it did not wait for the answer
     health = http.get("/health")
     assert health.status_code == 503
-    assert health.json()["services"] == {"accounts": "ok", "catalog": "timeout", "carts": "ok",
-                                         "payments": "ok", "orders": "ok"}
+    assert health.json()["services"] == {
+        "accounts": "ok",
+        "catalog": "timeout",
+        "carts": "ok",
+        "payments": "ok",
+        "orders": "ok",
+    }
 
 
 def test_openapi_document_matches_the_route_table(gateway):
@@ -560,8 +642,11 @@ def test_openapi_document_matches_the_route_table(gateway):
     described = {(method, path) for path, operations in document["paths"].items() for method in operations}
     assert described == served
     schemas = document["components"]["schemas"]
-    assert document["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer",
-                                                                      "bearerFormat": "JWT"}
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
     for route in ROUTES:
         operation = document["paths"][route.path][route.method.lower()]
         assert str(route.status) in operation["responses"]
@@ -620,15 +705,21 @@ def test_metrics_are_prometheus_text_by_route_template(gateway):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert response.headers["X-Request-ID"]
-    samples = {(sample.name, frozenset(sample.labels.items())): sample.value
-               for family in text_string_to_metric_families(response.text) for sample in family.samples}
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
     labels = dict(service="gateway", method="GET", route="/carts/{id}", status="404")
     assert samples[("cartmesh_http_requests_total", frozenset(labels.items()))] >= 1
     unmatched = dict(labels, route="unmatched")
     assert samples[("cartmesh_http_requests_total", frozenset(unmatched.items()))] >= 1
     assert cart_id not in response.text and "/nowhere" not in response.text
-    assert http.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}) \
-        .headers["Content-Type"].startswith("application/openmetrics-text")
+    assert (
+        http.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        .headers["Content-Type"]
+        .startswith("application/openmetrics-text")
+    )
 
 
 def test_services_counts_the_instances_on_each_rpc_queue(gateway, container_factory, service_config):

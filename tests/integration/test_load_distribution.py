@@ -7,8 +7,9 @@ slot, round robin among those. Under saturation (a queue that never empties) an 
 the rate it finishes it: its share follows its worker count when the work waits on I/O, as service calls do.
 These tests saturate two real instances on the real broker and count who handled what.
 """
-import pytest
+
 import eventlet
+import pytest
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ClusterRpcProxy
@@ -42,16 +43,20 @@ def handled_shares(container_factory, rabbit_config, worker_counts):
     return [handled_by.count(index) / CALLS for index in range(len(worker_counts))]
 
 
-@pytest.mark.parametrize("worker_counts, expected", [
-    ((1, 3), (0.25, 0.75)),  # weighted: MAX_WORKERS 1 and 3
-    ((2, 2), (0.5, 0.5)),  # equal weights: plain round robin
-])
-def test_each_instance_takes_work_in_proportion_to_its_workers(container_factory, rabbit_config,
-                                                              worker_counts, expected):
+@pytest.mark.parametrize(
+    "worker_counts, expected",
+    [
+        ((1, 3), (0.25, 0.75)),  # weighted: MAX_WORKERS 1 and 3
+        ((2, 2), (0.5, 0.5)),  # equal weights: plain round robin
+    ],
+)
+def test_each_instance_takes_work_in_proportion_to_its_workers(
+    container_factory, rabbit_config, worker_counts, expected
+):
     shares = handled_shares(container_factory, rabbit_config, worker_counts)
 
     assert sum(shares) == pytest.approx(1.0)
-    for share, wanted in zip(shares, expected):
+    for share, wanted in zip(shares, expected, strict=True):
         assert share == pytest.approx(wanted, abs=TOLERANCE), f"shares {shares}, expected {expected}"
 
 

@@ -1,6 +1,7 @@
 """The payments service in a real container on the real broker and a real database (SQLite and PostgreSQL):
 the test cards, idempotent charges (also under concurrency), refunds and tombstones, the audit's net
 charges, and that no card number is ever stored or logged."""
+
 import logging
 import uuid
 
@@ -29,10 +30,10 @@ CARDS = {
     SUCCEEDS: ("succeed", "succeeded", None),
     DECLINED: ("card_declined", "declined", "card_declined"),
     NO_FUNDS: ("insufficient_funds", "declined", "insufficient_funds"),
-    "5555555555554444": ("succeed", "succeeded", None),      # any other valid card succeeds
-    "378282246310005": ("succeed", "succeeded", None),       # 15 digits
-    "123456789015": ("succeed", "succeeded", None),          # 12 digits, the shortest
-    "4000000000000000006": ("succeed", "succeeded", None),   # 19 digits, the longest
+    "5555555555554444": ("succeed", "succeeded", None),  # any other valid card succeeds
+    "378282246310005": ("succeed", "succeeded", None),  # 15 digits
+    "123456789015": ("succeed", "succeeded", None),  # 12 digits, the shortest
+    "4000000000000000006": ("succeed", "succeeded", None),  # 19 digits, the longest
 }
 
 
@@ -78,6 +79,7 @@ def charge_row(db, order_id):
 
 # --- schema --------------------------------------------------------------------------------------------------
 
+
 def test_migrations_build_the_schema_the_models_describe(db):
     with db.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
@@ -91,20 +93,30 @@ def test_the_database_refuses_more_than_four_digits_of_a_card(db):
     method_id = str(uuid.uuid4())
     with pytest.raises(REFUSED):
         with db.begin() as connection:
-            connection.execute(insert(payment_methods).values(
-                id=method_id, last4=SUCCEEDS, verdict="succeed", created_at=utcnow()))
+            connection.execute(
+                insert(payment_methods).values(id=method_id, last4=SUCCEEDS, verdict="succeed", created_at=utcnow())
+            )
     with db.begin() as connection:
-        connection.execute(insert(payment_methods).values(
-            id=method_id, last4="4242", verdict="succeed", created_at=utcnow()))
+        connection.execute(
+            insert(payment_methods).values(id=method_id, last4="4242", verdict="succeed", created_at=utcnow())
+        )
     with pytest.raises(REFUSED):
         with db.begin() as connection:
-            connection.execute(insert(charges).values(
-                order_id=new_order_id(), status="succeeded", amount_cents=100, payment_method_id=method_id,
-                last4=SUCCEEDS, created_at=utcnow()))
+            connection.execute(
+                insert(charges).values(
+                    order_id=new_order_id(),
+                    status="succeeded",
+                    amount_cents=100,
+                    payment_method_id=method_id,
+                    last4=SUCCEEDS,
+                    created_at=utcnow(),
+                )
+            )
     assert rows(db, charges) == []
 
 
 # --- cards ---------------------------------------------------------------------------------------------------
+
 
 def test_every_test_card_gets_its_verdict(payments, db):
     assert payments.health() == "ok"
@@ -116,15 +128,20 @@ def test_every_test_card_gets_its_verdict(payments, db):
 
         order_id = new_order_id()
         answer = payments.charge(order_id, 1999, method["payment_method_id"])
-        assert answer == {"order_id": order_id, "status": status, "reason": reason, "amount_cents": 1999,
-                          "last4": card[-4:]}
+        assert answer == {
+            "order_id": order_id,
+            "status": status,
+            "reason": reason,
+            "amount_cents": 1999,
+            "last4": card[-4:],
+        }
         assert charge_row(db, order_id)["status"] == status
     assert len(rows(db, payment_methods)) == len(CARDS)
 
 
 INVALID_CARDS = {
     "4242424242424241": "is not a valid card number (Luhn check failed)",
-    "79927398713": "must be 12 to 19 digits, nothing else",            # Luhn-valid but 11 digits
+    "79927398713": "must be 12 to 19 digits, nothing else",  # Luhn-valid but 11 digits
     "4242 4242 4242 4242": "must be 12 to 19 digits, nothing else",
     4242424242424242: "must be a string of 12 to 19 digits",
 }
@@ -140,6 +157,7 @@ def test_an_invalid_card_is_refused_and_nothing_is_stored(payments, db):
 
 
 # --- charges -------------------------------------------------------------------------------------------------
+
 
 def test_a_charge_is_decided_once_per_order(payments, db):
     good = payments.register_card(SUCCEEDS)["payment_method_id"]
@@ -190,8 +208,10 @@ def test_concurrent_charges_of_one_order_make_one_charge(payments, config, db):
             return cluster.payments.charge(order_id, 2500, method_id)
 
     answers = list(eventlet.GreenPool(8).imap(charge, range(8)))
-    assert answers == [{"order_id": order_id, "status": "succeeded", "reason": None, "amount_cents": 2500,
-                        "last4": "4242"}] * 8
+    assert (
+        answers
+        == [{"order_id": order_id, "status": "succeeded", "reason": None, "amount_cents": 2500, "last4": "4242"}] * 8
+    )
     assert [row["order_id"] for row in rows(db, charges)] == [order_id]
     assert payments.net_charges() == {order_id: 2500}
 
@@ -216,6 +236,7 @@ def test_concurrent_charges_and_refunds_of_one_order_leave_nothing_charged(payme
 
 # --- refunds -------------------------------------------------------------------------------------------------
 
+
 def test_a_refunded_charge_is_not_charged_again(payments, db):
     method_id = payments.register_card(SUCCEEDS)["payment_method_id"]
     order_id = new_order_id()
@@ -228,7 +249,12 @@ def test_a_refunded_charge_is_not_charged_again(payments, db):
     assert payments.refund(order_id) == refunded  # idempotent: refunded_at unchanged
 
     assert payments.charge(order_id, 4200, method_id) == {
-        "order_id": order_id, "status": "voided", "reason": None, "amount_cents": 4200, "last4": "4242"}
+        "order_id": order_id,
+        "status": "voided",
+        "reason": None,
+        "amount_cents": 4200,
+        "last4": "4242",
+    }
     assert charge_row(db, order_id)["status"] == "refunded"
     assert payments.net_charges() == {order_id: 0}
 
@@ -238,13 +264,25 @@ def test_a_refund_before_any_charge_leaves_a_tombstone(payments, db):
     order_id = new_order_id()
 
     tombstone = payments.refund(order_id)
-    assert tombstone == {"order_id": order_id, "status": "voided", "reason": None, "amount_cents": 0,
-                         "last4": None, "created_at": tombstone["created_at"], "refunded_at": None}
+    assert tombstone == {
+        "order_id": order_id,
+        "status": "voided",
+        "reason": None,
+        "amount_cents": 0,
+        "last4": None,
+        "created_at": tombstone["created_at"],
+        "refunded_at": None,
+    }
     assert payments.refund(order_id) == tombstone
 
     # The late charge charges nothing.
     assert payments.charge(order_id, 990, method_id) == {
-        "order_id": order_id, "status": "voided", "reason": None, "amount_cents": 0, "last4": None}
+        "order_id": order_id,
+        "status": "voided",
+        "reason": None,
+        "amount_cents": 0,
+        "last4": None,
+    }
     row = charge_row(db, order_id)
     assert (row["status"], row["amount_cents"], row["payment_method_id"]) == ("voided", 0, None)
     assert payments.net_charges() == {order_id: 0}
@@ -274,6 +312,7 @@ def test_net_charges_counts_only_what_is_still_charged(payments):
 
 
 # --- the lost race, made to happen ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def worker(db):
@@ -305,8 +344,7 @@ def test_a_charge_that_loses_the_insert_race_answers_the_winner(worker, monkeypa
     method_id = worker.register_card(SUCCEEDS)["payment_method_id"]
     worker.db.commit()
     order_id = new_order_id()
-    another_writer_wins(monkeypatch, db, dict(order_id=order_id, status="voided", amount_cents=0,
-                                              created_at=utcnow()))
+    another_writer_wins(monkeypatch, db, dict(order_id=order_id, status="voided", amount_cents=0, created_at=utcnow()))
 
     answer = worker.charge(order_id, 500, method_id)
     worker.db.commit()
@@ -318,8 +356,18 @@ def test_a_refund_that_loses_the_insert_race_to_a_charge_refunds_it(worker, monk
     method_id = worker.register_card(SUCCEEDS)["payment_method_id"]
     worker.db.commit()
     order_id = new_order_id()
-    another_writer_wins(monkeypatch, db, dict(order_id=order_id, status="succeeded", amount_cents=800,
-                                              payment_method_id=method_id, last4="4242", created_at=utcnow()))
+    another_writer_wins(
+        monkeypatch,
+        db,
+        dict(
+            order_id=order_id,
+            status="succeeded",
+            amount_cents=800,
+            payment_method_id=method_id,
+            last4="4242",
+            created_at=utcnow(),
+        ),
+    )
 
     record = worker.refund(order_id)
     worker.db.commit()
@@ -328,6 +376,7 @@ def test_a_refund_that_loses_the_insert_race_to_a_charge_refunds_it(worker, monk
 
 
 # --- no card number anywhere ----------------------------------------------------------------------------------
+
 
 def test_no_card_number_is_stored_or_logged(payments, db, caplog):
     caplog.set_level(logging.DEBUG)
@@ -347,8 +396,12 @@ def test_no_card_number_is_stored_or_logged(payments, db, caplog):
     metadata.reflect(db)
     assert {"payment_methods", "charges"} <= set(metadata.tables)
     with db.connect() as connection:
-        stored = [str(value) for table in metadata.tables.values()
-                  for row in connection.execute(select(table)) for value in row]
+        stored = [
+            str(value)
+            for table in metadata.tables.values()
+            for row in connection.execute(select(table))
+            for value in row
+        ]
     assert stored
     for number in numbers:
         assert not [value for value in stored if number[:-4] in value], number

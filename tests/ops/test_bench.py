@@ -1,5 +1,6 @@
 """`make bench`'s pure parts: reading wrk's and py-spy's output, the arithmetic, /proc and RabbitMQ counters,
 the report and the request lists. No load is generated here: a benchmark is not a timed test."""
+
 import json
 import os
 import subprocess
@@ -52,15 +53,23 @@ def test_lua_strings_escape_quotes_and_backslashes_and_refuse_what_lua_cannot_re
 
 
 def test_the_request_list_becomes_a_lua_table_with_json_bodies():
-    source = lua_requests([
-        {"method": "GET", "path": "/products/SKU-1"},
-        {"method": "POST", "path": "/carts/c1/items", "headers": {"Authorization": "Bearer t"},
-         "body": {"sku": "SKU-1", "quantity": 1}},
-    ])
+    source = lua_requests(
+        [
+            {"method": "GET", "path": "/products/SKU-1"},
+            {
+                "method": "POST",
+                "path": "/carts/c1/items",
+                "headers": {"Authorization": "Bearer t"},
+                "body": {"sku": "SKU-1", "quantity": 1},
+            },
+        ]
+    )
     assert source.startswith("return {\n")
     assert '{method = "GET", path = "/products/SKU-1", headers = {}},' in source
-    assert ('{method = "POST", path = "/carts/c1/items", headers = {["Authorization"] = "Bearer t", '
-            '["Content-Type"] = "application/json"}, body = "{\\"sku\\":\\"SKU-1\\",\\"quantity\\":1}"},') in source
+    assert (
+        '{method = "POST", path = "/carts/c1/items", headers = {["Authorization"] = "Bearer t", '
+        '["Content-Type"] = "application/json"}, body = "{\\"sku\\":\\"SKU-1\\",\\"quantity\\":1}"},'
+    ) in source
 
 
 def test_the_wrk_command_uses_the_bench_script_and_settings():
@@ -112,8 +121,10 @@ def test_ratios_and_rates_are_none_without_a_base():
 
 
 def test_ratios_are_to_the_mean_of_the_baseline_runs():
-    results = {"baselines": [{"requests_per_s": 300.0}, {"requests_per_s": 500.0}],
-               "scenarios": [{"requests_per_s": 800.0}, {"name": "checkout", "skipped": "404"}]}
+    results = {
+        "baselines": [{"requests_per_s": 300.0}, {"requests_per_s": 500.0}],
+        "scenarios": [{"requests_per_s": 800.0}, {"name": "checkout", "skipped": "404"}],
+    }
     report.add_ratios(results)
     assert results["baseline_requests_per_s"] == 400.0
     assert [run["ratio"] for run in results["baselines"]] == [0.75, 1.25]
@@ -126,9 +137,11 @@ def test_checkout_numbers_count_only_confirmations_within_the_window():
     orders.append({"outcome": "confirmed", "latency_s": 0.2, "finished": 10.5})  # after the window
     orders.append({"outcome": "failed:payment_declined", "latency_s": 0.3, "finished": 3})
     orders.append({"outcome": "unsettled", "latency_s": 15.0, "finished": 25})
-    calls = [{"kind": "checkout", "status": 202, "latency_s": 0.05}] * 12 + \
-        [{"kind": "poll", "status": 200, "latency_s": 0.01}] * 20 + \
-        [{"kind": "cart", "status": 503, "latency_s": 0.01}, {"kind": "poll", "status": None, "latency_s": 5}]
+    calls = (
+        [{"kind": "checkout", "status": 202, "latency_s": 0.05}] * 12
+        + [{"kind": "poll", "status": 200, "latency_s": 0.01}] * 20
+        + [{"kind": "cart", "status": 503, "latency_s": 0.01}, {"kind": "poll", "status": None, "latency_s": 5}]
+    )
     result = summarize(orders, calls, 10)
     assert result["confirmed_per_s"] == 1.0
     assert result["confirmed"] == 11 and result["orders"] == 13
@@ -145,8 +158,9 @@ def test_checkout_numbers_count_only_confirmations_within_the_window():
 
 def test_peak_rss_comes_from_vm_hwm_of_a_proc_status_file(tmp_path):
     (tmp_path / "4242").mkdir()
-    (tmp_path / "4242" / "status").write_text("Name:\tpython\nVmPeak:\t  300000 kB\nVmHWM:\t   81920 kB\n"
-                                              "VmRSS:\t   70000 kB\n")
+    (tmp_path / "4242" / "status").write_text(
+        "Name:\tpython\nVmPeak:\t  300000 kB\nVmHWM:\t   81920 kB\nVmRSS:\t   70000 kB\n"
+    )
     assert stats.peak_rss(4242, proc=str(tmp_path)) == 81920 * 1024
     assert report.mib(stats.peak_rss(4242, proc=str(tmp_path))) == 80.0
     assert stats.peak_rss(4343, proc=str(tmp_path)) is None  # gone
@@ -179,17 +193,19 @@ def test_queues_are_attributed_to_the_service_that_consumes_them():
 
 def test_messages_per_instance_from_two_readings_of_the_queue_list():
     def queues(rpc_carts, events, consumers):
-        return [{"name": "rpc-carts", "consumers": consumers, "message_stats": {"ack": rpc_carts}},
-                {"name": "evt-orders-order_failed--carts.reopen", "consumers": consumers,
-                 "message_stats": {"ack": events}},
-                {"name": "rpc-catalog", "consumers": 1},  # never used: no message_stats
-                {"name": "rpc.reply-gateway-x", "message_stats": {"ack": 999}}]
+        return [
+            {"name": "rpc-carts", "consumers": consumers, "message_stats": {"ack": rpc_carts}},
+            {"name": "evt-orders-order_failed--carts.reopen", "consumers": consumers, "message_stats": {"ack": events}},
+            {"name": "rpc-catalog", "consumers": 1},  # never used: no message_stats
+            {"name": "rpc.reply-gateway-x", "message_stats": {"ack": 999}},
+        ]
 
     before, after = stats.consumed_counts(queues(100, 5, 2)), stats.consumed_counts(queues(400, 35, 2))
     assert before["carts"] == {"rpc": 100, "event": 5, "instances": 2}
     rows = stats.consumed_rates(before, after, 10)
-    assert rows == [{"service": "carts", "instances": 2, "rpc_per_s": 30.0, "events_per_s": 3.0,
-                     "per_instance_per_s": 16.5}]
+    assert rows == [
+        {"service": "carts", "instances": 2, "rpc_per_s": 30.0, "events_per_s": 3.0, "per_instance_per_s": 16.5}
+    ]
 
 
 def test_process_names_map_to_their_services():
@@ -225,8 +241,7 @@ def test_the_bench_catalog_lets_each_search_find_five_products():
     products = system.products()
     assert len({product["sku"] for product in products}) == 40
     for colour in system.COLOURS:
-        found = [product for product in products
-                 if colour in (product["name"] + product["description"]).lower()]
+        found = [product for product in products if colour in (product["name"] + product["description"]).lower()]
         assert len(found) == system.PRODUCTS_PER_COLOUR
     assert all(product["stock"] == system.STOCK for product in products)
 
@@ -235,11 +250,13 @@ def test_the_bench_catalog_lets_each_search_find_five_products():
 
 
 def test_py_spy_stacks_are_summed_into_self_and_total_shares():
-    collapsed = ("main (/x/nameko/cli/main.py);handle (/work/main/gateway_http/service.py);"
-                 "dumps (/usr/lib/python3.11/json/__init__.py) 6\n"
-                 "main (/x/nameko/cli/main.py);handle (/work/main/gateway_http/service.py) 2\n"
-                 "main (/x/nameko/cli/main.py);publish (/x/site-packages/kombu/messaging.py) 2\n"
-                 "garbage line\n")
+    collapsed = (
+        "main (/x/nameko/cli/main.py);handle (/work/main/gateway_http/service.py);"
+        "dumps (/usr/lib/python3.11/json/__init__.py) 6\n"
+        "main (/x/nameko/cli/main.py);handle (/work/main/gateway_http/service.py) 2\n"
+        "main (/x/nameko/cli/main.py);publish (/x/site-packages/kombu/messaging.py) 2\n"
+        "garbage line\n"
+    )
     samples, top = profile.summarize_collapsed(collapsed)
     assert samples == 10
     assert top["self"][0] == ("dumps (json/__init__.py)", 60.0)
@@ -251,30 +268,76 @@ def test_py_spy_stacks_are_summed_into_self_and_total_shares():
 
 
 def scenario(name, rps, errors=0, p99=100.0, **extra):
-    return dict({"name": name, "title": name, "requests_per_s": rps, "p50_ms": 10.0, "p95_ms": 50.0,
-                 "p99_ms": p99, "errors": errors, "non_2xx": errors, "socket_errors": 0,
-                 "cpu": {"gateway": 90.0, "machine": 190.0}, "messages": []}, **extra)
+    return dict(
+        {
+            "name": name,
+            "title": name,
+            "requests_per_s": rps,
+            "p50_ms": 10.0,
+            "p95_ms": 50.0,
+            "p99_ms": p99,
+            "errors": errors,
+            "non_2xx": errors,
+            "socket_errors": 0,
+            "cpu": {"gateway": 90.0, "machine": 190.0},
+            "messages": [],
+        },
+        **extra,
+    )
 
 
 def sample_results():
     results = {
         "started_at": "2026-11-28T15:00:00Z",
         "machine": {"cpus": 2, "wrk": "4.1.0"},
-        "settings": {"seconds": 15, "connections": 32, "wrk_threads": 1, "checkout_users": 16,
-                     "checkout_seconds": 20, "poll_seconds": 0.02, "log_level": "INFO", "database": "SQLite"},
+        "settings": {
+            "seconds": 15,
+            "connections": 32,
+            "wrk_threads": 1,
+            "checkout_users": 16,
+            "checkout_seconds": 20,
+            "poll_seconds": 0.02,
+            "log_level": "INFO",
+            "database": "SQLite",
+        },
         "baselines": [scenario("baseline_before", 400.0), scenario("baseline_after", 400.0)],
         "scenarios": [
-            scenario("product", 900.0, messages=[{"service": "catalog", "instances": 1, "rpc_per_s": 900.0,
-                                                  "events_per_s": 0.0, "per_instance_per_s": 900.0,
-                                                  "cpu_per_instance": 60.0, "per_cpu_second": 1500.0}]),
+            scenario(
+                "product",
+                900.0,
+                messages=[
+                    {
+                        "service": "catalog",
+                        "instances": 1,
+                        "rpc_per_s": 900.0,
+                        "events_per_s": 0.0,
+                        "per_instance_per_s": 900.0,
+                        "cpu_per_instance": 60.0,
+                        "per_cpu_second": 1500.0,
+                    }
+                ],
+            ),
             scenario("cart_get", 200.0),
             scenario("cart_add", 150.0, errors=3),
-            scenario("checkout", 55.0, p99=650.0, extra={
-                "confirmed": 1100, "orders": 1100, "not_confirmed": {}, "http_requests_per_s": 400.0,
-                "checkout_post_p50_ms": 20.0, "checkout_post_p99_ms": 90.0, "driver_cpu_percent": 30.0}),
+            scenario(
+                "checkout",
+                55.0,
+                p99=650.0,
+                extra={
+                    "confirmed": 1100,
+                    "orders": 1100,
+                    "not_confirmed": {},
+                    "http_requests_per_s": 400.0,
+                    "checkout_post_p50_ms": 20.0,
+                    "checkout_post_p99_ms": 90.0,
+                    "driver_cpu_percent": 30.0,
+                },
+            ),
         ],
-        "rss_mib": {"main run": {"catalog": 70.0, "carts": 79.0, "supervisor": 26.0, "baseline BaselineHttp": 90.0},
-                    "scaling run (carts=2)": {"carts": 81.5, "carts-2": 75.0, "supervisor": 26.0}},
+        "rss_mib": {
+            "main run": {"catalog": 70.0, "carts": 79.0, "supervisor": 26.0, "baseline BaselineHttp": 90.0},
+            "scaling run (carts=2)": {"carts": 81.5, "carts-2": 75.0, "supervisor": 26.0},
+        },
         "warnings": [],
     }
     report.add_ratios(results)
@@ -284,15 +347,13 @@ def sample_results():
 
 def test_targets_are_judged_met_missed_or_not_measured():
     verdicts = {row["target"]: (row["met"], row["result"]) for row in sample_results()["targets"]}
-    assert verdicts["GET /products/{sku} ≥ 2× the baseline's throughput"] == \
-        (True, "2.25× the baseline (900 req/s)")
+    assert verdicts["GET /products/{sku} ≥ 2× the baseline's throughput"] == (True, "2.25× the baseline (900 req/s)")
     assert verdicts["GET /carts/{id} ≥ 0.7× the baseline's throughput"][0] is False  # 0.5×
     assert verdicts["checkout ≥ 50 confirmed orders/s"][0] is True
     assert verdicts["checkout p99 < 500 ms (POST checkout → confirmed)"] == (False, "p99 650 ms")
     assert verdicts["zero errors in every scenario"] == (False, "errors in cart_add (3)")
     # The largest peak over both runs counts; the baseline and the supervisor are not services.
-    assert verdicts["every service under 80 MiB RSS after the run"] == \
-        (False, "largest: carts 81.5 MiB; over: carts")
+    assert verdicts["every service under 80 MiB RSS after the run"] == (False, "largest: carts 81.5 MiB; over: carts")
 
     results = sample_results()
     results["scenarios"][3] = {"name": "checkout", "title": "checkout", "skipped": "POST checkout answered 404"}
@@ -306,8 +367,7 @@ def test_the_markdown_report_has_every_scenario_ratio_target_and_process():
     text = report.markdown(sample_results())
     assert "| product | 900.0 | 2.25 | 10.0 | 50.0 | 100.0 | 0 (0 / 0) |  |" in text
     assert "| cart_add | 150.0 | 0.38 | 10.0 | 50.0 | 100.0 | 3 (3 / 0) |  |" in text
-    assert "| GET /carts/{id} ≥ 0.7× the baseline's throughput | 0.50× the baseline (200 req/s) | **missed** |" \
-        in text
+    assert "| GET /carts/{id} ≥ 0.7× the baseline's throughput | 0.50× the baseline (200 req/s) | **missed** |" in text
     assert "| product | catalog | 1 | 900.0 | 0.0 | **900.0** | 60 | 1500 |" in text
     assert "| carts | 79.0 | 81.5 | **no** |" in text
     assert "| baseline BaselineHttp | 90.0 | – | – |" in text
@@ -319,8 +379,7 @@ def test_results_are_written_as_markdown_and_json_with_a_latest_copy(tmp_path):
     results = sample_results()
     path = report.write(results, directory=str(tmp_path))
     assert os.path.basename(path) == "20261128T150000Z.md"
-    assert sorted(os.listdir(tmp_path)) == ["20261128T150000Z.json", "20261128T150000Z.md", "latest.json",
-                                            "latest.md"]
+    assert sorted(os.listdir(tmp_path)) == ["20261128T150000Z.json", "20261128T150000Z.md", "latest.json", "latest.md"]
     assert (tmp_path / "latest.md").read_text() == (tmp_path / "20261128T150000Z.md").read_text()
     assert json.loads((tmp_path / "latest.json").read_text())["scenarios"][0]["ratio"] == 2.25
 
@@ -334,9 +393,14 @@ def test_instances_are_read_from_cartmesh_instances():
     counts = run.instance_counts(" carts = 2 ,catalog=3")
     assert (counts["carts"], counts["catalog"], counts["orders"]) == (2, 3, 1)
     assert run.instance_names("carts", 3) == ["carts", "carts-2", "carts-3"]
-    for bad, reason in (("gateway=2", "not a backend service"), ("carts", "write carts=N"),
-                        ("carts=0", "from 1 to"), ("carts=two", "write carts=N"),
-                        (f"carts={run.MAX_INSTANCES + 1}", "from 1 to"), ("carts=2,carts=3", "named twice")):
+    for bad, reason in (
+        ("gateway=2", "not a backend service"),
+        ("carts", "write carts=N"),
+        ("carts=0", "from 1 to"),
+        ("carts=two", "write carts=N"),
+        (f"carts={run.MAX_INSTANCES + 1}", "from 1 to"),
+        ("carts=2,carts=3", "named twice"),
+    ):
         with pytest.raises(ValueError, match=reason):
             run.instance_counts(bad)
 
@@ -349,16 +413,19 @@ def test_a_bad_cartmesh_instances_value_starts_nothing(tmp_path, capsys):
 
 
 def test_problems_in_the_services_logs_are_counted_without_their_ids_and_times():
-    log = "\n".join([
-        "gateway          | 2026-11-28 15:00:01,123 INFO gateway_http.router [request_id=a1] get_product 200 3.1 ms",
-        "gateway          | 2026-11-28 15:00:02,123 WARNING gateway_http.router [request_id=a2] get_product: "
-        "the catalog service did not answer in time",
-        "gateway          | 2026-11-28 15:00:03,456 WARNING gateway_http.router [request_id=b7] get_product: "
-        "the catalog service did not answer in time",
-        "orders           | 2026-11-28 15:00:04,000 ERROR services.orders [request_id=-] order "
-        "0b9f1c2e-3d4a-4b5c-8d6e-7f8091a2b3c4 failed",
-        "catalog          | Traceback (most recent call last):",
-    ])
+    log = "\n".join(
+        [
+            "gateway          | 2026-11-28 15:00:01,123 INFO gateway_http.router [request_id=a1] "
+            "get_product 200 3.1 ms",
+            "gateway          | 2026-11-28 15:00:02,123 WARNING gateway_http.router [request_id=a2] get_product: "
+            "the catalog service did not answer in time",
+            "gateway          | 2026-11-28 15:00:03,456 WARNING gateway_http.router [request_id=b7] get_product: "
+            "the catalog service did not answer in time",
+            "orders           | 2026-11-28 15:00:04,000 ERROR services.orders [request_id=-] order "
+            "0b9f1c2e-3d4a-4b5c-8d6e-7f8091a2b3c4 failed",
+            "catalog          | Traceback (most recent call last):",
+        ]
+    )
     assert stats.log_problems(log) == [
         (2, "gateway: WARNING gateway_http.router [\u2026] get_product: the catalog service did not answer in time"),
         (1, "orders: ERROR services.orders [\u2026] order \u2026 failed"),

@@ -2,6 +2,7 @@
 service; afterwards the audit passes and every write acknowledged to a client is present. Real processes
 (`make run` with a restart policy) on a fresh vhost and fresh SQLite databases; `make chaos` runs the longer
 default, and `--postgres` on PostgreSQL."""
+
 import json
 import signal
 import subprocess
@@ -20,9 +21,13 @@ DEADLINE = 170  # the whole run, on two busy cores (it takes about 60 s here)
 def test_kill_9_of_a_carts_instance_and_of_orders_under_load_loses_no_acknowledged_write(tmp_path):
     log_path = tmp_path / "chaos.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "scripts.chaos", "--seconds", str(SECONDS),
-                                    "--log-level", "WARNING"],
-                                   cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scripts.chaos", "--seconds", str(SECONDS), "--log-level", "WARNING"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             code = process.wait(DEADLINE)
         finally:
@@ -33,7 +38,7 @@ def test_kill_9_of_a_carts_instance_and_of_orders_under_load_loses_no_acknowledg
                 except subprocess.TimeoutExpired:
                     process.kill()
     output = log_path.read_text(errors="replace")
-    results = [line[len(chaos.RESULT_MARK):] for line in output.splitlines() if line.startswith(chaos.RESULT_MARK)]
+    results = [line[len(chaos.RESULT_MARK) :] for line in output.splitlines() if line.startswith(chaos.RESULT_MARK)]
     assert results, output[-5000:]
     result = json.loads(results[-1])
     assert result["killed"] == ["carts-2", "orders"]
@@ -47,13 +52,22 @@ def test_kill_9_of_a_carts_instance_and_of_orders_under_load_loses_no_acknowledg
 
 
 def test_the_summary_says_what_was_killed_lost_and_audited():
-    text = chaos.summary({
-        "backend": "sqlite", "load_seconds": 20.5, "killed": ["carts-2", "orders"],
-        "acknowledged": {"carts": 10, "lines": 20, "orders": 9}, "client_answers": {"checkout 503": 2},
-        "unanswered_checkouts": 1, "order_outcomes": {"confirmed": 9}, "lost_writes": ["cart c1: X ×1 ..."],
-        "unsettled_orders": [], "lines_applied_twice": 1,
-        "audit": {"ok": True, "breaches": [], "checked": {"orders": 9, "in_saga": 0, "holds": 9}},
-        "passed": False})
+    text = chaos.summary(
+        {
+            "backend": "sqlite",
+            "load_seconds": 20.5,
+            "killed": ["carts-2", "orders"],
+            "acknowledged": {"carts": 10, "lines": 20, "orders": 9},
+            "client_answers": {"checkout 503": 2},
+            "unanswered_checkouts": 1,
+            "order_outcomes": {"confirmed": 9},
+            "lost_writes": ["cart c1: X ×1 ..."],
+            "unsettled_orders": [],
+            "lines_applied_twice": 1,
+            "audit": {"ok": True, "breaches": [], "checked": {"orders": 9, "in_saga": 0, "holds": 9}},
+            "passed": False,
+        }
+    )
     assert "kill -9 of carts-2 and orders" in text
     assert "lost acknowledged writes: 1" in text and "lost: cart c1" in text
     assert "lines applied twice: 1" in text

@@ -2,6 +2,7 @@
 parsed, compared with the services in the repo, with the commands `make run` uses and with the secrets that
 docker/make_secrets.py makes, and validated by the `docker compose` client when one is installed. What the
 containers do with the secrets is run for real in test_make_secrets.py and test_entrypoint.py."""
+
 import base64
 import hashlib
 import importlib.util
@@ -48,7 +49,8 @@ class ComposeLoader(yaml.SafeLoader):
 
 ComposeLoader.yaml_implicit_resolvers = {
     first: [(tag, pattern) for tag, pattern in resolvers if tag != "!env_var"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def load_compose():
@@ -64,8 +66,7 @@ def read(name):
 def service_dirs():
     """Every service in the repo: each folder of services/ with a service.py."""
     folder = os.path.join(ROOT, "services")
-    return sorted(name for name in os.listdir(folder)
-                  if os.path.isfile(os.path.join(folder, name, "service.py")))
+    return sorted(name for name in os.listdir(folder) if os.path.isfile(os.path.join(folder, name, "service.py")))
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +97,7 @@ def test_the_run_list_and_compose_name_every_service_in_the_repo(apps):
 
 def test_app_commands_are_the_commands_make_run_uses(apps):
     for service in run.SERVICES:
-        expected = (f"{shlex.join(run.migrate_command(service))} && exec "
-                    f"{shlex.join(run.service_command(service))}")
+        expected = f"{shlex.join(run.migrate_command(service))} && exec {shlex.join(run.service_command(service))}"
         assert command_line(apps[service]) == expected, service
     assert command_line(apps[run.GATEWAY]) == shlex.join(run.gateway_command())
 
@@ -170,7 +170,8 @@ def test_each_container_mounts_only_its_own_secrets_read_only(compose):
     directories = set(make_secrets.layout(dummy_raw())) | {make_secrets.RAW}
     # The generator sees every directory, writable, at its place under /run/cartmesh.
     assert secrets_mounts(compose["secrets"]) == {
-        f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", False) for name in directories}
+        f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", False) for name in directories
+    }
     # Every other container: its own directory, read-only, and nothing else (raw/ is the generator's alone);
     # prometheus and jaeger need no secret and mount none.
     readers = {name for name in compose if name != "secrets" and secrets_mounts(compose[name])}
@@ -179,8 +180,9 @@ def test_each_container_mounts_only_its_own_secrets_read_only(compose):
     for name in readers:
         assert secrets_mounts(compose[name]) == {f"secrets-{name}": (f"{SECRETS_ROOT}/{name}", True)}, name
     volumes = load_compose()["volumes"]
-    assert set(volumes) == ({"postgres-data", "prometheus-data", "grafana-data"}
-                            | {f"secrets-{name}" for name in directories})
+    assert set(volumes) == (
+        {"postgres-data", "prometheus-data", "grafana-data"} | {f"secrets-{name}" for name in directories}
+    )
 
 
 def test_app_containers_export_their_secrets_through_the_entrypoint(apps):
@@ -206,8 +208,9 @@ def test_each_service_uses_its_own_postgres_database_and_role(compose, apps):
     assert postgres_env["CARTMESH_DATABASES"].split() == run.SERVICES
     assert postgres_env["CARTMESH_SECRETS_DIR"] == f"{SECRETS_ROOT}/postgres"
     assert postgres_env["POSTGRES_PASSWORD_FILE"] == f"{SECRETS_ROOT}/postgres/POSTGRES_PASSWORD"
-    assert any(mount.startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/")
-               for mount in postgres["volumes"])
+    assert any(
+        mount.startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/") for mount in postgres["volumes"]
+    )
     raw = dummy_raw()
     layout = make_secrets.layout(raw)
     assert set(layout["postgres"]) == {"POSTGRES_PASSWORD"} | {f"{s.upper()}_DB_PASSWORD" for s in run.SERVICES}
@@ -217,7 +220,12 @@ def test_each_service_uses_its_own_postgres_database_and_role(compose, apps):
         assert database_urls == {run.database_url_variable(service)}, service
         url = make_url(layout[service][run.database_url_variable(service)])
         assert (url.get_backend_name(), url.host, url.username, url.database, url.password) == (
-            "postgresql", "postgres", service, service, layout["postgres"][f"{service.upper()}_DB_PASSWORD"])
+            "postgresql",
+            "postgres",
+            service,
+            service,
+            layout["postgres"][f"{service.upper()}_DB_PASSWORD"],
+        )
     assert not any(key.endswith("_DATABASE_URL") for key in layout[run.GATEWAY])
 
 
@@ -245,8 +253,9 @@ def test_every_app_reaches_the_broker_as_its_own_user_that_the_broker_loads(comp
     assert not any(value in layout["rabbitmq"][make_secrets.DEFINITIONS] for value in raw.values())
     # The broker loads the definitions at boot from the file the secrets service wrote.
     assert "./docker/rabbitmq.conf:/etc/rabbitmq/conf.d/20-cartmesh.conf:ro" in rabbitmq["volumes"]
-    conf = dict(line.split(" = ", 1) for line in read("docker/rabbitmq.conf").splitlines()
-                if line and not line.startswith("#"))
+    conf = dict(
+        line.split(" = ", 1) for line in read("docker/rabbitmq.conf").splitlines() if line and not line.startswith("#")
+    )
     assert conf == {"load_definitions": f"{SECRETS_ROOT}/rabbitmq/{make_secrets.DEFINITIONS}"}
     # The password comes from its file, read before the image's own entrypoint (test_entrypoint.py runs this line).
     entrypoint = rabbitmq["entrypoint"]
@@ -292,8 +301,9 @@ def test_jwt_secret_reaches_accounts_and_gateway_only(apps):
 
 
 def test_dockerfile_builds_a_slim_image_that_runs_as_non_root():
-    lines = [line.strip() for line in read("Dockerfile").splitlines() if line.strip()
-             and not line.lstrip().startswith("#")]
+    lines = [
+        line.strip() for line in read("Dockerfile").splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert lines[0] == "FROM python:3.11-slim"
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users, "no USER instruction"
@@ -308,12 +318,19 @@ def test_dockerfile_builds_a_slim_image_that_runs_as_non_root():
 
 
 def test_dockerignore_lets_in_only_what_runs():
-    entries = [line.strip() for line in read(".dockerignore").splitlines()
-               if line.strip() and not line.startswith("#")]
+    entries = [line.strip() for line in read(".dockerignore").splitlines() if line.strip() and not line.startswith("#")]
     assert entries[0] == "*"
     allowed = {entry[1:].rstrip("/") for entry in entries if entry.startswith("!")}
-    assert {"requirements.txt", "config", "services", "gateway_http", "scripts",
-            "docker/make_secrets.py", "docker/entrypoint.sh", "docker/broker_permissions.py"} <= allowed
+    assert {
+        "requirements.txt",
+        "config",
+        "services",
+        "gateway_http",
+        "scripts",
+        "docker/make_secrets.py",
+        "docker/entrypoint.sh",
+        "docker/broker_permissions.py",
+    } <= allowed
     assert not allowed & {".env", ".venv", "var", ".git", "tests", "docker"}
 
 
@@ -332,8 +349,11 @@ def test_compose_client_accepts_the_file_with_no_env_file_and_no_secret_set(tmp_
     # A newcomer's machine: no .env (an empty one stands in for the repo's, which may exist here), nothing set.
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
-    env = {key: value for key, value in os.environ.items()
-           if key not in make_secrets.raw_names() and not key.startswith(("ADMIN_", "COMPOSE_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in make_secrets.raw_names() and not key.startswith(("ADMIN_", "COMPOSE_"))
+    }
     base = client + ["--project-directory", ROOT, "-f", COMPOSE_FILE, "--env-file", str(env_file), "config"]
     result = subprocess.run(base + ["-q"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -6,6 +6,7 @@ so no other host must be reachable).
 A vulnerability found fails the test; pip-audit unable to reach its data skips it and says why (offline
 machines still run the rest of the suite). A vulnerability that does not apply may be ignored only in
 IGNORED, with the reason."""
+
 import json
 import os
 import re
@@ -23,9 +24,12 @@ REQUIREMENT_FILES = ["requirements.txt", "requirements-dev.txt"]
 # {vulnerability id: why it does not apply here}. Keep it empty unless there is no fixed version to pin.
 IGNORED = {}
 # pip-audit's words when the vulnerability service (or the network) cannot be used.
-UNREACHABLE = re.compile(r"ConnectionError|ConnectTimeout|Max retries|Name or service not known|"
-                         r"Temporary failure in name resolution|Network is unreachable|ServiceError|"
-                         r"timed out|Connection refused|SSLError", re.IGNORECASE)
+UNREACHABLE = re.compile(
+    r"ConnectionError|ConnectTimeout|Max retries|Name or service not known|"
+    r"Temporary failure in name resolution|Network is unreachable|ServiceError|"
+    r"timed out|Connection refused|SSLError",
+    re.IGNORECASE,
+)
 
 
 def pinned_requirements(path):
@@ -79,10 +83,28 @@ def run_pip_audit(pins, folder, service):
     frozen = folder / "frozen.txt"
     frozen.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
     result = subprocess.run(
-        [pip_audit, "--requirement", str(frozen), "--no-deps", "--disable-pip", "--vulnerability-service",
-         service, "--format", "json", "--progress-spinner", "off", "--timeout", "10",
-         "--cache-dir", str(folder / f"cache-{service}"), *[f"--ignore-vuln={vuln}" for vuln in IGNORED]],
-        capture_output=True, text=True, timeout=300)
+        [
+            pip_audit,
+            "--requirement",
+            str(frozen),
+            "--no-deps",
+            "--disable-pip",
+            "--vulnerability-service",
+            service,
+            "--format",
+            "json",
+            "--progress-spinner",
+            "off",
+            "--timeout",
+            "10",
+            "--cache-dir",
+            str(folder / f"cache-{service}"),
+            *[f"--ignore-vuln={vuln}" for vuln in IGNORED],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     try:
         return json.loads(result.stdout), result.stderr
     except ValueError:
@@ -101,11 +123,18 @@ def audit(pins, folder):
         if report is None:
             said.append(f"{service}: unreachable ({problem})")
             continue
-        found = {dependency["name"].lower(): [
-            f"{vuln['id']} (fixed in {', '.join(vuln['fix_versions']) or 'no release'})"
-            for vuln in dependency.get("vulns", [])] for dependency in report["dependencies"]}
-        not_audited = {dependency["name"]: dependency["skip_reason"] for dependency in report["dependencies"]
-                       if dependency.get("skip_reason")}
+        found = {
+            dependency["name"].lower(): [
+                f"{vuln['id']} (fixed in {', '.join(vuln['fix_versions']) or 'no release'})"
+                for vuln in dependency.get("vulns", [])
+            ]
+            for dependency in report["dependencies"]
+        }
+        not_audited = {
+            dependency["name"]: dependency["skip_reason"]
+            for dependency in report["dependencies"]
+            if dependency.get("skip_reason")
+        }
         if any(found.values()) or not not_audited:
             return found
         example = next(iter(not_audited.values()))
@@ -121,8 +150,7 @@ def test_no_known_vulnerabilities_in_the_pinned_dependencies(tmp_path):
     requirements = [r for name in REQUIREMENT_FILES for r in pinned_requirements(os.path.join(ROOT, name))]
     pins = installed_closure(requirements)
     found = audit(pins, tmp_path)
-    vulnerable = [f"{name} {pins.get(name, '')}: {vuln}" for name, vulns in sorted(found.items())
-                  for vuln in vulns]
+    vulnerable = [f"{name} {pins.get(name, '')}: {vuln}" for name, vulns in sorted(found.items()) for vuln in vulns]
     assert not vulnerable, "known vulnerabilities:\n" + "\n".join(vulnerable)
     assert {"nameko", "werkzeug", "pyjwt", "pytest", "pip-audit"} <= set(found)
 

@@ -1,5 +1,6 @@
 """How the containers read their secrets, run with `sh` on temporary directories: docker/entrypoint.sh (the
 app containers) and the rabbitmq service's entrypoint line from docker-compose.yml."""
+
 import os
 import shutil
 import subprocess
@@ -22,8 +23,9 @@ def run_entrypoint(directory, command=PRINT_ENV, env=None, **kwargs):
     environ = {"PATH": os.environ["PATH"], **(env or {})}
     if directory is not None:
         environ["CARTMESH_SECRETS_DIR"] = str(directory)
-    return subprocess.run(["sh", ENTRYPOINT, *command], env=environ, capture_output=True, text=True,
-                          timeout=30, **kwargs)
+    return subprocess.run(
+        ["sh", ENTRYPOINT, *command], env=environ, capture_output=True, text=True, timeout=30, **kwargs
+    )
 
 
 def exported(result):
@@ -63,8 +65,11 @@ def test_without_its_secrets_the_command_never_runs(tmp_path):
     command = ["touch", str(marker)]
     empty = tmp_path / "empty"
     empty.mkdir()
-    for directory, message in [(empty, "no secrets in"), (tmp_path / "missing", "is not a directory"),
-                               ("", "is not a directory")]:
+    for directory, message in [
+        (empty, "no secrets in"),
+        (tmp_path / "missing", "is not a directory"),
+        ("", "is not a directory"),
+    ]:
         result = run_entrypoint(directory, command)
         assert result.returncode == 1 and message in result.stderr
     assert run_entrypoint(tmp_path, []).returncode == 64
@@ -74,8 +79,9 @@ def test_without_its_secrets_the_command_never_runs(tmp_path):
 def test_file_variables_give_their_variable_the_file_content(tmp_path):
     (tmp_path / "jwt").write_text("from-a-file\n")  # as Kubernetes and Docker secrets often end
     (tmp_path / "amqp").write_text("amqps://carts:pw@broker:5671/")
-    env = exported(run_entrypoint(None, env={"JWT_SECRET_FILE": str(tmp_path / "jwt"),
-                                             "AMQP_URI_FILE": str(tmp_path / "amqp")}))
+    env = exported(
+        run_entrypoint(None, env={"JWT_SECRET_FILE": str(tmp_path / "jwt"), "AMQP_URI_FILE": str(tmp_path / "amqp")})
+    )
     assert (env["JWT_SECRET"], env["AMQP_URI"]) == ("from-a-file", "amqps://carts:pw@broker:5671/")
 
 
@@ -85,9 +91,16 @@ def test_the_environment_wins_over_a_file_variable_which_wins_over_the_directory
     for name in ("AMQP_URI", "JWT_SECRET", "CARTS_DATABASE_URL"):
         (secrets_dir / name).write_text(f"{name} from the directory")
     (tmp_path / "file").write_text("from the _FILE")
-    env = exported(run_entrypoint(secrets_dir, env={"AMQP_URI": "from the environment",
-                                                    "AMQP_URI_FILE": str(tmp_path / "file"),
-                                                    "JWT_SECRET_FILE": str(tmp_path / "file")}))
+    env = exported(
+        run_entrypoint(
+            secrets_dir,
+            env={
+                "AMQP_URI": "from the environment",
+                "AMQP_URI_FILE": str(tmp_path / "file"),
+                "JWT_SECRET_FILE": str(tmp_path / "file"),
+            },
+        )
+    )
     assert env["AMQP_URI"] == "from the environment"
     assert env["JWT_SECRET"] == "from the _FILE"
     assert env["CARTS_DATABASE_URL"] == "CARTS_DATABASE_URL from the directory"
@@ -114,8 +127,13 @@ def test_the_app_uid_reads_what_the_secrets_service_made_and_the_config_gets_eve
     top = tempfile.mkdtemp()
     try:
         os.chmod(top, 0o755)  # as /run/cartmesh in a container: anyone may look up their own directory
-        made = subprocess.run([sys.executable, MAKE_SECRETS, top], env={"PATH": os.environ["PATH"]},
-                              capture_output=True, text=True, timeout=30)
+        made = subprocess.run(
+            [sys.executable, MAKE_SECRETS, top],
+            env={"PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert made.returncode == 0, made.stderr
         for app in SERVICES + [GATEWAY]:
             env = exported(run_entrypoint(os.path.join(top, app), user=10001, group=10001))
@@ -170,11 +188,13 @@ def test_rabbitmq_gets_its_password_from_the_file_and_runs_the_image_entrypoint(
     password = "p$w 'q' \"d\" `x`"
     (secrets_dir / "RABBITMQ_DEFAULT_PASS").write_text(password)
     env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "RABBITMQ_DEFAULT_USER": "cartmesh"}
-    result = subprocess.run(["sh", "-c", rabbitmq_line(secrets_dir)], env=env, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        ["sh", "-c", rabbitmq_line(secrets_dir)], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{password}|cartmesh|rabbitmq-server"
     (secrets_dir / "RABBITMQ_DEFAULT_PASS").unlink()
-    result = subprocess.run(["sh", "-c", rabbitmq_line(secrets_dir)], env=env, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        ["sh", "-c", rabbitmq_line(secrets_dir)], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode != 0 and result.stdout == "", "no broker may start without its password"

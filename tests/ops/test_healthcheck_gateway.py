@@ -1,5 +1,6 @@
 """The gateway's container healthcheck: alive means answering /health with the health document, even a 503
 (a backend is down: that backend's own check says so, and restarting the gateway would not help)."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -29,12 +30,15 @@ def serve(status, body, content_type="application/json"):
     return f"http://127.0.0.1:{server.server_address[1]}", server
 
 
-@pytest.mark.parametrize("status, body, healthy", [
-    (200, json.dumps({"status": "ok", "services": {"carts": "ok"}}), True),
-    (503, json.dumps({"status": "degraded", "services": {"carts": "unavailable"}}), True),
-    (500, json.dumps({"error": {"code": "internal_error", "message": "a bug"}}), False),
-    (200, "<html>not the gateway</html>", False),
-])
+@pytest.mark.parametrize(
+    "status, body, healthy",
+    [
+        (200, json.dumps({"status": "ok", "services": {"carts": "ok"}}), True),
+        (503, json.dumps({"status": "degraded", "services": {"carts": "unavailable"}}), True),
+        (500, json.dumps({"error": {"code": "internal_error", "message": "a bug"}}), False),
+        (200, "<html>not the gateway</html>", False),
+    ],
+)
 def test_the_gateway_is_healthy_when_it_answers_its_health_document(status, body, healthy):
     url, server = serve(status, body)
     try:

@@ -13,6 +13,7 @@ builds the overlays; the machine image has kubectl 1.32 with kustomize 5.5), sch
 kubernetes-validate is missing (requirements-dev.txt), and the operators' full CRD schemas (not vendored here:
 see test_operator_crds_full_schema).
 """
+
 import functools
 import importlib.util
 import json
@@ -57,14 +58,16 @@ PROMETHEUS_NAMESPACE = "monitoring"
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 
 
-
 def kustomize_problem():
     """Why this machine's kubectl cannot build the overlays, or None when it can."""
     if shutil.which("kubectl") is None:
-        return ("kubectl is not installed: it builds the overlays (`kubectl kustomize`); install a current "
-                "kubectl (the machine image ships one) to run these checks")
-    result = subprocess.run(["kubectl", "version", "--client", "-o", "json"], capture_output=True, text=True,
-                            timeout=30)
+        return (
+            "kubectl is not installed: it builds the overlays (`kubectl kustomize`); install a current "
+            "kubectl (the machine image ships one) to run these checks"
+        )
+    result = subprocess.run(
+        ["kubectl", "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30
+    )
     version = json.loads(result.stdout or "{}").get("kustomizeVersion", "") if result.returncode == 0 else ""
     major = re.match(r"v(\d+)\.", version)
     if not major or int(major.group(1)) < 5:
@@ -78,18 +81,18 @@ pytestmark = pytest.mark.skipif(KUSTOMIZE_PROBLEM is not None, reason=str(KUSTOM
 
 needs_validator = pytest.mark.skipif(
     kubernetes_validate is None,
-    reason="kubernetes-validate is not installed (it is in requirements-dev.txt: run `make install`)")
+    reason="kubernetes-validate is not installed (it is in requirements-dev.txt: run `make install`)",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Building and looking things up
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build(target):
     """The manifests `kubectl kustomize` makes of `target` (a key of BUILDS), as a tuple of dicts."""
-    result = subprocess.run(["kubectl", "kustomize", BUILDS[target]], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(["kubectl", "kustomize", BUILDS[target]], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"kubectl kustomize {BUILDS[target]} failed:\n{result.stderr}"
     documents = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
     assert documents, f"{target} builds to nothing"
@@ -112,16 +115,21 @@ def workloads(documents):
 
 def app_deployments(documents):
     """Cartmesh's own Deployments: {name: deployment} (services and gateway)."""
-    return {doc["metadata"]["name"]: doc for doc in of_kind(documents, "Deployment")
-            if doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
-            in ("service", "gateway")}
+    return {
+        doc["metadata"]["name"]: doc
+        for doc in of_kind(documents, "Deployment")
+        if doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") in ("service", "gateway")
+    }
 
 
 def service_names_in_repo():
     """Every service package under services/ (a directory with __init__.py), shared code aside."""
     services_dir = os.path.join(ROOT, "services")
-    return sorted(name for name in os.listdir(services_dir)
-                  if name != "common" and os.path.isfile(os.path.join(services_dir, name, "__init__.py")))
+    return sorted(
+        name
+        for name in os.listdir(services_dir)
+        if name != "common" and os.path.isfile(os.path.join(services_dir, name, "__init__.py"))
+    )
 
 
 def selector_matches(selector, labels):
@@ -184,8 +192,12 @@ def secret_references(documents):
 
 def dev_secrets(namespace="cartmesh-dev"):
     """The Secrets deploy/k8s/overlays/dev/make_secrets.py makes ({name: stringData}), without any cluster."""
-    result = subprocess.run([sys.executable, DEV_SECRETS_SCRIPT, "--print", "--namespace", namespace],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, DEV_SECRETS_SCRIPT, "--print", "--namespace", namespace],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     return {item["metadata"]["name"]: item["stringData"] for item in json.loads(result.stdout)["items"]}
 
@@ -209,125 +221,285 @@ def obj(properties, required=()):
 
 
 def custom_resource(spec):
-    return obj({"apiVersion": STRING, "kind": STRING,
-                "metadata": core("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), "spec": spec},
-               ["apiVersion", "kind", "metadata", "spec"])
+    return obj(
+        {
+            "apiVersion": STRING,
+            "kind": STRING,
+            "metadata": core("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            "spec": spec,
+        },
+        ["apiVersion", "kind", "metadata", "spec"],
+    )
 
 
-CLUSTER_REFERENCE = {**obj({"name": STRING, "namespace": STRING,
-                            "connectionSecret": obj({"name": STRING}, ["name"])}),
-                     "anyOf": [{"required": ["name"]}, {"required": ["connectionSecret"]}]}
+CLUSTER_REFERENCE = {
+    **obj({"name": STRING, "namespace": STRING, "connectionSecret": obj({"name": STRING}, ["name"])}),
+    "anyOf": [{"required": ["name"]}, {"required": ["connectionSecret"]}],
+}
 LOCAL_REFERENCE = obj({"name": STRING}, ["name"])
 RAW = ANY_OBJECT  # runtime.RawExtension: any object (policy definitions, queue arguments)
 DELETION_POLICY = {"enum": ["delete", "retain"]}
 
 CRD_SCHEMAS = {
-    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): custom_resource(obj({
-        "replicas": {"type": "integer", "minimum": 0},
-        "image": STRING,
-        "imagePullSecrets": {"type": "array", "items": core("io.k8s.api.core.v1.LocalObjectReference")},
-        "service": obj({"type": {"enum": ["ClusterIP", "LoadBalancer", "NodePort"]},
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): custom_resource(
+        obj(
+            {
+                "replicas": {"type": "integer", "minimum": 0},
+                "image": STRING,
+                "imagePullSecrets": {"type": "array", "items": core("io.k8s.api.core.v1.LocalObjectReference")},
+                "service": obj(
+                    {
+                        "type": {"enum": ["ClusterIP", "LoadBalancer", "NodePort"]},
                         "annotations": {"type": "object", "additionalProperties": STRING},
-                        "ipFamilyPolicy": STRING}),
-        "persistence": obj({"storageClassName": STRING,
-                            "storage": core("io.k8s.apimachinery.pkg.api.resource.Quantity")}),
-        "resources": core("io.k8s.api.core.v1.ResourceRequirements"),
-        "affinity": core("io.k8s.api.core.v1.Affinity"),
-        "tolerations": {"type": "array", "items": core("io.k8s.api.core.v1.Toleration")},
-        "rabbitmq": obj({"additionalPlugins": {"type": "array", "maxItems": 100,
-                                               "items": {"type": "string", "pattern": r"^\w+$"}},
-                         "additionalConfig": {"type": "string", "maxLength": 2000},
-                         "advancedConfig": {"type": "string", "maxLength": 100000},
-                         "envConfig": {"type": "string", "maxLength": 100000},
-                         "erlangInetConfig": {"type": "string", "maxLength": 2000}}),
-        "tls": ANY_OBJECT, "override": ANY_OBJECT, "secretBackend": ANY_OBJECT,
-        "skipPostDeploySteps": BOOLEAN, "autoEnableAllFeatureFlags": BOOLEAN,
-        "terminationGracePeriodSeconds": INTEGER, "delayStartSeconds": INTEGER,
-    }, ["replicas"])),
-    ("rabbitmq.com/v1beta1", "Vhost"): custom_resource(obj({
-        "name": STRING, "tracing": BOOLEAN, "tags": {"type": "array", "items": STRING},
-        "defaultQueueType": {"enum": ["quorum", "classic", "stream"]},
-        "deletionPolicy": DELETION_POLICY, "rabbitmqClusterReference": CLUSTER_REFERENCE,
-    }, ["name", "rabbitmqClusterReference"])),
-    ("rabbitmq.com/v1beta1", "User"): custom_resource(obj({
-        "tags": {"type": "array",
-                 "items": {"enum": ["management", "policymaker", "monitoring", "administrator"]}},
-        "importCredentialsSecret": LOCAL_REFERENCE, "rabbitmqClusterReference": CLUSTER_REFERENCE,
-    }, ["rabbitmqClusterReference"])),
-    ("rabbitmq.com/v1beta1", "Permission"): custom_resource({
-        **obj({"user": STRING, "userReference": LOCAL_REFERENCE, "vhost": STRING,
-               "permissions": obj({"configure": STRING, "write": STRING, "read": STRING}),
-               "rabbitmqClusterReference": CLUSTER_REFERENCE},
-              ["vhost", "permissions", "rabbitmqClusterReference"]),
-        "anyOf": [{"required": ["user"]}, {"required": ["userReference"]}]}),
-    ("rabbitmq.com/v1beta1", "Policy"): custom_resource(obj({
-        "name": STRING, "vhost": STRING, "pattern": STRING,
-        "applyTo": {"enum": ["queues", "classic_queues", "quorum_queues", "streams", "exchanges", "all"]},
-        "priority": INTEGER, "definition": RAW, "rabbitmqClusterReference": CLUSTER_REFERENCE,
-    }, ["name", "pattern", "definition", "rabbitmqClusterReference"])),
-    ("rabbitmq.com/v1beta1", "Exchange"): custom_resource(obj({
-        "name": STRING, "vhost": STRING, "type": {"enum": ["direct", "fanout", "headers", "topic"]},
-        "durable": BOOLEAN, "autoDelete": BOOLEAN, "arguments": RAW,
-        "rabbitmqClusterReference": CLUSTER_REFERENCE,
-    }, ["name", "rabbitmqClusterReference"])),
-    ("rabbitmq.com/v1beta1", "Queue"): custom_resource(obj({
-        "name": STRING, "vhost": STRING, "type": {"enum": ["quorum", "classic", "stream"]},
-        "durable": BOOLEAN, "autoDelete": BOOLEAN, "deleteIfEmpty": BOOLEAN, "deleteIfUnused": BOOLEAN,
-        "arguments": RAW, "rabbitmqClusterReference": CLUSTER_REFERENCE,
-    }, ["name", "rabbitmqClusterReference"])),
-    ("rabbitmq.com/v1beta1", "Binding"): custom_resource(obj({
-        "vhost": STRING, "source": STRING, "destination": STRING,
-        "destinationType": {"enum": ["exchange", "queue"]}, "routingKey": STRING, "arguments": RAW,
-        "rabbitmqClusterReference": CLUSTER_REFERENCE,
-    }, ["rabbitmqClusterReference"])),
-    ("keda.sh/v1alpha1", "ScaledObject"): custom_resource(obj({
-        "scaleTargetRef": obj({"name": STRING, "apiVersion": STRING, "kind": STRING,
-                               "envSourceContainerName": STRING}, ["name"]),
-        "pollingInterval": INTEGER, "cooldownPeriod": INTEGER, "initialCooldownPeriod": INTEGER,
-        "idleReplicaCount": INTEGER, "minReplicaCount": INTEGER, "maxReplicaCount": INTEGER,
-        "fallback": ANY_OBJECT,
-        "advanced": obj({
-            "restoreToOriginalReplicaCount": BOOLEAN,
-            "horizontalPodAutoscalerConfig": obj({
+                        "ipFamilyPolicy": STRING,
+                    }
+                ),
+                "persistence": obj(
+                    {"storageClassName": STRING, "storage": core("io.k8s.apimachinery.pkg.api.resource.Quantity")}
+                ),
+                "resources": core("io.k8s.api.core.v1.ResourceRequirements"),
+                "affinity": core("io.k8s.api.core.v1.Affinity"),
+                "tolerations": {"type": "array", "items": core("io.k8s.api.core.v1.Toleration")},
+                "rabbitmq": obj(
+                    {
+                        "additionalPlugins": {
+                            "type": "array",
+                            "maxItems": 100,
+                            "items": {"type": "string", "pattern": r"^\w+$"},
+                        },
+                        "additionalConfig": {"type": "string", "maxLength": 2000},
+                        "advancedConfig": {"type": "string", "maxLength": 100000},
+                        "envConfig": {"type": "string", "maxLength": 100000},
+                        "erlangInetConfig": {"type": "string", "maxLength": 2000},
+                    }
+                ),
+                "tls": ANY_OBJECT,
+                "override": ANY_OBJECT,
+                "secretBackend": ANY_OBJECT,
+                "skipPostDeploySteps": BOOLEAN,
+                "autoEnableAllFeatureFlags": BOOLEAN,
+                "terminationGracePeriodSeconds": INTEGER,
+                "delayStartSeconds": INTEGER,
+            },
+            ["replicas"],
+        )
+    ),
+    ("rabbitmq.com/v1beta1", "Vhost"): custom_resource(
+        obj(
+            {
                 "name": STRING,
-                "behavior": core("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerBehavior")}),
-            "scalingModifiers": ANY_OBJECT}),
-        "triggers": {"type": "array", "minItems": 1, "items": obj({
-            "type": STRING, "name": STRING, "useCachedMetrics": BOOLEAN,
-            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-            # map[string]string in KEDA's types: a number here is refused by the API server.
-            "metadata": {"type": "object", "additionalProperties": STRING},
-            "authenticationRef": obj({"name": STRING,
-                                      "kind": {"enum": ["TriggerAuthentication",
-                                                        "ClusterTriggerAuthentication"]}}, ["name"]),
-        }, ["type", "metadata"])},
-    }, ["scaleTargetRef", "triggers"])),
-    ("keda.sh/v1alpha1", "TriggerAuthentication"): custom_resource(obj({
-        "secretTargetRef": {"type": "array", "items": obj({"parameter": STRING, "name": STRING, "key": STRING},
-                                                          ["parameter", "name", "key"])},
-        "configMapTargetRef": {"type": "array", "items": obj({"parameter": STRING, "name": STRING,
-                                                              "key": STRING}, ["parameter", "name", "key"])},
-        "env": {"type": "array"}, "podIdentity": ANY_OBJECT, "hashiCorpVault": ANY_OBJECT,
-        "azureKeyVault": ANY_OBJECT, "awsSecretManager": ANY_OBJECT, "gcpSecretManager": ANY_OBJECT,
-        "boundServiceAccountToken": {"type": "array"},
-    })),
+                "tracing": BOOLEAN,
+                "tags": {"type": "array", "items": STRING},
+                "defaultQueueType": {"enum": ["quorum", "classic", "stream"]},
+                "deletionPolicy": DELETION_POLICY,
+                "rabbitmqClusterReference": CLUSTER_REFERENCE,
+            },
+            ["name", "rabbitmqClusterReference"],
+        )
+    ),
+    ("rabbitmq.com/v1beta1", "User"): custom_resource(
+        obj(
+            {
+                "tags": {
+                    "type": "array",
+                    "items": {"enum": ["management", "policymaker", "monitoring", "administrator"]},
+                },
+                "importCredentialsSecret": LOCAL_REFERENCE,
+                "rabbitmqClusterReference": CLUSTER_REFERENCE,
+            },
+            ["rabbitmqClusterReference"],
+        )
+    ),
+    ("rabbitmq.com/v1beta1", "Permission"): custom_resource(
+        {
+            **obj(
+                {
+                    "user": STRING,
+                    "userReference": LOCAL_REFERENCE,
+                    "vhost": STRING,
+                    "permissions": obj({"configure": STRING, "write": STRING, "read": STRING}),
+                    "rabbitmqClusterReference": CLUSTER_REFERENCE,
+                },
+                ["vhost", "permissions", "rabbitmqClusterReference"],
+            ),
+            "anyOf": [{"required": ["user"]}, {"required": ["userReference"]}],
+        }
+    ),
+    ("rabbitmq.com/v1beta1", "Policy"): custom_resource(
+        obj(
+            {
+                "name": STRING,
+                "vhost": STRING,
+                "pattern": STRING,
+                "applyTo": {"enum": ["queues", "classic_queues", "quorum_queues", "streams", "exchanges", "all"]},
+                "priority": INTEGER,
+                "definition": RAW,
+                "rabbitmqClusterReference": CLUSTER_REFERENCE,
+            },
+            ["name", "pattern", "definition", "rabbitmqClusterReference"],
+        )
+    ),
+    ("rabbitmq.com/v1beta1", "Exchange"): custom_resource(
+        obj(
+            {
+                "name": STRING,
+                "vhost": STRING,
+                "type": {"enum": ["direct", "fanout", "headers", "topic"]},
+                "durable": BOOLEAN,
+                "autoDelete": BOOLEAN,
+                "arguments": RAW,
+                "rabbitmqClusterReference": CLUSTER_REFERENCE,
+            },
+            ["name", "rabbitmqClusterReference"],
+        )
+    ),
+    ("rabbitmq.com/v1beta1", "Queue"): custom_resource(
+        obj(
+            {
+                "name": STRING,
+                "vhost": STRING,
+                "type": {"enum": ["quorum", "classic", "stream"]},
+                "durable": BOOLEAN,
+                "autoDelete": BOOLEAN,
+                "deleteIfEmpty": BOOLEAN,
+                "deleteIfUnused": BOOLEAN,
+                "arguments": RAW,
+                "rabbitmqClusterReference": CLUSTER_REFERENCE,
+            },
+            ["name", "rabbitmqClusterReference"],
+        )
+    ),
+    ("rabbitmq.com/v1beta1", "Binding"): custom_resource(
+        obj(
+            {
+                "vhost": STRING,
+                "source": STRING,
+                "destination": STRING,
+                "destinationType": {"enum": ["exchange", "queue"]},
+                "routingKey": STRING,
+                "arguments": RAW,
+                "rabbitmqClusterReference": CLUSTER_REFERENCE,
+            },
+            ["rabbitmqClusterReference"],
+        )
+    ),
+    ("keda.sh/v1alpha1", "ScaledObject"): custom_resource(
+        obj(
+            {
+                "scaleTargetRef": obj(
+                    {"name": STRING, "apiVersion": STRING, "kind": STRING, "envSourceContainerName": STRING}, ["name"]
+                ),
+                "pollingInterval": INTEGER,
+                "cooldownPeriod": INTEGER,
+                "initialCooldownPeriod": INTEGER,
+                "idleReplicaCount": INTEGER,
+                "minReplicaCount": INTEGER,
+                "maxReplicaCount": INTEGER,
+                "fallback": ANY_OBJECT,
+                "advanced": obj(
+                    {
+                        "restoreToOriginalReplicaCount": BOOLEAN,
+                        "horizontalPodAutoscalerConfig": obj(
+                            {
+                                "name": STRING,
+                                "behavior": core("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerBehavior"),
+                            }
+                        ),
+                        "scalingModifiers": ANY_OBJECT,
+                    }
+                ),
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": obj(
+                        {
+                            "type": STRING,
+                            "name": STRING,
+                            "useCachedMetrics": BOOLEAN,
+                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                            # map[string]string in KEDA's types: a number here is refused by the API server.
+                            "metadata": {"type": "object", "additionalProperties": STRING},
+                            "authenticationRef": obj(
+                                {
+                                    "name": STRING,
+                                    "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]},
+                                },
+                                ["name"],
+                            ),
+                        },
+                        ["type", "metadata"],
+                    ),
+                },
+            },
+            ["scaleTargetRef", "triggers"],
+        )
+    ),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): custom_resource(
+        obj(
+            {
+                "secretTargetRef": {
+                    "type": "array",
+                    "items": obj({"parameter": STRING, "name": STRING, "key": STRING}, ["parameter", "name", "key"]),
+                },
+                "configMapTargetRef": {
+                    "type": "array",
+                    "items": obj({"parameter": STRING, "name": STRING, "key": STRING}, ["parameter", "name", "key"]),
+                },
+                "env": {"type": "array"},
+                "podIdentity": ANY_OBJECT,
+                "hashiCorpVault": ANY_OBJECT,
+                "azureKeyVault": ANY_OBJECT,
+                "awsSecretManager": ANY_OBJECT,
+                "gcpSecretManager": ANY_OBJECT,
+                "boundServiceAccountToken": {"type": "array"},
+            }
+        )
+    ),
 }
 
 # The rabbitmq scaler's metadata keys (KEDA docs, scalers/rabbitmq-queue).
-RABBITMQ_SCALER_KEYS = {"host", "protocol", "mode", "value", "activationValue", "queueName", "vhostName",
-                        "hostFromEnv", "usernameFromEnv", "passwordFromEnv", "unsafeSsl", "useRegex", "pageSize",
-                        "operation", "timeout", "excludeUnacknowledged", "queueLength"}
+RABBITMQ_SCALER_KEYS = {
+    "host",
+    "protocol",
+    "mode",
+    "value",
+    "activationValue",
+    "queueName",
+    "vhostName",
+    "hostFromEnv",
+    "usernameFromEnv",
+    "passwordFromEnv",
+    "unsafeSsl",
+    "useRegex",
+    "pageSize",
+    "operation",
+    "timeout",
+    "excludeUnacknowledged",
+    "queueLength",
+}
 # Policy keys quorum queues honour (RabbitMQ docs, quorum-queues: "Policy Support", leader placement, DLX).
-QUORUM_POLICY_KEYS = {"max-length", "max-length-bytes", "overflow", "expires", "dead-letter-exchange",
-                      "dead-letter-routing-key", "dead-letter-strategy", "max-in-memory-length",
-                      "max-in-memory-bytes", "delivery-limit", "queue-leader-locator", "message-ttl",
-                      "target-group-size"}
+QUORUM_POLICY_KEYS = {
+    "max-length",
+    "max-length-bytes",
+    "overflow",
+    "expires",
+    "dead-letter-exchange",
+    "dead-letter-routing-key",
+    "dead-letter-strategy",
+    "max-in-memory-length",
+    "max-in-memory-bytes",
+    "delivery-limit",
+    "queue-leader-locator",
+    "message-ttl",
+    "target-group-size",
+}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def k8s_registry(version):
     """A jsonschema registry holding Kubernetes' shared definitions for `version`."""
     from kubernetes_validate.utils import schema_contents
+
     schema_dir = f"v{version}-local-strict"
     definitions = schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", version)
     return Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
@@ -370,11 +542,15 @@ def test_kubernetes_kinds_validate_strictly(target):
             try:
                 kubernetes_validate.validate(document, version, strict=True)
             except kubernetes_validate.SchemaNotFoundError:
-                pytest.fail(f"{document['kind']} {document['apiVersion']} is neither a Kubernetes kind of "
-                            f"{version} nor one of the custom resources checked here")
+                pytest.fail(
+                    f"{document['kind']} {document['apiVersion']} is neither a Kubernetes kind of "
+                    f"{version} nor one of the custom resources checked here"
+                )
             except kubernetes_validate.ValidationError as error:
-                pytest.fail(f"{target}: {document['kind']} {document['metadata']['name']} is invalid for "
-                            f"Kubernetes {version} at {list(error.path)}: {error.message}")
+                pytest.fail(
+                    f"{target}: {document['kind']} {document['metadata']['name']} is invalid for "
+                    f"Kubernetes {version} at {list(error.path)}: {error.message}"
+                )
         checked += 1
     assert checked >= (2 if target == "broker" else 20)
 
@@ -383,14 +559,17 @@ def test_kubernetes_kinds_validate_strictly(target):
 @pytest.mark.parametrize("target", sorted(BUILDS))
 def test_custom_resources_validate(target):
     import jsonschema
+
     custom = [doc for doc in build(target) if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS]
     assert custom, f"{target} has no custom resources at all"
     for document in custom:
         try:
             validate_custom_resource(document, kubernetes_validate.latest_version())
         except jsonschema.ValidationError as error:
-            pytest.fail(f"{target}: {document['kind']} {document['metadata']['name']} at "
-                        f"{list(error.absolute_path)}: {error.message}")
+            pytest.fail(
+                f"{target}: {document['kind']} {document['metadata']['name']} at "
+                f"{list(error.absolute_path)}: {error.message}"
+            )
     for trigger in (t for so in of_kind(build(target), "ScaledObject") for t in so["spec"]["triggers"]):
         assert trigger["type"] == "rabbitmq"
         unknown = set(trigger["metadata"]) - RABBITMQ_SCALER_KEYS
@@ -407,6 +586,7 @@ def test_the_validators_reject_what_the_api_server_would():
     import copy
 
     import jsonschema
+
     documents = build("prod")
     deployment = copy.deepcopy(named(documents, "Deployment", "carts"))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
@@ -423,11 +603,13 @@ def test_the_validators_reject_what_the_api_server_would():
 
 
 def test_operator_crds_full_schema():
-    pytest.skip("not checked: the operators' complete CRD OpenAPI schemas (third-party files, not vendored in "
-                "this repo) and what only a running operator decides (a RabbitMQ image tag that exists, policy "
-                "values RabbitMQ accepts, KEDA reaching the broker). Checked instead: every field Cartmesh "
-                "uses, with required fields, types and enums from the operators' API types, core types "
-                "against Kubernetes' definitions (test_custom_resources_validate)")
+    pytest.skip(
+        "not checked: the operators' complete CRD OpenAPI schemas (third-party files, not vendored in "
+        "this repo) and what only a running operator decides (a RabbitMQ image tag that exists, policy "
+        "values RabbitMQ accepts, KEDA reaching the broker). Checked instead: every field Cartmesh "
+        "uses, with required fields, types and enums from the operators' API types, core types "
+        "against Kubernetes' definitions (test_custom_resources_validate)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,8 +675,7 @@ def test_services_are_probed_and_scraped_on_their_metrics_port(overlay):
         if name == "gateway":
             continue
         assert ports[METRICS_PORT]["name"] == "metrics" and ports[METRICS_PORT]["protocol"] == "TCP"
-        expected = {"startupProbe": "/health/ready", "readinessProbe": "/health/ready",
-                    "livenessProbe": "/health/live"}
+        expected = {"startupProbe": "/health/ready", "readinessProbe": "/health/ready", "livenessProbe": "/health/live"}
         for kind, path in expected.items():
             probe = container.get(kind)
             assert probe and "httpGet" in probe and "exec" not in probe, f"{overlay}: {name} {kind} is not httpGet"
@@ -503,8 +684,9 @@ def test_services_are_probed_and_scraped_on_their_metrics_port(overlay):
         # Liveness must be more patient than readiness: a pod out of the Service is recovered, a restarted one
         # loses its running workers.
         live, ready = container["livenessProbe"], container["readinessProbe"]
-        assert (live["periodSeconds"] * live["failureThreshold"]
-                > ready["periodSeconds"] * ready["failureThreshold"]), name
+        assert live["periodSeconds"] * live["failureThreshold"] > ready["periodSeconds"] * ready["failureThreshold"], (
+            name
+        )
 
 
 def test_the_gateway_reads_the_management_api_from_a_secret():
@@ -516,7 +698,8 @@ def test_the_gateway_reads_the_management_api_from_a_secret():
         assert env["RABBITMQ_API_URI"]["valueFrom"]["secretKeyRef"]["name"] == "cartmesh-amqp"
     made = dev_secrets()["cartmesh-amqp"]
     assert made["management-api-uri"] == (
-        f"http://{made['username']}:{made['password']}@{BROKER_NAME}.cartmesh-dev.svc:{MANAGEMENT_PORT}/api")
+        f"http://{made['username']}:{made['password']}@{BROKER_NAME}.cartmesh-dev.svc:{MANAGEMENT_PORT}/api"
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -534,7 +717,8 @@ def test_termination_grace_covers_the_graceful_shutdown(overlay):
             assert "SHUTDOWN_GRACE_SECONDS" in env_names(container, documents), f"{name}: no shutdown grace"
         assert pod["terminationGracePeriodSeconds"] > pause + grace, (
             f"{name}: {pod['terminationGracePeriodSeconds']} s of grace do not cover a {pause} s preStop "
-            f"pause plus SHUTDOWN_GRACE_SECONDS={grace}")
+            f"pause plus SHUTDOWN_GRACE_SECONDS={grace}"
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -611,7 +795,8 @@ def test_no_secret_value_is_in_the_manifests(target):
             for entry in container.get("env") or []:
                 if secret_like.search(entry["name"]):
                     assert "value" not in entry, (
-                        f"{target}: {workload['metadata']['name']} sets {entry['name']} literally")
+                        f"{target}: {workload['metadata']['name']} sets {entry['name']} literally"
+                    )
                     assert "secretKeyRef" in entry["valueFrom"], f"{entry['name']} must come from a Secret"
     for config_map in of_kind(documents, "ConfigMap"):
         for key in config_map.get("data") or {}:
@@ -626,14 +811,14 @@ def test_the_dev_secrets_script_makes_every_secret_the_dev_overlay_reads():
     dev = build("dev")
     vhost = named(dev, "Vhost", "cartmesh")["spec"]["name"]
     amqp = made["cartmesh-amqp"]
-    assert amqp["uri"] == (f"amqp://{amqp['username']}:{amqp['password']}@"
-                           f"{BROKER_NAME}.cartmesh-dev.svc:5672/{vhost}")
+    assert amqp["uri"] == (f"amqp://{amqp['username']}:{amqp['password']}@{BROKER_NAME}.cartmesh-dev.svc:5672/{vhost}")
     assert amqp["management-uri"] == f"http://{BROKER_NAME}.cartmesh-dev.svc:15672/"
     named(dev, "Service", "postgres")
     for service in service_names_in_repo():
         password = made["cartmesh-postgres"][f"{service}-password"]
         assert made[f"cartmesh-{service}-db"]["url"] == (
-            f"postgresql://{service}:{password}@postgres.cartmesh-dev.svc:5432/{service}")
+            f"postgresql://{service}:{password}@postgres.cartmesh-dev.svc:5432/{service}"
+        )
     # Fresh values every time, never the same value twice.
     again = dev_secrets()
     assert again["cartmesh-jwt"]["secret"] != made["cartmesh-jwt"]["secret"]
@@ -655,17 +840,21 @@ def test_every_secret_prod_reads_is_documented():
         rows = [line for line in doc_file if line.startswith("|")]
     for name, key, _ in secret_references(build("prod")):
         assert any(f"`{name}`" in row and f"`{key}`" in row for row in rows), (
-            f"docs/KUBERNETES.md has no table row naming Secret `{name}` with key `{key}`")
+            f"docs/KUBERNETES.md has no table row naming Secret `{name}` with key `{key}`"
+        )
 
 
 def test_dev_postgres_initialises_like_compose():
-    with open(os.path.join(BUILDS["dev"], "postgres-init.sh")) as copy, \
-            open(os.path.join(ROOT, "docker", "postgres-init.sh")) as original:
+    with (
+        open(os.path.join(BUILDS["dev"], "postgres-init.sh")) as copy,
+        open(os.path.join(ROOT, "docker", "postgres-init.sh")) as original,
+    ):
         assert copy.read() == original.read(), "deploy/k8s/overlays/dev/postgres-init.sh drifted from docker/"
     postgres = named(build("dev"), "StatefulSet", "postgres")
     env = {entry["name"]: entry for entry in postgres["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert sorted(env["CARTMESH_DATABASES"]["value"].split()) == sorted(
-        name for name in app_deployments(build("dev")) if name != "gateway")
+        name for name in app_deployments(build("dev")) if name != "gateway"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -682,6 +871,7 @@ def scaled_objects_by_target(documents):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_service_scales_on_its_own_queues(overlay):
     from nameko.rpc import RPC_QUEUE_TEMPLATE, RPC_REPLY_QUEUE_TEMPLATE
+
     documents = build(overlay)
     by_target = scaled_objects_by_target(documents)
     auth_names = {doc["metadata"]["name"] for doc in of_kind(documents, "TriggerAuthentication")}
@@ -704,11 +894,13 @@ def test_every_service_scales_on_its_own_queues(overlay):
             assert meta["operation"] == "sum"
             pattern = re.compile(meta["queueName"])
 
-            def matches(queue):
+            def matches(queue, pattern=pattern):
                 return pattern.fullmatch(queue) is not None
         else:
-            def matches(queue):
-                return queue == meta["queueName"]
+
+            def matches(queue, name=meta["queueName"]):
+                return queue == name
+
         assert matches(RPC_QUEUE_TEMPLATE.format(name)), f"{name}: its RPC queue is not counted"
         event_queue = f"evt-catalog-product_changed--{name}.on_product_changed"
         assert matches(event_queue), f"{name}: its event queues are not counted"
@@ -733,8 +925,9 @@ def test_autoscalers_own_the_replica_counts(overlay):
         assert owners == 1, f"{name} has {owners} autoscalers"
     gateway = hpas["gateway"]["spec"]
     assert [metric["resource"]["name"] for metric in gateway["metrics"]] == ["cpu"]
-    minimums = [gateway["minReplicas"]] + [scaled["spec"]["minReplicaCount"]
-                                           for scaled in of_kind(documents, "ScaledObject")]
+    minimums = [gateway["minReplicas"]] + [
+        scaled["spec"]["minReplicaCount"] for scaled in of_kind(documents, "ScaledObject")
+    ]
     if overlay == "dev":
         assert set(minimums) == {1}, "dev runs one replica of each"
     else:
@@ -742,8 +935,11 @@ def test_autoscalers_own_the_replica_counts(overlay):
 
 
 def test_prod_runs_a_pinned_image():
-    images = {container["image"] for deployment in app_deployments(build("prod")).values()
-              for container in all_containers(deployment["spec"]["template"]["spec"])}
+    images = {
+        container["image"]
+        for deployment in app_deployments(build("prod")).values()
+        for container in all_containers(deployment["spec"]["template"]["spec"])
+    }
     assert len(images) == 1, images
     [image] = images
     assert "@sha256:" in image or re.search(r":[\w][\w.-]*$", image), f"{image} has no tag"
@@ -770,22 +966,31 @@ def test_only_the_gateway_is_exposed(overlay):
     gateway = named(documents, "Deployment", "gateway")
     [container] = gateway["spec"]["template"]["spec"]["containers"]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    services = [svc for svc in of_kind(documents, "Service")
-                if any(selector_matches({"matchLabels": svc["spec"]["selector"]}, pod_labels(deployment))
-                       for deployment in app_deployments(documents).values())]
+    services = [
+        svc
+        for svc in of_kind(documents, "Service")
+        if any(
+            selector_matches({"matchLabels": svc["spec"]["selector"]}, pod_labels(deployment))
+            for deployment in app_deployments(documents).values()
+        )
+    ]
     assert [svc["metadata"]["name"] for svc in services] == ["gateway"]
     [service] = services
     assert service["spec"]["type"] == "ClusterIP"
     assert ports[service["spec"]["ports"][0]["targetPort"]] == GATEWAY_PORT
     [ingress] = of_kind(documents, "Ingress")
     backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
-    assert backends and all(b["name"] == "gateway" and b["port"]["name"] in
-                            {p["name"] for p in service["spec"]["ports"]} for b in backends)
+    assert backends and all(
+        b["name"] == "gateway" and b["port"]["name"] in {p["name"] for p in service["spec"]["ports"]} for b in backends
+    )
 
 
 def policies_for(documents, labels):
-    return [policy for policy in of_kind(documents, "NetworkPolicy")
-            if selector_matches(policy["spec"]["podSelector"], labels)]
+    return [
+        policy
+        for policy in of_kind(documents, "NetworkPolicy")
+        if selector_matches(policy["spec"]["podSelector"], labels)
+    ]
 
 
 def allowed_egress(documents, labels):
@@ -809,24 +1014,29 @@ def test_network_policies_isolate_every_pod(overlay):
     for name, deployment in deployments.items():
         labels = pod_labels(deployment)
         policies = policies_for(documents, labels)
-        assert any(set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not p["spec"].get("ingress")
-                   and not p["spec"].get("egress") for p in policies), f"{name}: no default deny"
+        assert any(
+            set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress")
+            and not p["spec"].get("egress")
+            for p in policies
+        ), f"{name}: no default deny"
         ingress = [rule for p in policies for rule in p["spec"].get("ingress") or []]
         open_port = GATEWAY_PORT if name == "gateway" else METRICS_PORT
         assert all([port["port"] for port in rule.get("ports") or []] == [open_port] for rule in ingress), (
-            f"{name} accepts connections on other ports than {open_port}")
+            f"{name} accepts connections on other ports than {open_port}"
+        )
         peers = [peer for rule in ingress for peer in rule.get("from") or [None]]
         assert None not in peers, f"{name}: an ingress rule open to everyone"
         prometheus = [peer for peer in peers if "podSelector" in peer]
         assert prometheus, f"{name} cannot be scraped"
         for peer in prometheus:
             assert peer["podSelector"] == {"matchLabels": PROMETHEUS_POD_LABELS}
-            assert peer["namespaceSelector"] == {
-                "matchLabels": {"kubernetes.io/metadata.name": PROMETHEUS_NAMESPACE}}
+            assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": PROMETHEUS_NAMESPACE}}
         others = [peer for peer in peers if "podSelector" not in peer]
         if name == "gateway":
-            assert others == [{"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": "ingress-nginx"}}}], others
+            assert others == [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+            ], others
         else:
             assert not others, f"{name} accepts connections from other than Prometheus"
         egress = allowed_egress(documents, labels)
@@ -834,11 +1044,13 @@ def test_network_policies_isolate_every_pod(overlay):
         assert {port for _, port in egress} <= allowed_ports, f"{name}: egress to {egress}"
         if name == "gateway":
             management_peers = [peer for peer, port in egress if port == MANAGEMENT_PORT]
-            assert management_peers and all(selector_matches(peer["podSelector"], BROKER_POD_LABELS)
-                                            for peer in management_peers), "GET /services needs 15672"
+            assert management_peers and all(
+                selector_matches(peer["podSelector"], BROKER_POD_LABELS) for peer in management_peers
+            ), "GET /services needs 15672"
         broker_peers = [peer for peer, port in egress if port == AMQP_PORT]
-        assert broker_peers and all(selector_matches(peer["podSelector"], BROKER_POD_LABELS)
-                                    for peer in broker_peers), f"{name}: AMQP only to the broker's pods"
+        assert broker_peers and all(
+            selector_matches(peer["podSelector"], BROKER_POD_LABELS) for peer in broker_peers
+        ), f"{name}: AMQP only to the broker's pods"
         database_peers = [peer for peer, port in egress if port == DB_PORT]
         if name == "gateway":
             assert not database_peers, "the gateway reaches no database"
@@ -860,14 +1072,16 @@ def test_the_broker_admits_the_app_and_its_operators_only():
     [policy] = of_kind(build("broker"), "NetworkPolicy")
     assert selector_matches(policy["spec"]["podSelector"], BROKER_POD_LABELS)
     service_labels = pod_labels(named(build("prod"), "Deployment", "carts"))
-    amqp_rules = [rule for rule in policy["spec"]["ingress"]
-                  if [port["port"] for port in rule.get("ports") or []] == [AMQP_PORT]]
-    assert any(selector_matches(peer["podSelector"], service_labels)
-               for rule in amqp_rules for peer in rule["from"])
+    amqp_rules = [
+        rule for rule in policy["spec"]["ingress"] if [port["port"] for port in rule.get("ports") or []] == [AMQP_PORT]
+    ]
+    assert any(selector_matches(peer["podSelector"], service_labels) for rule in amqp_rules for peer in rule["from"])
     for rule in policy["spec"]["ingress"]:
         if not rule.get("ports"):  # every port: only the broker's own nodes
-            assert all(selector_matches(peer["podSelector"], BROKER_POD_LABELS) and "namespaceSelector" not in peer
-                       for peer in rule["from"])
+            assert all(
+                selector_matches(peer["podSelector"], BROKER_POD_LABELS) and "namespaceSelector" not in peer
+                for peer in rule["from"]
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -895,6 +1109,7 @@ def test_the_broker_is_a_three_node_cluster_with_quorum_queues_by_default():
 
 def test_the_policies_cover_nameko_queues_by_their_names():
     from nameko.rpc import RPC_QUEUE_TEMPLATE, RPC_REPLY_QUEUE_TEMPLATE
+
     policies = {doc["metadata"]["name"]: doc["spec"] for doc in of_kind(build("broker"), "Policy")}
     rpc, events = policies["cartmesh-rpc"], policies["cartmesh-events"]
 

@@ -1,11 +1,12 @@
 """docker/make_secrets.py, the compose service `secrets`, run for real into temporary directories: per container
 exactly the values it needs, random on the first run, kept on every later one, the environment's own values
 winning, owned by the uid that reads them."""
+
 import os
 import stat
 import subprocess
 import sys
-from urllib.parse import urlsplit, unquote
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -17,8 +18,11 @@ SCRIPT = os.path.join(ROOT, "docker", "make_secrets.py")
 DB_PASSWORDS = {f"{service.upper()}_DB_PASSWORD" for service in SERVICES}
 BROKER_PASSWORDS = {f"{app.upper()}_BROKER_PASSWORD" for app in SERVICES + [GATEWAY]}
 EXPECTED = {
-    "raw": ({"JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} | DB_PASSWORDS
-            | BROKER_PASSWORDS),
+    "raw": (
+        {"JWT_SECRET", "RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+        | DB_PASSWORDS
+        | BROKER_PASSWORDS
+    ),
     "postgres": {"POSTGRES_PASSWORD"} | DB_PASSWORDS,
     "rabbitmq": {"RABBITMQ_DEFAULT_PASS", "definitions.json"},
     "grafana": {"GF_SECURITY_ADMIN_PASSWORD"},
@@ -41,8 +45,9 @@ def contents(directory):
 def generate(directory, *args, env=None):
     """Runs the script as compose does (its own process, a clean environment plus `env`)."""
     environ = {"PATH": os.environ["PATH"], **(env or {})}
-    return subprocess.run([sys.executable, SCRIPT, *args, str(directory)], env=environ,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args, str(directory)], env=environ, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_first_run_gives_each_container_exactly_what_it_needs_composed_from_the_raw_values(tmp_path):
@@ -62,14 +67,28 @@ def test_first_run_gives_each_container_exactly_what_it_needs_composed_from_the_
     for app in SERVICES + [GATEWAY]:
         amqp = urlsplit(values[f"{app}/AMQP_URI"])
         assert (amqp.username, unquote(amqp.password), amqp.hostname, amqp.port) == (
-            app, raw[f"{app.upper()}_BROKER_PASSWORD"], "rabbitmq", 5672), app
+            app,
+            raw[f"{app.upper()}_BROKER_PASSWORD"],
+            "rabbitmq",
+            5672,
+        ), app
     api = urlsplit(values[f"{GATEWAY}/RABBITMQ_API_URI"])
     assert (api.scheme, api.username, unquote(api.password), api.hostname, api.port, api.path) == (
-        "http", GATEWAY, raw["GATEWAY_BROKER_PASSWORD"], "rabbitmq", 15672, "/api")
+        "http",
+        GATEWAY,
+        raw["GATEWAY_BROKER_PASSWORD"],
+        "rabbitmq",
+        15672,
+        "/api",
+    )
     for service in SERVICES:
         url = make_url(values[f"{service}/{database_url_variable(service)}"])
         assert (url.username, url.password, url.host, url.database) == (
-            service, raw[f"{service.upper()}_DB_PASSWORD"], "postgres", service)
+            service,
+            raw[f"{service.upper()}_DB_PASSWORD"],
+            "postgres",
+            service,
+        )
     assert "made (random)" in result.stdout
     assert not any(value in result.stdout + result.stderr for value in raw.values()), "a value was printed"
 
@@ -103,8 +122,12 @@ def test_directories_are_0700_and_files_0600_owned_by_their_reader(tmp_path):
 
 
 def test_values_from_the_environment_win_and_are_quoted_inside_urls(tmp_path):
-    own = {"CATALOG_BROKER_PASSWORD": "my:broker@pass/word", "CARTS_DB_PASSWORD": "it's #1 %20 ok",
-           "JWT_SECRET": "j" * 40, "RABBITMQ_PASSWORD": "admin's own"}
+    own = {
+        "CATALOG_BROKER_PASSWORD": "my:broker@pass/word",
+        "CARTS_DB_PASSWORD": "it's #1 %20 ok",
+        "JWT_SECRET": "j" * 40,
+        "RABBITMQ_PASSWORD": "admin's own",
+    }
     assert generate(tmp_path).returncode == 0
     before = contents(tmp_path)
     result = generate(tmp_path, env=own)
@@ -127,10 +150,12 @@ def test_values_from_the_environment_win_and_are_quoted_inside_urls(tmp_path):
 
 
 def test_bad_input_stops_with_a_message_and_writes_nothing(tmp_path):
-    for args, env, message in [((), {"JWT_SECRET": "two\nlines"}, "JWT_SECRET: the value is blank"),
-                               ((), {"POSTGRES_PASSWORD": "   "}, "POSTGRES_PASSWORD: the value is blank"),
-                               (("--rotate", "GUEST_PASSWORD"), {}, "cannot rotate GUEST_PASSWORD"),
-                               (("--rotate", "JWT_SECRET"), {"JWT_SECRET": "x" * 40}, "set in the environment")]:
+    for args, env, message in [
+        ((), {"JWT_SECRET": "two\nlines"}, "JWT_SECRET: the value is blank"),
+        ((), {"POSTGRES_PASSWORD": "   "}, "POSTGRES_PASSWORD: the value is blank"),
+        (("--rotate", "GUEST_PASSWORD"), {}, "cannot rotate GUEST_PASSWORD"),
+        (("--rotate", "JWT_SECRET"), {"JWT_SECRET": "x" * 40}, "set in the environment"),
+    ]:
         target = tmp_path / "secrets"
         result = generate(target, *args, env=env)
         assert result.returncode == 2, args
@@ -204,5 +229,6 @@ def test_a_stored_value_with_the_wrong_owner_or_mode_is_put_right(tmp_path):
 def test_layout_and_raw_names_are_the_expected_tree():
     layout = make_secrets.layout({name: "x" for name in make_secrets.raw_names()})
     assert {name: set(files) for name, files in layout.items()} == {
-        name: files for name, files in EXPECTED.items() if name != "raw"}
+        name: files for name, files in EXPECTED.items() if name != "raw"
+    }
     assert set(make_secrets.raw_names()) == EXPECTED["raw"]

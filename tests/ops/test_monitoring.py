@@ -4,6 +4,7 @@ asks only for metrics docs/OBSERVABILITY.md documents (or RabbitMQ's own) and ha
 needs, Grafana's provisioning files point at each other and at what compose mounts, and the new containers
 publish nothing but loopback ports and hold no password of their own. `promtool check config` runs when
 promtool is installed."""
+
 import json
 import os
 import re
@@ -15,7 +16,15 @@ import yaml
 
 from scripts import run
 from tests.ops.test_compose import (
-    INFRASTRUCTURE, MONITORING, ROOT, ComposeLoader, load_compose, make_secrets, read, secrets_mounts)
+    INFRASTRUCTURE,
+    MONITORING,
+    ROOT,
+    ComposeLoader,
+    load_compose,
+    make_secrets,
+    read,
+    secrets_mounts,
+)
 from tests.ops.test_make_secrets import contents, generate
 
 PROMETHEUS_CONFIG = "monitoring/prometheus.yml"
@@ -61,6 +70,7 @@ def mounts(spec):
 
 
 # --- Prometheus ---------------------------------------------------------------------------------------------
+
 
 def dns_targets(job):
     """{(name, port)} a job finds by DNS A records; every one of its discovery blocks must be of that kind."""
@@ -111,14 +121,17 @@ def test_prometheus_reads_the_repo_s_config_read_only_and_publishes_no_port(comp
 def test_promtool_accepts_the_config():
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian: apt-get install prometheus): config checked by the "
-                    "parser tests only")
-    result = subprocess.run([promtool, "check", "config", os.path.join(ROOT, PROMETHEUS_CONFIG)],
-                            capture_output=True, text=True, timeout=60)
+        pytest.skip(
+            "promtool not installed (Debian: apt-get install prometheus): config checked by the parser tests only"
+        )
+    result = subprocess.run(
+        [promtool, "check", "config", os.path.join(ROOT, PROMETHEUS_CONFIG)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- Tracing ------------------------------------------------------------------------------------------------
+
 
 def test_every_app_container_sends_spans_to_jaeger_which_shows_them_on_loopback_only(compose, app_names):
     for name in app_names:
@@ -130,6 +143,7 @@ def test_every_app_container_sends_spans_to_jaeger_which_shows_them_on_loopback_
 
 
 # --- Grafana: container and secret --------------------------------------------------------------------------
+
 
 def test_grafana_is_on_loopback_without_anonymous_access_and_its_password_is_a_generated_file(compose):
     spec = compose["grafana"]
@@ -155,9 +169,12 @@ def test_the_grafana_password_is_made_for_grafana_s_uid_and_rotates_alone(tmp_pa
     assert set(os.listdir(tmp_path / "grafana")) == {"GF_SECURITY_ADMIN_PASSWORD"}
     assert first["grafana/GF_SECURITY_ADMIN_PASSWORD"] == first["raw/GRAFANA_ADMIN_PASSWORD"]
     assert len(first["raw/GRAFANA_ADMIN_PASSWORD"]) >= 32
-    assert not any("GRAFANA" in key or "GF_" in key for name, files in
-                   make_secrets.layout({n: "x" for n in make_secrets.raw_names()}).items()
-                   if name != "grafana" for key in files), "only grafana/ holds the Grafana password"
+    assert not any(
+        "GRAFANA" in key or "GF_" in key
+        for name, files in make_secrets.layout({n: "x" for n in make_secrets.raw_names()}).items()
+        if name != "grafana"
+        for key in files
+    ), "only grafana/ holds the Grafana password"
     if os.geteuid() == 0:
         assert os.stat(tmp_path / "grafana").st_uid == 472  # the grafana image's user
     rotated = generate(tmp_path, "--rotate", "GRAFANA_ADMIN_PASSWORD")
@@ -165,10 +182,13 @@ def test_the_grafana_password_is_made_for_grafana_s_uid_and_rotates_alone(tmp_pa
     assert "grafana cli" in rotated.stdout  # Grafana keeps its stored password: the operator is told
     after = contents(tmp_path)
     assert {name for name in first if first[name] != after[name]} == {
-        "raw/GRAFANA_ADMIN_PASSWORD", "grafana/GF_SECURITY_ADMIN_PASSWORD"}
+        "raw/GRAFANA_ADMIN_PASSWORD",
+        "grafana/GF_SECURITY_ADMIN_PASSWORD",
+    }
 
 
 # --- Grafana: provisioning and the dashboard ----------------------------------------------------------------
+
 
 def test_provisioning_files_parse_and_point_at_prometheus_and_the_mounted_dashboards(compose, dashboard):
     grafana_mounts = mounts(compose["grafana"])
@@ -206,8 +226,21 @@ def expressions(dashboard):
     return found
 
 
-PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-                   "group_left", "group_right", "inf", "nan"}
+PROMQL_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr):
@@ -219,15 +252,17 @@ def metric_names(expr):
     text = re.sub(r"(?<![\w:])\d+(\.\d+)?(e[+-]?\d+)?", " ", text)
     names = set()
     for match in re.finditer(r"[a-zA-Z_:][\w:]*", text):
-        if re.match(r"\s*\(", text[match.end():]) or match.group().lower() in PROMQL_KEYWORDS:
+        if re.match(r"\s*\(", text[match.end() :]) or match.group().lower() in PROMQL_KEYWORDS:
             continue
         names.add(match.group())
     return names
 
 
 def test_metric_names_are_found_in_an_expression():
-    expr = ('histogram_quantile(0.95, sum by (service, le) (rate(a_seconds_bucket{service=~"$service", '
-            'outcome="error"}[$__rate_interval]))) / on (service) group_left(x) sum without (le) (b_total) > bool 1')
+    expr = (
+        'histogram_quantile(0.95, sum by (service, le) (rate(a_seconds_bucket{service=~"$service", '
+        'outcome="error"}[$__rate_interval]))) / on (service) group_left(x) sum without (le) (b_total) > bool 1'
+    )
     assert metric_names(expr) == {"a_seconds_bucket", "b_total"}
     assert metric_names("sum(rabbitmq_queue_messages_ready) or vector(0)") == {"rabbitmq_queue_messages_ready"}
 
@@ -254,8 +289,11 @@ def documented_metrics():
 def test_the_dashboard_asks_only_for_documented_metrics(dashboard):
     names, prefixes = documented_metrics()
     # The table really was read: the names the dashboard needs most are in it.
-    assert {"cartmesh_entrypoint_calls_total", "cartmesh_entrypoint_duration_seconds_bucket",
-            "cartmesh_workers_in_flight"} <= names
+    assert {
+        "cartmesh_entrypoint_calls_total",
+        "cartmesh_entrypoint_duration_seconds_bucket",
+        "cartmesh_workers_in_flight",
+    } <= names
     used = set()
     for expr in expressions(dashboard):
         used |= metric_names(expr)
@@ -266,8 +304,9 @@ def test_the_dashboard_asks_only_for_documented_metrics(dashboard):
 
 def test_the_dashboard_has_the_panels_an_operator_needs(dashboard):
     assert dashboard["uid"] and dashboard["title"]
-    ids = [panel["id"] for panel in dashboard["panels"] + [p for row in dashboard["panels"]
-                                                           for p in row.get("panels", [])]]
+    ids = [
+        panel["id"] for panel in dashboard["panels"] + [p for row in dashboard["panels"] for p in row.get("panels", [])]
+    ]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     found = {}
     for panel in panels(dashboard):
@@ -277,16 +316,22 @@ def test_the_dashboard_has_the_panels_an_operator_needs(dashboard):
 
     def panel_with(*patterns):
         """Titles of the panels having an expression that matches every pattern."""
-        return [title for title, exprs in found.items()
-                if any(all(re.search(pattern, expr) for pattern in patterns) for expr in exprs)]
+        return [
+            title
+            for title, exprs in found.items()
+            if any(all(re.search(pattern, expr) for pattern in patterns) for expr in exprs)
+        ]
 
     per_entrypoint = r"by \((service, )?entrypoint"
     assert panel_with(r"rate\(cartmesh_entrypoint_calls_total\{[^}]*\}", per_entrypoint), "request rate"
-    assert panel_with(r'cartmesh_entrypoint_calls_total\{[^}]*outcome="error"', r"\) / sum", per_entrypoint), \
+    assert panel_with(r'cartmesh_entrypoint_calls_total\{[^}]*outcome="error"', r"\) / sum", per_entrypoint), (
         "error rate"
+    )
     for quantile in ("0.5", "0.95", "0.99"):
-        assert panel_with(rf"histogram_quantile\({quantile},",
-                          r"by \(service, entrypoint, le\)", r"cartmesh_entrypoint_duration_seconds_bucket"), \
-            f"latency quantile {quantile} per entrypoint"
+        assert panel_with(
+            rf"histogram_quantile\({quantile},",
+            r"by \(service, entrypoint, le\)",
+            r"cartmesh_entrypoint_duration_seconds_bucket",
+        ), f"latency quantile {quantile} per entrypoint"
     assert panel_with(r"rabbitmq_queue_messages_ready", r"by \(queue\)"), "queue depth"
     assert panel_with(r"cartmesh_workers_in_flight"), "in-flight workers"

@@ -1,6 +1,7 @@
 """docker/postgres-init.sh, run for real against the test PostgreSQL server the way the postgres image runs it:
 one role and one database per service, each role alone on its database, able to run its migrations; the
 passwords from the environment (Kubernetes) or from the files of the secrets volume (compose)."""
+
 import base64
 import hashlib
 import hmac
@@ -19,8 +20,9 @@ from conftest import POSTGRES_ADMIN_URL, ROOT
 from scripts.run import SERVICES
 from services.common.migrate import upgrade
 
-pytestmark = pytest.mark.skipif(not POSTGRES_ADMIN_URL or not shutil.which("psql"),
-                                reason="needs TEST_POSTGRES_URL and psql")
+pytestmark = pytest.mark.skipif(
+    not POSTGRES_ADMIN_URL or not shutil.which("psql"), reason="needs TEST_POSTGRES_URL and psql"
+)
 
 
 @pytest.fixture
@@ -41,9 +43,14 @@ def run_init(databases, secrets_dir=None, in_env=True, user=None):
     """Runs the script on `databases` ({service: (name, password)}) as the postgres image would: the passwords
     in its environment when `in_env`, CARTMESH_SECRETS_DIR set when `secrets_dir` is; as uid `user` if given."""
     url = make_url(POSTGRES_ADMIN_URL)
-    env = dict(os.environ, PGHOST=url.host or "127.0.0.1", PGPORT=str(url.port or 5432),
-               POSTGRES_USER=url.username, POSTGRES_DB=url.database,
-               CARTMESH_DATABASES=" ".join(name for name, _ in databases.values()))
+    env = dict(
+        os.environ,
+        PGHOST=url.host or "127.0.0.1",
+        PGPORT=str(url.port or 5432),
+        POSTGRES_USER=url.username,
+        POSTGRES_DB=url.database,
+        CARTMESH_DATABASES=" ".join(name for name, _ in databases.values()),
+    )
     if url.password:
         env["PGPASSWORD"] = url.password
     if secrets_dir:
@@ -52,8 +59,15 @@ def run_init(databases, secrets_dir=None, in_env=True, user=None):
         env.pop(f"{name.upper()}_DB_PASSWORD", None)
         if in_env:
             env[f"{name.upper()}_DB_PASSWORD"] = password
-    return subprocess.run(["bash", os.path.join(ROOT, "docker", "postgres-init.sh")], env=env,
-                          capture_output=True, text=True, timeout=60, user=user, group=user)
+    return subprocess.run(
+        ["bash", os.path.join(ROOT, "docker", "postgres-init.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        user=user,
+        group=user,
+    )
 
 
 def write_password_files(secrets_dir, databases, user=None):
@@ -85,8 +99,9 @@ def role_has_password(name, password):
     logging in would prove nothing). SCRAM-SHA-256 as PostgreSQL stores it; md5 on older settings."""
     admin = create_engine(POSTGRES_ADMIN_URL)
     with admin.connect() as connection:
-        stored = connection.execute(text("SELECT rolpassword FROM pg_authid WHERE rolname = :name"),
-                                    {"name": name}).scalar()
+        stored = connection.execute(
+            text("SELECT rolpassword FROM pg_authid WHERE rolname = :name"), {"name": name}
+        ).scalar()
     admin.dispose()
     if stored.startswith("md5"):
         return stored == "md5" + hashlib.md5((password + name).encode()).hexdigest()
@@ -96,8 +111,11 @@ def role_has_password(name, password):
     stored_key, server_key = (base64.b64decode(key) for key in keys.split(":"))
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    return method == "SCRAM-SHA-256" and hashlib.sha256(client_key).digest() == stored_key and \
-        hmac.new(salted, b"Server Key", hashlib.sha256).digest() == server_key
+    return (
+        method == "SCRAM-SHA-256"
+        and hashlib.sha256(client_key).digest() == stored_key
+        and hmac.new(salted, b"Server Key", hashlib.sha256).digest() == server_key
+    )
 
 
 def role_url(name, password, database):
@@ -130,10 +148,13 @@ def check_roles_and_migrate(databases):
     admin = create_engine(POSTGRES_ADMIN_URL)
     with admin.connect() as connection:
         for name, _ in databases.values():
-            owner, can_login, has_password = connection.execute(text(
-                "SELECT pg_get_userbyid(d.datdba), r.rolcanlogin, r.rolpassword IS NOT NULL "
-                "FROM pg_database d JOIN pg_authid r ON r.rolname = :name WHERE d.datname = :name"),
-                {"name": name}).one()
+            owner, can_login, has_password = connection.execute(
+                text(
+                    "SELECT pg_get_userbyid(d.datdba), r.rolcanlogin, r.rolpassword IS NOT NULL "
+                    "FROM pg_database d JOIN pg_authid r ON r.rolname = :name WHERE d.datname = :name"
+                ),
+                {"name": name},
+            ).one()
             assert (owner, can_login, has_password) == (name, True, True)
     admin.dispose()
     for name, password in databases.values():

@@ -1,5 +1,6 @@
 """`make run` (scripts/run.py), `make seed` (scripts/seed.py) and the containers' healthcheck, run for real as
 child processes: every service and the gateway on a fresh RabbitMQ vhost, a free port and fresh databases."""
+
 import os
 import signal
 import socket
@@ -26,8 +27,14 @@ class RunProcess:
     def __init__(self, env, log_path):
         self.log_path = log_path
         with open(log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env,
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scripts.run"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def output(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as log:
@@ -69,9 +76,12 @@ def wait_until(predicate, deadline, what, process=None):
 
 
 def base_env(rabbit_config, **extra):
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "GATEWAY_BIND", "CARTMESH_INSTANCES")
-           and not key.endswith("_DATABASE_URL")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "GATEWAY_BIND", "CARTMESH_INSTANCES")
+        and not key.endswith("_DATABASE_URL")
+    }
     env.update(AMQP_URI=rabbit_config["AMQP_URI"], **extra)
     return env
 
@@ -98,16 +108,22 @@ def healthy(base_url):
 
 
 def run_script(module, env):
-    return subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_make_run_serves_the_api_seeds_and_stops_cleanly_on_sigterm(db_backend, rabbit_config, start, tmp_path):
     port = find_free_port()
     admin_password = uuid.uuid4().hex
     var_dir = tmp_path / "var-not-yet-there"
-    env = base_env(rabbit_config, GATEWAY_PORT=str(port), CARTMESH_VAR_DIR=str(var_dir),
-                   ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=admin_password)
+    env = base_env(
+        rabbit_config,
+        GATEWAY_PORT=str(port),
+        CARTMESH_VAR_DIR=str(var_dir),
+        ADMIN_EMAIL=ADMIN_EMAIL,
+        ADMIN_PASSWORD=admin_password,
+    )
     drops = []
     if db_backend == "postgresql":  # empty databases: scripts.run must migrate them
         for service in run.SERVICES:
@@ -126,10 +142,15 @@ def test_make_run_serves_the_api_seeds_and_stops_cleanly_on_sigterm(db_backend, 
         # A token issued by accounts is accepted by the gateway: both got the same generated secret.
         http = requests.Session()
         email = f"run-{uuid.uuid4().hex[:8]}@example.com"
-        assert http.post(base_url + "/auth/register", json={"email": email, "password": "long enough"},
-                         timeout=15).status_code == 201
-        token = http.post(base_url + "/auth/token", json={"email": email, "password": "long enough"},
-                          timeout=15).json()["access_token"]
+        assert (
+            http.post(
+                base_url + "/auth/register", json={"email": email, "password": "long enough"}, timeout=15
+            ).status_code
+            == 201
+        )
+        token = http.post(
+            base_url + "/auth/token", json={"email": email, "password": "long enough"}, timeout=15
+        ).json()["access_token"]
         me = http.get(base_url + "/me", headers={"Authorization": f"Bearer {token}"}, timeout=15)
         assert me.status_code == 200 and me.json()["email"] == email
 
@@ -140,10 +161,15 @@ def test_make_run_serves_the_api_seeds_and_stops_cleanly_on_sigterm(db_backend, 
         products = http.get(base_url + "/products?limit=100", timeout=15).json()
         assert products["total"] == 12
         # A re-run changes nothing, except what differs from the demo content; stock stays as the shop has it.
-        admin_token = http.post(base_url + "/auth/token", json={"email": ADMIN_EMAIL, "password": admin_password},
-                                timeout=15).json()["access_token"]
-        patched = http.patch(base_url + "/products/MUG-CLASSIC", json={"price_cents": 1, "stock": 7},
-                             headers={"Authorization": f"Bearer {admin_token}"}, timeout=15)
+        admin_token = http.post(
+            base_url + "/auth/token", json={"email": ADMIN_EMAIL, "password": admin_password}, timeout=15
+        ).json()["access_token"]
+        patched = http.patch(
+            base_url + "/products/MUG-CLASSIC",
+            json={"price_cents": 1, "stock": 7},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=15,
+        )
         assert patched.status_code == 200, patched.text
         second = run_script("scripts.seed", seed_env)
         assert second.returncode == 0, second.stderr
@@ -154,8 +180,14 @@ def test_make_run_serves_the_api_seeds_and_stops_cleanly_on_sigterm(db_backend, 
 
         # The containers' healthcheck, against the same system.
         for name in run.SERVICES + [run.GATEWAY]:
-            check = subprocess.run([sys.executable, "-m", "scripts.healthcheck", name, "3"], cwd=ROOT, env=env,
-                                   capture_output=True, text=True, timeout=30)
+            check = subprocess.run(
+                [sys.executable, "-m", "scripts.healthcheck", name, "3"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert check.returncode == 0, (name, check.stderr)
         http.close()
 
@@ -178,8 +210,14 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(rabbit_config, sta
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        system = start(base_env(rabbit_config, GATEWAY_PORT=str(port), CARTMESH_VAR_DIR=str(tmp_path / "var"),
-                                JWT_SECRET="a-test-secret-of-enough-length"))
+        system = start(
+            base_env(
+                rabbit_config,
+                GATEWAY_PORT=str(port),
+                CARTMESH_VAR_DIR=str(tmp_path / "var"),
+                JWT_SECRET="a-test-secret-of-enough-length",
+            )
+        )
         code = system.wait(START_DEADLINE)
     output = system.output()
     assert code == 1, output
@@ -203,8 +241,14 @@ def test_a_failed_migration_starts_nothing_and_fails_the_run(rabbit_config, star
 
 
 def test_ctrl_c_stops_every_process_and_exits_0(rabbit_config, start, tmp_path):
-    system = start(base_env(rabbit_config, GATEWAY_PORT=str(find_free_port()),
-                            CARTMESH_VAR_DIR=str(tmp_path / "var"), CARTMESH_INSTANCES="carts=2"))
+    system = start(
+        base_env(
+            rabbit_config,
+            GATEWAY_PORT=str(find_free_port()),
+            CARTMESH_VAR_DIR=str(tmp_path / "var"),
+            CARTMESH_INSTANCES="carts=2",
+        )
+    )
     everything = set(run.SERVICES) | {run.GATEWAY, "carts-2"}
     wait_until(lambda: everything <= set(system.child_pids()), START_DEADLINE, "every process started", system)
     children = system.child_pids()
@@ -216,8 +260,9 @@ def test_ctrl_c_stops_every_process_and_exits_0(rabbit_config, start, tmp_path):
 
 def test_an_unreachable_broker_is_said_plainly_without_its_password(start, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "JWT_SECRET"}
-    env.update(AMQP_URI=f"amqp://guest:hunter2-secret@127.0.0.1:{find_free_port()}/",
-               CARTMESH_VAR_DIR=str(tmp_path / "var"))
+    env.update(
+        AMQP_URI=f"amqp://guest:hunter2-secret@127.0.0.1:{find_free_port()}/", CARTMESH_VAR_DIR=str(tmp_path / "var")
+    )
     system = start(env)
     assert system.wait(60) == 1
     output = system.output()
@@ -229,8 +274,14 @@ def test_an_unreachable_broker_is_said_plainly_without_its_password(start, tmp_p
 def test_the_healthcheck_fails_fast_for_a_service_that_is_not_running(rabbit_config):
     env = dict(os.environ, AMQP_URI=rabbit_config["AMQP_URI"])
     started = time.monotonic()
-    check = subprocess.run([sys.executable, "-m", "scripts.healthcheck", "catalog", "2"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [sys.executable, "-m", "scripts.healthcheck", "catalog", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 1
     assert check.stderr.startswith("unhealthy: catalog:")
     assert time.monotonic() - started < 10
@@ -238,8 +289,14 @@ def test_the_healthcheck_fails_fast_for_a_service_that_is_not_running(rabbit_con
 
 def test_the_gateway_healthcheck_fails_when_nothing_listens():
     env = dict(os.environ, GATEWAY_PORT=str(find_free_port()))
-    check = subprocess.run([sys.executable, "-m", "scripts.healthcheck", "gateway", "2"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [sys.executable, "-m", "scripts.healthcheck", "gateway", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 1
     assert check.stderr.startswith("unhealthy: gateway:")
 
@@ -252,8 +309,12 @@ def test_seed_needs_the_admin_credentials():
 
 
 def test_seed_says_when_the_gateway_cannot_be_reached():
-    env = dict(os.environ, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD="whatever-it-is",
-               GATEWAY_URL=f"http://127.0.0.1:{find_free_port()}")
+    env = dict(
+        os.environ,
+        ADMIN_EMAIL=ADMIN_EMAIL,
+        ADMIN_PASSWORD="whatever-it-is",
+        GATEWAY_URL=f"http://127.0.0.1:{find_free_port()}",
+    )
     result = run_script("scripts.seed", env)
     assert result.returncode == 1
     assert "cannot reach the gateway" in result.stderr

@@ -1,4 +1,5 @@
 """The demo catalog that `make seed` loads obeys the API's product rules (API.md), so seeding cannot be refused."""
+
 import re
 
 from scripts.seed import load_products

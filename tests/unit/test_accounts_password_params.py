@@ -1,4 +1,5 @@
 """accounts' argon2 parameters: OWASP's minimum (19 MiB, 2 passes, 1 lane), and older hashes still accepted."""
+
 from argon2 import PasswordHasher
 from argon2.profiles import RFC_9106_LOW_MEMORY
 

@@ -1,12 +1,12 @@
 """Access tokens as accounts issues them, and the start-up checks of the token issuer."""
+
 from types import SimpleNamespace
 
 import jwt
 import pytest
 
-from services.accounts.dependencies import Tokens, TokenIssuer, token_ttl
-from services.common.errors import StartupRefused
-from services.common.errors import Unauthorized
+from services.accounts.dependencies import TokenIssuer, Tokens, token_ttl
+from services.common.errors import StartupRefused, Unauthorized
 from services.common.tokens import AUDIENCE, ISSUER, key_id, verify_token
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
@@ -23,8 +23,7 @@ def test_token_contents():
     assert claims["admin"] is True
     assert (claims["iss"], claims["aud"]) == (ISSUER, AUDIENCE)
     assert claims["exp"] - claims["iat"] == 900
-    assert jwt.get_unverified_header(answer["access_token"]) == {"alg": "HS256", "typ": "JWT",
-                                                                 "kid": key_id(SECRET)}
+    assert jwt.get_unverified_header(answer["access_token"]) == {"alg": "HS256", "typ": "JWT", "kid": key_id(SECRET)}
 
 
 def test_token_of_another_secret_is_refused():

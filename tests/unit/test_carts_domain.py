@@ -1,13 +1,14 @@
 """The carts service's plain rules: validation, merging, arithmetic, checkout and the cart's shape."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from services.carts import domain
 from services.common.errors import Conflict, EmptyCart, ValidationFailed
 
-CREATED = datetime(2026, 11, 28, 14, 20, 0, 123456, tzinfo=timezone.utc)
-UPDATED = datetime(2026, 11, 28, 14, 21, 0, tzinfo=timezone.utc)
+CREATED = datetime(2026, 11, 28, 14, 20, 0, 123456, tzinfo=UTC)
+UPDATED = datetime(2026, 11, 28, 14, 21, 0, tzinfo=UTC)
 ORDER_ID = "0b5e4a8e-7c1f-4d2a-9a3b-1c2d3e4f5a6b"
 
 
@@ -74,18 +75,21 @@ def test_merge_items_refuses_a_sum_over_999_naming_the_item_that_breaks_it():
     assert set(fields_of(failure)) == {"items[1].quantity"}
 
 
-@pytest.mark.parametrize("items, field", [
-    ("A", "items"),
-    ({"sku": "A", "quantity": 1}, "items"),
-    (["A"], "items[0]"),
-    ([{"sku": "A", "quantity": 1}, {"sku": "A b", "quantity": 1}], "items[1].sku"),
-    ([{"quantity": 1}], "items[0].sku"),
-    ([{"sku": "A"}], "items[0].quantity"),
-    ([{"sku": "A", "quantity": 1.0}], "items[0].quantity"),
-    ([{"sku": "A", "quantity": True}], "items[0].quantity"),
-    ([{"sku": "A", "quantity": 0}], "items[0].quantity"),
-    ([{"sku": "A", "quantity": 1, "price_cents": 1}], "items[0]"),
-])
+@pytest.mark.parametrize(
+    "items, field",
+    [
+        ("A", "items"),
+        ({"sku": "A", "quantity": 1}, "items"),
+        (["A"], "items[0]"),
+        ([{"sku": "A", "quantity": 1}, {"sku": "A b", "quantity": 1}], "items[1].sku"),
+        ([{"quantity": 1}], "items[0].sku"),
+        ([{"sku": "A"}], "items[0].quantity"),
+        ([{"sku": "A", "quantity": 1.0}], "items[0].quantity"),
+        ([{"sku": "A", "quantity": True}], "items[0].quantity"),
+        ([{"sku": "A", "quantity": 0}], "items[0].quantity"),
+        ([{"sku": "A", "quantity": 1, "price_cents": 1}], "items[0]"),
+    ],
+)
 def test_merge_items_names_the_bad_field(items, field):
     with pytest.raises(ValidationFailed) as failure:
         domain.merge_items(items)
@@ -107,8 +111,14 @@ def test_timestamps_are_iso_utc_with_z():
 
 
 def cart_row(status, checked_out_by=None):
-    return {"id": "c1", "user_id": "u1", "status": status, "created_at": CREATED, "updated_at": UPDATED,
-            "checked_out_by": checked_out_by}
+    return {
+        "id": "c1",
+        "user_id": "u1",
+        "status": status,
+        "created_at": CREATED,
+        "updated_at": UPDATED,
+        "checked_out_by": checked_out_by,
+    }
 
 
 LINES = [
@@ -138,7 +148,9 @@ def test_checked_out_cart_keeps_its_stored_values():
     cart = domain.build_cart(cart_row(domain.CHECKED_OUT), LINES, products)
     assert cart["status"] == "checked_out"
     assert [(i["sku"], i["name"], i["unit_price_cents"]) for i in cart["items"]] == [
-        ("A", "Old A", 50), ("B", "Old B", 100)]
+        ("A", "Old A", 50),
+        ("B", "Old B", 100),
+    ]
     assert cart["total_cents"] == 350
 
 
@@ -155,6 +167,7 @@ def test_products_by_sku_and_unknown_skus():
 
 
 # --- checkout ---------------------------------------------------------------------------------------------------
+
 
 def test_order_ids_are_canonical_uuids_stored_lower_case():
     assert domain.validate_order_id(ORDER_ID.upper()) == ORDER_ID
@@ -188,7 +201,9 @@ def test_a_cart_checked_out_by_another_order_or_none_is_a_conflict(checked_out_b
 
 
 def test_checkout_freezes_the_catalogs_values_and_keeps_stored_ones_for_skus_it_did_not_return():
-    products = {"B": {"sku": "B", "name": "New B", "price_cents": 120},
-                "Z": {"sku": "Z", "name": "Not in the cart", "price_cents": 1}}
+    products = {
+        "B": {"sku": "B", "name": "New B", "price_cents": 120},
+        "Z": {"sku": "Z", "name": "Not in the cart", "price_cents": 1},
+    }
     assert domain.frozen_values(LINES, products) == {"B": ("New B", 120)}
     assert domain.frozen_values(LINES, {}) == {}

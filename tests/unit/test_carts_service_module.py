@@ -1,4 +1,5 @@
 """`nameko run services.carts.service` must find exactly one service in the module: carts."""
+
 from nameko.cli.run import import_service
 
 from services.carts.service import CartsService

@@ -1,4 +1,5 @@
 """The catalog's stock-hold rules without broker or database: order ids, hold lines, the audit's invariants."""
+
 import pytest
 
 from services.catalog.domain import MAX_LINES, stock_breaches, validate_lines, validate_order_id
@@ -16,8 +17,10 @@ def test_order_ids_are_canonical_uuids_stored_lower_case():
     assert validate_order_id(ORDER_ID.upper()) == ORDER_ID
 
 
-@pytest.mark.parametrize("order_id", [None, 7, "", "not-a-uuid", ORDER_ID + "0", ORDER_ID.replace("-", ""),
-                                      f"{{{ORDER_ID}}}", ORDER_ID + "\n"])
+@pytest.mark.parametrize(
+    "order_id",
+    [None, 7, "", "not-a-uuid", ORDER_ID + "0", ORDER_ID.replace("-", ""), f"{{{ORDER_ID}}}", ORDER_ID + "\n"],
+)
 def test_bad_order_ids_are_refused(order_id):
     with pytest.raises(ValidationFailed) as failure:
         validate_order_id(order_id)
@@ -26,8 +29,11 @@ def test_bad_order_ids_are_refused(order_id):
 
 def test_lines_come_back_in_sku_order():
     lines = [{"sku": "b", "quantity": 999}, {"sku": "B", "quantity": 1}, {"sku": "a", "quantity": 2}]
-    assert validate_lines(lines) == [{"sku": "B", "quantity": 1}, {"sku": "a", "quantity": 2},
-                                     {"sku": "b", "quantity": 999}]
+    assert validate_lines(lines) == [
+        {"sku": "B", "quantity": 1},
+        {"sku": "a", "quantity": 2},
+        {"sku": "b", "quantity": 999},
+    ]
 
 
 @pytest.mark.parametrize("lines", [None, [], (), "MUG", {"sku": "MUG", "quantity": 1}])
@@ -46,8 +52,8 @@ def test_too_many_lines_are_refused():
 def test_every_bad_line_is_named():
     lines = [
         {"sku": "OK", "quantity": 1},
-        {"sku": "OK", "quantity": 2},            # repeated sku
-        {"sku": "bad sku", "quantity": 0},       # both fields bad
+        {"sku": "OK", "quantity": 2},  # repeated sku
+        {"sku": "bad sku", "quantity": 0},  # both fields bad
         {"sku": "F", "quantity": 1.0},
         {"sku": "T", "quantity": True},
         {"sku": "BIG", "quantity": 1000},
@@ -61,8 +67,11 @@ def test_every_bad_line_is_named():
     sku_rule = "must be 1 to 64 characters of A-Z a-z 0-9 - _"
     assert fields_of(failure) == {
         "lines[1].sku": "appears in an earlier line",
-        "lines[2].sku": sku_rule, "lines[2].quantity": whole,
-        "lines[3].quantity": whole, "lines[4].quantity": whole, "lines[5].quantity": whole,
+        "lines[2].sku": sku_rule,
+        "lines[2].quantity": whole,
+        "lines[3].quantity": whole,
+        "lines[4].quantity": whole,
+        "lines[5].quantity": whole,
         "lines[6].price": "unknown field",
         "lines[7]": "must be an object with sku and quantity",
         "lines[8].sku": sku_rule,
@@ -79,7 +88,8 @@ def test_balanced_stock_has_no_breaches():
 
 def test_on_hand_that_does_not_add_up_is_named_with_its_numbers():
     assert stock_breaches([counts(), counts(sku="PLATE", stock=4)]) == [
-        "product PLATE: on_hand 10 != stock 4 + held 4 + committed 3 (= 11)"]
+        "product PLATE: on_hand 10 != stock 4 + held 4 + committed 3 (= 11)"
+    ]
 
 
 def test_negative_stock_is_a_breach_even_when_it_adds_up():

@@ -1,4 +1,5 @@
 """The circuit breaker's state machine (services/common/breaker.py), driven by a fake clock."""
+
 import pytest
 
 from services.common.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
@@ -29,8 +30,9 @@ def changes():
 
 @pytest.fixture
 def breaker(clock, changes):
-    return CircuitBreaker("catalog", failures=3, reset_seconds=10, clock=clock,
-                          on_change=lambda old, new: changes.append((old, new)))
+    return CircuitBreaker(
+        "catalog", failures=3, reset_seconds=10, clock=clock, on_change=lambda old, new: changes.append((old, new))
+    )
 
 
 def fail(breaker, exc=None):

@@ -1,5 +1,6 @@
 """services.common.logs: secrets never reach a log line, JSON lines parse and carry the worker's fields, and the
 format follows LOG_FORMAT through a LOGGING block as nameko loads it."""
+
 import io
 import json
 import logging
@@ -15,34 +16,39 @@ from services.common.tokens import issue_token
 # --- redaction ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("card 4242424242424242 declined", "card ************4242 declined"),
-    ("card 4242 4242 4242 4242.", "card ************4242."),
-    ("card 4000-0000-0000-0002", "card ************0002"),
-    ("twelve 123456789012 digits", "twelve ********9012 digits"),
-    ("nineteen 1234567890123456789 digits", "nineteen ***************6789 digits"),
-    ("(5555555555554444)", "(************4444)"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("card 4242424242424242 declined", "card ************4242 declined"),
+        ("card 4242 4242 4242 4242.", "card ************4242."),
+        ("card 4000-0000-0000-0002", "card ************0002"),
+        ("twelve 123456789012 digits", "twelve ********9012 digits"),
+        ("nineteen 1234567890123456789 digits", "nineteen ***************6789 digits"),
+        ("(5555555555554444)", "(************4444)"),
+    ],
+)
 def test_card_numbers_keep_only_their_last_four_digits(text, expected):
     assert redact_text(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "eleven 12345678901 digits",
-    "twenty 12345678901234567890 digits",
-    "order 550e8400-e29b-41d4-a716-446655440000",
-    "order 00000000-0000-4000-8000-123456789012",
-    "request 4f1c2d3e4a5b6c7d8e9f012345678901",
-    "at 2026-11-28T14:20:00.123456Z, 3 items, total 123456 cents",
-    "password: must be at least 8 characters",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "eleven 12345678901 digits",
+        "twenty 12345678901234567890 digits",
+        "order 550e8400-e29b-41d4-a716-446655440000",
+        "order 00000000-0000-4000-8000-123456789012",
+        "request 4f1c2d3e4a5b6c7d8e9f012345678901",
+        "at 2026-11-28T14:20:00.123456Z, 3 items, total 123456 cents",
+        "password: must be at least 8 characters",
+    ],
+)
 def test_ordinary_text_is_left_alone(text):
     assert redact_text(text) == text
 
 
 def test_tokens_and_named_secrets_are_masked():
-    jwt = issue_token("not-a-real-secret-but-long-enough", {"id": "u1", "email": "a@b.c", "is_admin": False},
-                      60)
+    jwt = issue_token("not-a-real-secret-but-long-enough", {"id": "u1", "email": "a@b.c", "is_admin": False}, 60)
     assert jwt not in redact_text(f"token is {jwt}")
     assert redact_text(f"got {jwt} back") == f"got {MASK} back"
     assert redact_text("Authorization: Bearer abc.DEF-123_x") == f"Authorization: Bearer {MASK}"
@@ -105,8 +111,7 @@ def test_json_lines_carry_the_worker_fields_and_extras(capture):
     logger.warning("outside")
 
     first, second, third = [json.loads(line) for line in lines()]
-    assert list(first)[:8] == ["time", "level", "service", "request_id", "entrypoint", "trace_id", "message",
-                               "logger"]
+    assert list(first)[:8] == ["time", "level", "service", "request_id", "entrypoint", "trace_id", "message", "logger"]
     assert first["level"] == "INFO" and first["message"] == "hello world" and first["time"].endswith("Z")
     assert (first["service"], first["entrypoint"], first["request_id"]) == ("carts", "get_cart", "req-1")
     assert first["sku"] == "SKU-1" and first["password"] == MASK
@@ -146,8 +151,7 @@ def test_the_worker_end_line(capture):
     rpc_line, timer_line = [json.loads(line) for line in lines()]
     assert rpc_line["message"] == "rpc orders.checkout expected_error in 12.3 ms"
     assert (rpc_line["duration"], rpc_line["outcome"], rpc_line["kind"]) == (0.012346, "expected_error", "rpc")
-    assert (rpc_line["service"], rpc_line["entrypoint"], rpc_line["request_id"]) == ("orders", "checkout",
-                                                                                      "req-2")
+    assert (rpc_line["service"], rpc_line["entrypoint"], rpc_line["request_id"]) == ("orders", "checkout", "req-2")
     assert timer_line["outcome"] == "error" and timer_line["level"] == "INFO"
 
 
@@ -157,8 +161,7 @@ def test_console_lines_are_the_text_format_masked(capture):
     logs.bind_worker("payments", "register_card", request_id="req-3")
     logger.info("registering card 4242424242424242 with Bearer abc")
     [line] = lines()
-    assert line.endswith(f"INFO {logger.name} [request_id=req-3] registering card ************4242 with "
-                         f"Bearer {MASK}")
+    assert line.endswith(f"INFO {logger.name} [request_id=req-3] registering card ************4242 with Bearer {MASK}")
 
 
 def test_the_format_follows_log_format(monkeypatch):

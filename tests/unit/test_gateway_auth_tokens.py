@@ -1,5 +1,6 @@
 """Token verification as the gateway does it: every way a token is refused, key rotation, and the verifier's
 start-up checks. Forged tokens are built by hand (base64 JSON), so nothing here trusts PyJWT to make them."""
+
 import base64
 import json
 import time
@@ -15,7 +16,13 @@ from gateway_http.auth import USER, TokenVerifier, authorize
 from gateway_http.errors import HttpError
 from services.common.errors import Unauthorized
 from services.common.tokens import (
-    AUDIENCE, ISSUER, issue_token, key_id, key_ring, parse_secrets, verify_token,
+    AUDIENCE,
+    ISSUER,
+    issue_token,
+    key_id,
+    key_ring,
+    parse_secrets,
+    verify_token,
 )
 
 SECRET = "the-current-signing-secret-" + "0123456789abcdef" * 3
@@ -30,8 +37,15 @@ def b64(data):
 
 def claims(**changes):
     now = int(time.time())
-    found = {"sub": USER_DICT["id"], "email": USER_DICT["email"], "admin": False, "iss": ISSUER,
-             "aud": AUDIENCE, "iat": now, "exp": now + 60}
+    found = {
+        "sub": USER_DICT["id"],
+        "email": USER_DICT["email"],
+        "admin": False,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 60,
+    }
     found.update(changes)
     return {name: value for name, value in found.items() if value is not None}
 
@@ -80,9 +94,11 @@ def test_public_key_algorithms_are_refused(algorithm):
 def test_header_forged_after_signing_is_refused():
     token = signed(claims())
     _, payload, signature = token.split(".")
-    for header in [{"alg": "HS512", "typ": "JWT", "kid": key_id(SECRET)},
-                   {"alg": "HS256", "typ": "JWT", "kid": key_id(OLD)},
-                   {"alg": "HS256", "kid": key_id(SECRET)}]:
+    for header in [
+        {"alg": "HS512", "typ": "JWT", "kid": key_id(SECRET)},
+        {"alg": "HS256", "typ": "JWT", "kid": key_id(OLD)},
+        {"alg": "HS256", "kid": key_id(SECRET)},
+    ]:
         assert refused(key_ring(SECRET, [OLD]), f"{b64(header)}.{payload}.{signature}")
 
 
@@ -91,8 +107,15 @@ def test_claims_forged_after_signing_are_refused():
     assert refused(SECRET, f"{header}.{b64(claims(admin=True))}.{signature}")
 
 
-@pytest.mark.parametrize("extra", [{"jku": "https://evil.example/keys"}, {"jwk": {"kty": "oct", "k": "AA"}},
-                                   {"x5u": "https://evil.example/cert"}, {"crit": ["exp"]}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"jku": "https://evil.example/keys"},
+        {"jwk": {"kty": "oct", "k": "AA"}},
+        {"x5u": "https://evil.example/cert"},
+        {"crit": ["exp"]},
+    ],
+)
 def test_header_pointing_elsewhere_for_keys_is_refused(extra):
     assert refused(SECRET, signed(claims(), **extra))
 
@@ -110,16 +133,33 @@ def test_each_required_claim_must_be_present(missing):
     assert refused(SECRET, signed(claims(**{missing: None})))
 
 
-@pytest.mark.parametrize("changes", [{"iss": "someone-else"}, {"aud": "another-api"},
-                                     {"exp": int(time.time()) - 5},
-                                     {"iat": int(time.time()) + 3600, "exp": int(time.time()) + 7200},
-                                     {"exp": "tomorrow"}])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"iss": "someone-else"},
+        {"aud": "another-api"},
+        {"exp": int(time.time()) - 5},
+        {"iat": int(time.time()) + 3600, "exp": int(time.time()) + 7200},
+        {"exp": "tomorrow"},
+    ],
+)
 def test_wrong_issuer_audience_or_times_are_refused(changes):
     assert refused(SECRET, signed(claims(**changes)))
 
 
-@pytest.mark.parametrize("garbage", ["", "abc", "a.b", "a.b.c", "....", f"{b64([1, 2])}.{b64(claims())}.x",
-                                     f"{b64(b'not json')}.{b64(claims())}.x", "é.é.é"])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c",
+        "....",
+        f"{b64([1, 2])}.{b64(claims())}.x",
+        f"{b64(b'not json')}.{b64(claims())}.x",
+        "é.é.é",
+    ],
+)
 def test_malformed_tokens_are_refused(garbage):
     assert refused(SECRET, garbage)
 
@@ -152,8 +192,9 @@ def verifier(config):
     return provider.get_dependency(worker_ctx=None)
 
 
-@pytest.mark.parametrize("config", [{}, {"JWT_SECRET": ""}, {"JWT_SECRET": "  "}, {"JWT_SECRET": None},
-                                    {"JWT_PREVIOUS_SECRETS": OLD}])
+@pytest.mark.parametrize(
+    "config", [{}, {"JWT_SECRET": ""}, {"JWT_SECRET": "  "}, {"JWT_SECRET": None}, {"JWT_PREVIOUS_SECRETS": OLD}]
+)
 def test_verifier_refuses_to_start_without_a_secret(config):
     with pytest.raises(ConfigurationError, match="JWT_SECRET"):
         verifier(config)

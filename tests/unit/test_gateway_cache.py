@@ -1,5 +1,6 @@
 """The gateway's read cache (gateway_http/cache.py): LRU, TTL, and no stale value stored by a fill that raced an
 invalidation."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +26,7 @@ def loader(value, calls):
     def load():
         calls.append(value)
         return value
+
     return load
 
 
@@ -136,8 +138,9 @@ def provider(**config):
 
 
 def sample(cache, result):
-    return REGISTRY.get_sample_value("cartmesh_cache_requests_total",
-                                     {"service": "gateway_unit", "cache": cache, "result": result})
+    return REGISTRY.get_sample_value(
+        "cartmesh_cache_requests_total", {"service": "gateway_unit", "cache": cache, "result": result}
+    )
 
 
 def test_a_product_change_drops_the_product_and_every_page():

@@ -1,4 +1,5 @@
 """/openapi.json is generated from the route table: same paths and methods, the models' schemas, no dangling refs."""
+
 from gateway_http.routes import OPENAPI, ROUTES
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -62,7 +63,8 @@ def test_operations_carry_auth_parameters_bodies_and_errors():
             body = operation["requestBody"]
             assert body["required"] is not route.empty_body
             assert body["content"]["application/json"]["schema"] == {
-                "$ref": f"#/components/schemas/{route.body.__name__}"}
+                "$ref": f"#/components/schemas/{route.body.__name__}"
+            }
             assert {"400", "413", "415", "422"} <= set(responses)
         for status, response in responses.items():
             if status.startswith(("4", "5")) and "$ref" in response:
@@ -74,13 +76,22 @@ def test_operations_carry_auth_parameters_bodies_and_errors():
 def test_schemas_carry_the_contract_rules():
     schemas = OPENAPI["components"]["schemas"]
     assert schemas["Registration"]["properties"]["password"] | {"title": None} == {
-        "type": "string", "minLength": 8, "maxLength": 128, "pattern": "^[^\\x00]*$", "title": None}
+        "type": "string",
+        "minLength": 8,
+        "maxLength": 128,
+        "pattern": "^[^\\x00]*$",
+        "title": None,
+    }
     assert schemas["LineQuantity"]["properties"]["quantity"]["minimum"] == 0
     assert schemas["NewLine"]["properties"]["sku"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
     assert schemas["NewProduct"]["additionalProperties"] is False
     limit = next(p for p in OPENAPI["paths"]["/products"]["get"]["parameters"] if p["name"] == "limit")
     assert (limit["in"], limit["schema"]["type"], limit["schema"]["minimum"], limit["schema"]["maximum"]) == (
-        "query", "integer", 1, 100)
+        "query",
+        "integer",
+        1,
+        100,
+    )
     cart = OPENAPI["paths"]["/carts/{id}"]["get"]["parameters"][0]
     assert cart["schema"] == {"type": "string", "format": "uuid"}
     health = OPENAPI["paths"]["/health"]["get"]["responses"]
@@ -93,8 +104,13 @@ def test_refusals_any_route_can_meet_and_the_idempotency_header_are_described():
         responses = OPENAPI["paths"][route.path][route.method.lower()]["responses"]
         assert {"408", "414", "429", "431"} <= set(responses), route.path  # before routing, or rate limited
     assert OPENAPI["components"]["responses"]["rate_limited"]["headers"]["Retry-After"]["schema"] == {
-        "type": "integer", "minimum": 1}
+        "type": "integer",
+        "minimum": 1,
+    }
     checkout = OPENAPI["paths"]["/carts/{id}/checkout"]["post"]["parameters"]
     key = next(p for p in checkout if p["in"] == "header")
     assert (key["name"], key["required"], key["schema"]["pattern"]) == (
-        "Idempotency-Key", False, "^[\\x21-\\x7e]{1,255}$")
+        "Idempotency-Key",
+        False,
+        "^[\\x21-\\x7e]{1,255}$",
+    )

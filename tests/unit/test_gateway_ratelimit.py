@@ -1,5 +1,6 @@
 """The limiter core without a gateway: GCRA, the counters in memory and in Redis (127.0.0.1:6379, as in CI), the
 fallback when Redis fails, client addresses behind proxies, and login throttling."""
+
 import uuid
 
 import pytest
@@ -7,8 +8,16 @@ import redis
 
 from gateway_http.errors import HttpError
 from gateway_http.ratelimit import (
-    FallbackStore, LoginThrottle, MemoryStore, RateLimiter, RedisStore, address_key, client_address, email_key,
-    gcra, guarded_login,
+    FallbackStore,
+    LoginThrottle,
+    MemoryStore,
+    RateLimiter,
+    RedisStore,
+    address_key,
+    client_address,
+    email_key,
+    gcra,
+    guarded_login,
 )
 from services.common.errors import ServiceUnavailable, Unauthorized
 
@@ -158,13 +167,16 @@ def test_fallback_returns_to_redis_when_it_answers(redis_client, caplog):
     assert "answers again" in caplog.text
 
 
-@pytest.mark.parametrize("environ, trusted, expected", [
-    ({"REMOTE_ADDR": "203.0.113.5", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}, "", "203.0.113.5"),  # not believed
-    ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 198.51.100.9"}, "10.0.0.0/8", "198.51.100.9"),
-    ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "198.51.100.9, 10.0.0.7"}, "10.0.0.0/8", "198.51.100.9"),
-    ({"REMOTE_ADDR": "10.0.0.2"}, "10.0.0.0/8", "10.0.0.2"),
-    ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "not-an-ip"}, "10.0.0.0/8", "not-an-ip"),
-])
+@pytest.mark.parametrize(
+    "environ, trusted, expected",
+    [
+        ({"REMOTE_ADDR": "203.0.113.5", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}, "", "203.0.113.5"),  # not believed
+        ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 198.51.100.9"}, "10.0.0.0/8", "198.51.100.9"),
+        ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "198.51.100.9, 10.0.0.7"}, "10.0.0.0/8", "198.51.100.9"),
+        ({"REMOTE_ADDR": "10.0.0.2"}, "10.0.0.0/8", "10.0.0.2"),
+        ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "not-an-ip"}, "10.0.0.0/8", "not-an-ip"),
+    ],
+)
 def test_client_address_believes_only_trusted_proxies(environ, trusted, expected):
     assert client_address(environ, trusted) == expected
 

@@ -1,5 +1,6 @@
 """The request pipeline without a broker: werkzeug requests through the real route table, with recording stand-ins
 for the RPC proxies. Checks the order of the checks, auth, body handling and the answers' shape."""
+
 import io
 import json
 import logging
@@ -33,6 +34,7 @@ class Recorder:
             if isinstance(self.answer, Exception):
                 raise self.answer
             return self.answer
+
         return call
 
 
@@ -72,8 +74,9 @@ def token(admin=False, user_id=USER_ID):
 
 def request(method, path, body=None, headers=None, content_type="application/json", raw=None, chunked=False):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    environ = EnvironBuilder(method=method, path=path, data=data, headers=headers,
-                             content_type=content_type if data is not None else None).get_environ()
+    environ = EnvironBuilder(
+        method=method, path=path, data=data, headers=headers, content_type=content_type if data is not None else None
+    ).get_environ()
     if chunked:  # as eventlet presents a chunked body: no Content-Length, the input ends at the last chunk
         environ.pop("CONTENT_LENGTH", None)
         environ["HTTP_TRANSFER_ENCODING"] = "chunked"
@@ -129,11 +132,16 @@ def test_checks_run_in_a_fixed_order():
     assert error_of(serve(service, "POST", f"/carts/{CART_ID}/items", big)) == (413, "payload_too_large")
     assert error_of(serve(service, "POST", "/carts/not-a-uuid/items", {"sku": 1})) == (401, "unauthorized")
     assert error_of(serve(service, "POST", "/carts/not-a-uuid/items", {"sku": 1}, headers=token())) == (
-        404, "not_found")
-    assert error_of(serve(service, "POST", f"/carts/{CART_ID}/items", {"sku": 1}, headers=token(),
-                          content_type="text/plain")) == (415, "unsupported_media_type")
+        404,
+        "not_found",
+    )
+    assert error_of(
+        serve(service, "POST", f"/carts/{CART_ID}/items", {"sku": 1}, headers=token(), content_type="text/plain")
+    ) == (415, "unsupported_media_type")
     assert error_of(serve(service, "POST", f"/carts/{CART_ID}/items", {"sku": 1}, headers=token())) == (
-        422, "validation_error")
+        422,
+        "validation_error",
+    )
     assert error_of(serve(service, "POST", "/products", {"sku": 1}, headers=token())) == (403, "forbidden")
     assert service.carts.calls == [] and service.catalog.calls == []
 
@@ -147,30 +155,38 @@ def test_bodies_over_the_limit_are_refused_even_when_chunked():
     over = exactly + b" "
     assert error_of(serve(service, "POST", "/carts", raw=over, headers=token())) == (413, "payload_too_large")
     assert error_of(serve(service, "POST", "/carts", raw=over, headers=token(), chunked=True)) == (
-        413, "payload_too_large")
+        413,
+        "payload_too_large",
+    )
 
 
-@pytest.mark.parametrize("raw, content_type, status, code", [
-    (b"{}", "text/plain", 415, "unsupported_media_type"),
-    (b"{}", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
-    (b"{}", "application/json; charset=iso-8859-1", 415, "unsupported_media_type"),
-    (b"{", "application/json", 400, "bad_request"),
-    (b"[1]", "application/json", 400, "bad_request"),
-    (b"Infinity", "application/json", 400, "bad_request"),
-    (b'{"items": [], "x": NaN}', "application/json", 400, "bad_request"),
-    (b'{"items": "\xc3\x28"}', "application/json", 400, "bad_request"),
-    (b"[" * 100000, "application/json", 413, "payload_too_large"),
-])
+@pytest.mark.parametrize(
+    "raw, content_type, status, code",
+    [
+        (b"{}", "text/plain", 415, "unsupported_media_type"),
+        (b"{}", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"{}", "application/json; charset=iso-8859-1", 415, "unsupported_media_type"),
+        (b"{", "application/json", 400, "bad_request"),
+        (b"[1]", "application/json", 400, "bad_request"),
+        (b"Infinity", "application/json", 400, "bad_request"),
+        (b'{"items": [], "x": NaN}', "application/json", 400, "bad_request"),
+        (b'{"items": "\xc3\x28"}', "application/json", 400, "bad_request"),
+        (b"[" * 100000, "application/json", 413, "payload_too_large"),
+    ],
+)
 def test_what_is_not_a_json_object_is_refused(raw, content_type, status, code):
     service = FakeService(max_body=1000)
     assert error_of(serve(service, "POST", "/carts", raw=raw, content_type=content_type, headers=token())) == (
-        status, code)
+        status,
+        code,
+    )
 
 
 def test_a_compressed_body_is_unsupported():
     service = FakeService(max_body=1000)
-    assert error_of(serve(service, "POST", "/carts", raw=b"{}", headers=dict(token(), **{"Content-Encoding": "gzip"}))
-                    ) == (415, "unsupported_media_type")
+    assert error_of(
+        serve(service, "POST", "/carts", raw=b"{}", headers=dict(token(), **{"Content-Encoding": "gzip"}))
+    ) == (415, "unsupported_media_type")
 
 
 def test_deeply_nested_json_is_a_bad_request_not_a_crash():
@@ -181,8 +197,9 @@ def test_deeply_nested_json_is_a_bad_request_not_a_crash():
 def test_charset_utf8_is_accepted():
     service = FakeService(answer={})
     for content_type in ("application/json; charset=utf-8", "Application/JSON; Charset=UTF-8"):
-        assert serve(service, "POST", "/carts", raw=b"{}", content_type=content_type,
-                     headers=token()).status_code == 201
+        assert (
+            serve(service, "POST", "/carts", raw=b"{}", content_type=content_type, headers=token()).status_code == 201
+        )
 
 
 def test_tokens_and_admin():
@@ -191,8 +208,10 @@ def test_tokens_and_admin():
     assert error_of(serve(service, "GET", "/carts", headers={"Authorization": "Token abc"})) == (401, "unauthorized")
     forged = {"Authorization": token()["Authorization"][:-2] + "xx"}
     assert error_of(serve(service, "GET", "/carts", headers=forged)) == (401, "unauthorized")
-    assert serve(service, "GET", "/carts", headers={"Authorization": "bearer " + token()["Authorization"][7:]}
-                 ).status_code == 200  # the scheme is case-insensitive
+    assert (
+        serve(service, "GET", "/carts", headers={"Authorization": "bearer " + token()["Authorization"][7:]}).status_code
+        == 200
+    )  # the scheme is case-insensitive
     assert error_of(serve(service, "PATCH", "/products/tea", {"stock": 1}, headers=token())) == (403, "forbidden")
     assert serve(service, "PATCH", "/products/tea", {"stock": 1}, headers=token(admin=True)).status_code == 200
 
@@ -219,7 +238,9 @@ def test_service_errors_and_bugs(caplog):
     assert conflict.status_code == 409
     assert conflict.get_json() == {"error": {"code": "conflict", "message": "the cart is checked out"}}
     assert error_of(serve(FakeService(answer=ServiceTimeout("slow")), "GET", "/carts", headers=token())) == (
-        504, "gateway_timeout")
+        504,
+        "gateway_timeout",
+    )
 
     with caplog.at_level(logging.ERROR, logger="gateway_http"):
         bug = serve(FakeService(answer=ZeroDivisionError("division by zero")), "GET", "/carts", headers=token())
@@ -242,5 +263,9 @@ def test_route_table_rejects_unknown_path_parameters():
         Route("GET", "/orders/{order_id}", lambda call: None, "s", "d", "t")
     with pytest.raises(ValueError, match="auth"):
         Route("GET", "/x", lambda call: None, "s", "d", "t", auth="root")
-    assert Router([Route("GET", "/x", lambda call: Reply(202, [1]), "s", "d", "t")]).dispatch(
-        FakeService(), request("GET", "/x")).status_code == 202
+    assert (
+        Router([Route("GET", "/x", lambda call: Reply(202, [1]), "s", "d", "t")])
+        .dispatch(FakeService(), request("GET", "/x"))
+        .status_code
+        == 202
+    )

@@ -1,4 +1,5 @@
 """The gateway's request models: strict JSON types, the contract's ranges, and field paths in errors."""
+
 import pytest
 from pydantic import ValidationError
 
@@ -27,9 +28,20 @@ def test_quantity_ranges(model, low, high):
     assert "quantity" in fields(model, dict(extra, quantity=high + 1))
 
 
-@pytest.mark.parametrize("sku, ok", [("a", True), ("A-z_09", True), ("x" * 64, True), ("x" * 65, False),
-                                     ("", False), ("tea cup", False), ("tea/cup", False), ("té", False),
-                                     ("tea\n", False)])
+@pytest.mark.parametrize(
+    "sku, ok",
+    [
+        ("a", True),
+        ("A-z_09", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("", False),
+        ("tea cup", False),
+        ("tea/cup", False),
+        ("té", False),
+        ("tea\n", False),
+    ],
+)
 def test_sku_pattern(sku, ok):
     data = {"sku": sku, "quantity": 1}
     if ok:
@@ -39,10 +51,13 @@ def test_sku_pattern(sku, ok):
 
 
 def test_nested_errors_use_dotted_paths_and_unknown_fields_are_refused():
-    reported = fields(schemas.NewCart, {"items": [{"sku": "ok", "quantity": 1}, {"sku": "ok", "quantity": "3"}],
-                                        "coupon": "FREE"})
-    assert reported == {"items.1.quantity": "Input should be a valid integer",
-                        "coupon": "Extra inputs are not permitted"}
+    reported = fields(
+        schemas.NewCart, {"items": [{"sku": "ok", "quantity": 1}, {"sku": "ok", "quantity": "3"}], "coupon": "FREE"}
+    )
+    assert reported == {
+        "items.1.quantity": "Input should be a valid integer",
+        "coupon": "Extra inputs are not permitted",
+    }
     assert fields(schemas.NewCart, {"items": {"sku": "ok"}}) == {"items": "Input should be a valid list"}
     assert schemas.NewCart.model_validate({}).items == []
 
@@ -59,8 +74,10 @@ def test_registration_password_length_and_email_shape():
 def test_new_product_rules():
     product = schemas.NewProduct.model_validate({"sku": "tea", "name": "Tea", "price_cents": 0, "stock": 0})
     assert product.model_dump() == {"sku": "tea", "name": "Tea", "description": "", "price_cents": 0, "stock": 0}
-    reported = fields(schemas.NewProduct, {"sku": "tea", "name": "n" * 201, "description": "d" * 2001,
-                                           "price_cents": -1, "stock": 1.0})
+    reported = fields(
+        schemas.NewProduct,
+        {"sku": "tea", "name": "n" * 201, "description": "d" * 2001, "price_cents": -1, "stock": 1.0},
+    )
     assert set(reported) == {"name", "description", "price_cents", "stock"}
     assert list(fields(schemas.NewProduct, {"sku": "t", "name": "", "price_cents": 1, "stock": 1})) == ["name"]
 
@@ -68,17 +85,24 @@ def test_new_product_rules():
 def test_product_changes_need_a_field_and_refuse_null():
     assert schemas.ProductChanges.model_validate({"stock": 4}).changes() == {"stock": 4}
     assert schemas.ProductChanges.model_validate({"description": ""}).changes() == {"description": ""}
-    assert fields(schemas.ProductChanges, {}) == {
-        "body": "give at least one of name, description, price_cents, stock"}
+    assert fields(schemas.ProductChanges, {}) == {"body": "give at least one of name, description, price_cents, stock"}
     assert list(fields(schemas.ProductChanges, {"name": None})) == ["name"]
     assert list(fields(schemas.ProductChanges, {"sku": "other"})) == ["sku"]
 
 
-@pytest.mark.parametrize("value, reason", [("abc", "must be a decimal integer"), ("2.5", "must be a decimal integer"),
-                                           ("+1", "must be a decimal integer"), ("", "must be a decimal integer"),
-                                           ("0x10", "must be a decimal integer"), ("1" * 30, "is out of range"),
-                                           ("0", "Input should be greater than or equal to 1"),
-                                           ("101", "Input should be less than or equal to 100")])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("abc", "must be a decimal integer"),
+        ("2.5", "must be a decimal integer"),
+        ("+1", "must be a decimal integer"),
+        ("", "must be a decimal integer"),
+        ("0x10", "must be a decimal integer"),
+        ("1" * 30, "is out of range"),
+        ("0", "Input should be greater than or equal to 1"),
+        ("101", "Input should be less than or equal to 100"),
+    ],
+)
 def test_query_limits_must_be_decimal_integers_in_range(value, reason):
     assert fields(schemas.ProductQuery, {"limit": value}) == {"limit": reason}
 
@@ -94,17 +118,33 @@ def test_query_defaults_and_values():
 def test_path_parameters_are_checked_and_normalised():
     cart_id = "0F8FAD5B-D9CB-469F-A165-70867728950E"
     assert Router.path_params({"id": cart_id, "sku": "tea-1"}) == {"id": cart_id.lower(), "sku": "tea-1"}
-    for raw in ({"id": "0f8fad5bd9cb469fa16570867728950e"}, {"id": "{%s}" % cart_id},
-                {"id": "nope"}, {"sku": "tea cup"}, {"sku": "x" * 65}):
+    for raw in (
+        {"id": "0f8fad5bd9cb469fa16570867728950e"},
+        {"id": "{%s}" % cart_id},
+        {"id": "nope"},
+        {"sku": "tea cup"},
+        {"sku": "x" * 65},
+    ):
         with pytest.raises(Exception) as failure:
             Router.path_params(raw)
         assert (failure.value.status, failure.value.code) == (404, "not_found")
 
 
-@pytest.mark.parametrize("email, ok", [("a@b.co", True), ("first.last+tag@mail.example.org", True),
-                                       ("0@0", False), ("a@b..c", False), ("a@b.", False), ("a b@c.de", False),
-                                       ("\u0430dmin@example.com", False), ("\uff41@example.com", False),
-                                       ("a\u200b@example.com", False), ("a@example.com\n", False)])
+@pytest.mark.parametrize(
+    "email, ok",
+    [
+        ("a@b.co", True),
+        ("first.last+tag@mail.example.org", True),
+        ("0@0", False),
+        ("a@b..c", False),
+        ("a@b.", False),
+        ("a b@c.de", False),
+        ("\u0430dmin@example.com", False),
+        ("\uff41@example.com", False),
+        ("a\u200b@example.com", False),
+        ("a@example.com\n", False),
+    ],
+)
 def test_a_new_accounts_email_is_printable_ascii_with_a_dotted_domain(email, ok):
     data = {"email": email, "password": "x" * 8}
     if ok:
@@ -114,14 +154,22 @@ def test_a_new_accounts_email_is_printable_ascii_with_a_dotted_domain(email, ok)
 
 
 def test_free_text_refuses_nul_and_names_refuse_blanks_with_reasons_for_people():
-    reported = fields(schemas.NewProduct, {"sku": "t", "name": "\u3000 \t", "description": "a\x00",
-                                           "price_cents": 1, "stock": 1})
-    assert reported == {"name": "must not be blank or contain NUL characters",
-                        "description": "must not contain NUL characters"}
+    reported = fields(
+        schemas.NewProduct, {"sku": "t", "name": "\u3000 \t", "description": "a\x00", "price_cents": 1, "stock": 1}
+    )
+    assert reported == {
+        "name": "must not be blank or contain NUL characters",
+        "description": "must not contain NUL characters",
+    }
     assert fields(schemas.Credentials, {"email": "a\x00", "password": "p"}) == {
-        "email": "must not contain NUL characters"}
-    assert schemas.NewProduct.model_validate({"sku": "t", "name": " x ", "description": "'; --\n{{7*7}}",
-                                              "price_cents": 1, "stock": 1}).name == " x "
+        "email": "must not contain NUL characters"
+    }
+    assert (
+        schemas.NewProduct.model_validate(
+            {"sku": "t", "name": " x ", "description": "'; --\n{{7*7}}", "price_cents": 1, "stock": 1}
+        ).name
+        == " x "
+    )
 
 
 def test_path_parameters_with_a_final_newline_are_404_not_500():

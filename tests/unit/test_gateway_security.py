@@ -1,5 +1,6 @@
 """Security headers, the CORS policy, and what the HTTP protocol refuses before the app (over a real socket, in
 the error envelope), without a broker."""
+
 import json
 import socket
 
@@ -47,18 +48,26 @@ def test_cors_config_is_a_comma_list_and_empty_is_off():
 
 def test_preflight_allowed_only_for_listed_origins_methods_and_headers():
     policy = CorsPolicy([SHOP], max_age=120)
-    ok = policy.preflight(Headers({"Origin": SHOP, "Access-Control-Request-Method": "PUT",
-                                   "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}))
+    ok = policy.preflight(
+        Headers(
+            {
+                "Origin": SHOP,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+            }
+        )
+    )
     assert ok.status_code == 204
     assert ok.headers["Access-Control-Allow-Origin"] == SHOP
     assert ok.headers["Access-Control-Allow-Credentials"] == "true"
     assert set(ok.headers["Access-Control-Allow-Headers"].split(", ")) == set(ALLOWED_HEADERS)
     assert "DELETE" in ok.headers["Access-Control-Allow-Methods"]
     assert ok.headers["Access-Control-Max-Age"] == "120"
-    for refused in [{"Origin": "https://evil.example.com", "Access-Control-Request-Method": "GET"},
-                    {"Origin": SHOP, "Access-Control-Request-Method": "TRACE"},
-                    {"Origin": SHOP, "Access-Control-Request-Method": "GET",
-                     "Access-Control-Request-Headers": "X-Evil"}]:
+    for refused in [
+        {"Origin": "https://evil.example.com", "Access-Control-Request-Method": "GET"},
+        {"Origin": SHOP, "Access-Control-Request-Method": "TRACE"},
+        {"Origin": SHOP, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-Evil"},
+    ]:
         assert policy.preflight(Headers(refused)) is None
 
 
@@ -72,8 +81,12 @@ class Provider:
 
 class FakeServer:
     def make_url_map(self):
-        return Map([Rule("/ok", methods=["GET"], endpoint=Provider(lambda: json_response(200, {"ok": True}))),
-                    Rule("/crash", methods=["GET"], endpoint=Provider(lambda: 1 / 0))])
+        return Map(
+            [
+                Rule("/ok", methods=["GET"], endpoint=Provider(lambda: json_response(200, {"ok": True}))),
+                Rule("/crash", methods=["GET"], endpoint=Provider(lambda: 1 / 0)),
+            ]
+        )
 
 
 def app(origins=()):
@@ -109,8 +122,9 @@ def test_cors_on_answers_and_preflights_through_the_app():
     preflight = client.options("/carts/x", headers={"Origin": SHOP, "Access-Control-Request-Method": "POST"})
     assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == SHOP
     assert_secure(preflight)
-    denied = client.options("/carts/x", headers={"Origin": "https://evil.example.com",
-                                                 "Access-Control-Request-Method": "POST"})
+    denied = client.options(
+        "/carts/x", headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
+    )
     assert denied.status_code == 403 and denied.get_json()["error"]["code"] == "forbidden"
     assert "Access-Control-Allow-Origin" not in denied.headers
     assert_secure(denied)
@@ -118,13 +132,20 @@ def test_cors_on_answers_and_preflights_through_the_app():
 
 # --- the protocol, over a socket ------------------------------------------------------------------------------
 
-LIMITS = HttpLimits(max_url_bytes=256, max_header_line_bytes=512, max_header_bytes=2048, keepalive_seconds=2,
-                    header_timeout_seconds=0.5, socket_timeout_seconds=5)
+LIMITS = HttpLimits(
+    max_url_bytes=256,
+    max_header_line_bytes=512,
+    max_header_bytes=2048,
+    keepalive_seconds=2,
+    header_timeout_seconds=0.5,
+    socket_timeout_seconds=5,
+)
 
 
 @pytest.fixture
 def server():
     """GatewayProtocol with LIMITS in front of an app that answers 200 JSON."""
+
     def site(environ, start_response):
         return Response('{"ok":true}', content_type="application/json")(environ, start_response)
 
@@ -190,14 +211,17 @@ def test_over_long_header_line_and_too_many_header_bytes_are_431_envelope(server
     assert_refused(exchange(server, many), 431, "request_header_fields_too_large")
 
 
-@pytest.mark.parametrize("raw", [
-    b"NONSENSE\r\n\r\n",
-    b"GET /ok HTTP/9.9\r\nHost: x\r\n\r\n",
-    b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-    b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
-    b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
-    b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NONSENSE\r\n\r\n",
+        b"GET /ok HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ],
+)
 def test_malformed_requests_are_answered_in_the_envelope(server, raw):
     status, headers, body = exchange(server, raw)
     assert status in (400, 505)
@@ -206,8 +230,9 @@ def test_malformed_requests_are_answered_in_the_envelope(server, raw):
 
 def test_headers_that_arrive_too_slowly_are_408(server):
     raw = b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n\r\n"
-    assert_refused(exchange(server, raw, pause_after=len(b"GET /ok HTTP/1.1\r\nHost: x\r\n"), pause=1.5),
-                   408, "request_timeout")
+    assert_refused(
+        exchange(server, raw, pause_after=len(b"GET /ok HTTP/1.1\r\nHost: x\r\n"), pause=1.5), 408, "request_timeout"
+    )
 
 
 def test_a_client_that_never_finishes_its_request_line_is_cut_off(server):

@@ -1,4 +1,5 @@
 """What the web server answers outside a worker is in the error envelope too (never werkzeug's HTML)."""
+
 from nameko.exceptions import ContainerBeingKilled
 from werkzeug.routing import Map, Rule
 from werkzeug.test import Client

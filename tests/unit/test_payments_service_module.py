@@ -1,4 +1,5 @@
 """`nameko run services.payments.service` must find exactly one service in the module: payments."""
+
 from nameko.cli.run import import_service
 
 from services.payments.service import PaymentsService

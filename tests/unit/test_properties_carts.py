@@ -8,7 +8,8 @@
 - Whatever a caller sends as a quantity or as a new cart's items, the answer is the value or ValidationFailed
   naming a field, never another exception.
 """
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,14 +23,15 @@ from services.carts.models import Base
 from services.common.errors import ValidationFailed
 
 MAX = domain.MAX_QUANTITY
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SKUS = ("A", "B", "C")  # few, so that operations meet the same lines often
 prices = st.integers(min_value=0, max_value=2**31 - 1)
 # Everything JSON can carry, and Python values a careless caller might pass over RPC.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 quantities = st.integers(min_value=-5, max_value=MAX + 5) | st.sampled_from([1.0, 2.5, True, False, "3", None])
 
 PROPERTY_SETTINGS = settings(max_examples=300, derandomize=True, database=None, deadline=None)
@@ -40,6 +42,7 @@ def field_names(failure):
 
 
 # --- validation: a value or ValidationFailed, nothing else -------------------------------------------------------
+
 
 @PROPERTY_SETTINGS
 @given(value=json_values | quantities, minimum=st.sampled_from([0, 1]))
@@ -66,8 +69,12 @@ def test_any_items_merge_or_are_refused_naming_a_field(items):
 
 
 @PROPERTY_SETTINGS
-@given(items=st.lists(st.fixed_dictionaries({"sku": st.sampled_from(SKUS),
-                                             "quantity": st.integers(min_value=1, max_value=MAX)}), max_size=8))
+@given(
+    items=st.lists(
+        st.fixed_dictionaries({"sku": st.sampled_from(SKUS), "quantity": st.integers(min_value=1, max_value=MAX)}),
+        max_size=8,
+    )
+)
 def test_merging_sums_repeated_skus_and_refuses_exactly_a_sum_over_999(items):
     sums = {}
     for item in items:
@@ -89,21 +96,29 @@ def test_merging_sums_repeated_skus_and_refuses_exactly_a_sum_over_999(items):
 
 # --- the cart as shown: totals ---------------------------------------------------------------------------------
 
-lines = st.lists(st.tuples(st.sampled_from(SKUS + ("D", "E")), st.integers(min_value=1, max_value=MAX), prices),
-                 unique_by=lambda line: line[0], max_size=5)
+lines = st.lists(
+    st.tuples(st.sampled_from(SKUS + ("D", "E")), st.integers(min_value=1, max_value=MAX), prices),
+    unique_by=lambda line: line[0],
+    max_size=5,
+)
 
 
 @PROPERTY_SETTINGS
-@given(stored=lines, current=st.dictionaries(st.sampled_from(SKUS + ("D", "E")), prices),
-       status=st.sampled_from(domain.STATUSES))
+@given(
+    stored=lines,
+    current=st.dictionaries(st.sampled_from(SKUS + ("D", "E")), prices),
+    status=st.sampled_from(domain.STATUSES),
+)
 def test_the_total_is_the_sum_of_quantity_times_the_price_shown(stored, current, status):
     cart = {"id": "c", "user_id": "u", "status": status, "created_at": NOW, "updated_at": NOW}
-    rows = [{"sku": sku, "quantity": quantity, "name": f"stored {sku}", "unit_price_cents": price}
-            for sku, quantity, price in stored]
+    rows = [
+        {"sku": sku, "quantity": quantity, "name": f"stored {sku}", "unit_price_cents": price}
+        for sku, quantity, price in stored
+    ]
     products = {sku: {"sku": sku, "name": f"current {sku}", "price_cents": price} for sku, price in current.items()}
     shown = domain.build_cart(cart, rows, products)
     assert [item["sku"] for item in shown["items"]] == sorted(sku for sku, _, _ in stored)
-    for item, (sku, quantity, stored_price) in zip(shown["items"], sorted(stored)):
+    for item, (sku, quantity, stored_price) in zip(shown["items"], sorted(stored), strict=True):
         # An open cart shows the catalog's price where the catalog has one; a checked-out cart its frozen one.
         expected = current[sku] if status == domain.OPEN and sku in current else stored_price
         assert (item["quantity"], item["unit_price_cents"]) == (quantity, expected)
@@ -113,6 +128,7 @@ def test_the_total_is_the_sum_of_quantity_times_the_price_shown(stored, current,
 
 # --- any sequence of add / set / remove, through the store --------------------------------------------------------
 
+
 class CartArithmetic(RuleBasedStateMachine):
     """One open cart, changed as CartsService.add_item / set_item / remove_item change it (validation, then the
     store's statements, one transaction each), next to a plain dict of what the lines must be."""
@@ -121,8 +137,7 @@ class CartArithmetic(RuleBasedStateMachine):
         super().__init__()
         self.engine = create_engine("sqlite://")
         Base.metadata.create_all(self.engine)
-        self.cart = {"id": "cart-1", "user_id": "user-1", "status": domain.OPEN, "created_at": NOW,
-                     "updated_at": NOW}
+        self.cart = {"id": "cart-1", "user_id": "user-1", "status": domain.OPEN, "created_at": NOW, "updated_at": NOW}
         with Session(self.engine) as session, session.begin():
             store.insert_cart(session, self.cart, [])
         self.expected = {}  # sku -> quantity
@@ -200,7 +215,12 @@ class CartArithmetic(RuleBasedStateMachine):
         assert shown["total_cents"] == sum(quantity * self.prices[sku] for sku, quantity in self.expected.items())
 
 
-CartArithmetic.TestCase.settings = settings(max_examples=60, stateful_step_count=25, derandomize=True,
-                                            database=None, deadline=None,
-                                            suppress_health_check=[HealthCheck.too_slow])
+CartArithmetic.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=25,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 test_any_sequence_of_add_set_remove_keeps_the_arithmetic = CartArithmetic.TestCase

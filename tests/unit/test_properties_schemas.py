@@ -8,6 +8,7 @@ finds (derandomized: the same examples every run).
 - Anything invalid is refused with ValidationError and `field_errors` gives {field: reason} strings; the whole
   body path (bytes → JSON → model) answers a model or an HttpError 400/415/422, never another exception.
 """
+
 import json
 import string
 
@@ -33,29 +34,36 @@ skus = st.from_regex(r"\A[A-Za-z0-9_-]{1,64}\Z")
 amounts = st.integers(min_value=0, max_value=schemas.MAX_AMOUNT)
 names = st.text(min_size=1, max_size=200).filter(lambda name: name.strip() and "\x00" not in name)
 descriptions = st.text(max_size=2000).filter(lambda text: "\x00" not in text)
-_email_chars = "".join(ch for ch in map(chr, range(0x21, 0x7f)) if ch not in "@.")
+_email_chars = "".join(ch for ch in map(chr, range(0x21, 0x7F)) if ch not in "@.")
 _labels = st.text(alphabet=_email_chars, min_size=1, max_size=20)
-emails = st.builds(lambda local, labels: f"{local}@{'.'.join(labels)}",
-                   st.text(alphabet=_email_chars + ".", min_size=1, max_size=30), st.lists(_labels, min_size=2,
-                                                                                       max_size=4))
+emails = st.builds(
+    lambda local, labels: f"{local}@{'.'.join(labels)}",
+    st.text(alphabet=_email_chars + ".", min_size=1, max_size=30),
+    st.lists(_labels, min_size=2, max_size=4),
+)
 passwords = st.text(min_size=8, max_size=128).filter(lambda text: "\x00" not in text)
 lines = st.fixed_dictionaries({"sku": skus, "quantity": st.integers(min_value=1, max_value=999)})
 
 VALID = {
     schemas.Registration: st.fixed_dictionaries({"email": emails, "password": passwords}),
-    schemas.Credentials: st.fixed_dictionaries({
-        "email": st.text(min_size=1, max_size=254).filter(lambda text: "\x00" not in text),
-        "password": st.text(min_size=1, max_size=128).filter(lambda text: "\x00" not in text)}),
-    schemas.NewProduct: st.fixed_dictionaries({"sku": skus, "name": names, "price_cents": amounts, "stock": amounts},
-                                              optional={"description": descriptions}),
-    schemas.ProductChanges: st.fixed_dictionaries({}, optional={"name": names, "description": descriptions,
-                                                                "price_cents": amounts, "stock": amounts}
-                                                  ).filter(bool),
+    schemas.Credentials: st.fixed_dictionaries(
+        {
+            "email": st.text(min_size=1, max_size=254).filter(lambda text: "\x00" not in text),
+            "password": st.text(min_size=1, max_size=128).filter(lambda text: "\x00" not in text),
+        }
+    ),
+    schemas.NewProduct: st.fixed_dictionaries(
+        {"sku": skus, "name": names, "price_cents": amounts, "stock": amounts}, optional={"description": descriptions}
+    ),
+    schemas.ProductChanges: st.fixed_dictionaries(
+        {}, optional={"name": names, "description": descriptions, "price_cents": amounts, "stock": amounts}
+    ).filter(bool),
     schemas.NewLine: lines,
     schemas.NewCart: st.fixed_dictionaries({}, optional={"items": st.lists(lines, max_size=100)}),
     schemas.LineQuantity: st.fixed_dictionaries({"quantity": st.integers(min_value=0, max_value=999)}),
-    schemas.Checkout: st.fixed_dictionaries({"payment": st.fixed_dictionaries({
-        "card_number": st.from_regex(r"\A[0-9]{12,19}\Z")})}),
+    schemas.Checkout: st.fixed_dictionaries(
+        {"payment": st.fixed_dictionaries({"card_number": st.from_regex(r"\A[0-9]{12,19}\Z")})}
+    ),
 }
 BODY_MODELS = sorted({route.body for route in ROUTES if route.body is not None}, key=lambda model: model.__name__)
 
@@ -66,8 +74,10 @@ def test_every_request_body_has_a_strategy_here():
 
 def published_validator(model):
     """A validator of `model`'s JSON Schema exactly as /openapi.json publishes it (its $refs resolved there)."""
-    root = {"$ref": f"#/components/schemas/{model.__name__}",
-            "components": {"schemas": OPENAPI["components"]["schemas"]}}
+    root = {
+        "$ref": f"#/components/schemas/{model.__name__}",
+        "components": {"schemas": OPENAPI["components"]["schemas"]},
+    }
     return jsonschema_rs.Draft202012Validator(root)
 
 
@@ -91,11 +101,20 @@ def test_valid_bodies_round_trip(model):
 
 # --- anything at all: the model and its published schema agree ---------------------------------------------------
 
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-2**70, max_value=2**70)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-           | st.sampled_from(["", " ", "\x00", "a\n", "tea", "A-1", "0@0", "a@b.c", "\u3000", "4242424242424242"]))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=10)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["", " ", "\x00", "a\n", "tea", "A-1", "0@0", "a@b.c", "\u3000", "4242424242424242"])
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
 
 
 def near(model):
@@ -104,7 +123,8 @@ def near(model):
     fields = sorted(model.model_fields)
     with_own_names = st.dictionaries(st.sampled_from(fields + ["extra"]), json_values, max_size=len(fields) + 1)
     mutated = st.tuples(VALID[model], st.sampled_from(fields), json_values).map(
-        lambda args: {**args[0], args[1]: args[2]})
+        lambda args: {**args[0], args[1]: args[2]}
+    )
     return with_own_names | mutated | json_values
 
 
@@ -127,8 +147,9 @@ def test_the_model_and_its_published_schema_agree_on_any_input(model):
             model.model_validate(data)
         except ValidationError as error:
             reported = schemas.field_errors(error)
-            assert reported and all(isinstance(key, str) and isinstance(reason, str) and reason
-                                    for key, reason in reported.items())
+            assert reported and all(
+                isinstance(key, str) and isinstance(reason, str) and reason for key, reason in reported.items()
+            )
             # The one disagreement: JSON Schema's "integer" takes 2.0, the contract refuses it (API.md).
             assert not VALIDATORS[model].is_valid(data) or has_whole_float(data), (data, reported)
         else:
@@ -138,8 +159,11 @@ def test_the_model_and_its_published_schema_agree_on_any_input(model):
 
 
 @PROPERTY_SETTINGS
-@given(values=st.dictionaries(st.sampled_from(["limit", "offset", "q", "page"]),
-                              st.text(max_size=25) | st.from_regex(r"\A-?[0-9]{1,25}\Z")))
+@given(
+    values=st.dictionaries(
+        st.sampled_from(["limit", "offset", "q", "page"]), st.text(max_size=25) | st.from_regex(r"\A-?[0-9]{1,25}\Z")
+    )
+)
 def test_query_strings_give_a_query_or_field_errors(values):
     try:
         query = schemas.ProductQuery.model_validate(values)
@@ -151,23 +175,44 @@ def test_query_strings_give_a_query_or_field_errors(values):
 
 # --- the whole body path: bytes in, a model or an error envelope out ---------------------------------------------
 
+
 def request_with(content_type):
     return Request(EnvironBuilder(method="POST", content_type=content_type).get_environ())
 
 
-raw_bodies = (st.binary(max_size=64)
-              | json_values.map(lambda value: json.dumps(value).encode())
-              | json_values.map(lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-              | st.sampled_from([b'{"a": 1, "a": 2}', b'{"s": "\\ud800"}', b"[" * 40 + b"]" * 40,
-                                 b'{"a": ' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1),
-                                 b'{"n": NaN}', b"\xef\xbb\xbf{}", b'{"x": "\x00"}']))
+raw_bodies = (
+    st.binary(max_size=64)
+    | json_values.map(lambda value: json.dumps(value).encode())
+    | json_values.map(lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    | st.sampled_from(
+        [
+            b'{"a": 1, "a": 2}',
+            b'{"s": "\\ud800"}',
+            b"[" * 40 + b"]" * 40,
+            b'{"a": ' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1),
+            b'{"n": NaN}',
+            b"\xef\xbb\xbf{}",
+            b'{"x": "\x00"}',
+        ]
+    )
+)
 body_routes = [route for route in ROUTES if route.body is not None]
 
 
 @PROPERTY_SETTINGS
-@given(raw=raw_bodies, route=st.sampled_from(body_routes),
-       content_type=st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
-                                     "application/json; charset=latin-1", "application/x-www-form-urlencoded"]))
+@given(
+    raw=raw_bodies,
+    route=st.sampled_from(body_routes),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            "application/json; charset=latin-1",
+            "application/x-www-form-urlencoded",
+        ]
+    ),
+)
 def test_any_body_gives_a_model_or_an_error_envelope(raw, route, content_type):
     request = request_with(content_type)
     try:
@@ -186,7 +231,7 @@ def test_any_body_gives_a_model_or_an_error_envelope(raw, route, content_type):
 @given(value=st.dictionaries(st.text(max_size=4), json_values, max_size=4), duplicate=st.text(max_size=4))
 def test_a_repeated_key_anywhere_is_a_400(value, duplicate):
     text = json.dumps(value)
-    inner = '{%s: 1, %s: 2}' % (json.dumps(duplicate), json.dumps(duplicate))
+    inner = "{%s: 1, %s: 2}" % (json.dumps(duplicate), json.dumps(duplicate))
     raw = ('{"nested": %s, "rest": %s}' % (inner, text)).encode()
     with pytest.raises(HttpError) as refused:
         parse_json_object(request_with("application/json"), raw)
@@ -207,8 +252,11 @@ def test_nesting_is_refused_past_the_limit_and_only_there(depth, leaf):
 
 
 @PROPERTY_SETTINGS
-@given(text=st.text(alphabet=string.printable + "\u00e9\u4e2d\U0001f600", max_size=20),
-       position=st.integers(min_value=0, max_value=20), half=st.sampled_from(["\\ud800", "\\udfff", "\\udc00"]))
+@given(
+    text=st.text(alphabet=string.printable + "\u00e9\u4e2d\U0001f600", max_size=20),
+    position=st.integers(min_value=0, max_value=20),
+    half=st.sampled_from(["\\ud800", "\\udfff", "\\udc00"]),
+)
 def test_half_a_surrogate_pair_is_a_400_and_a_whole_one_is_fine(text, position, half):
     encoded = json.dumps(text)[1:-1]
     cut = min(position, len(encoded))

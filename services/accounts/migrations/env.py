@@ -1,4 +1,4 @@
-from services.common.migrate import run_migrations
 from services.accounts.models import Base
+from services.common.migrate import run_migrations
 
 run_migrations(Base.metadata)

@@ -10,6 +10,7 @@ and touches no cluster.
 Production makes the same Secrets with its own secret manager: docs/KUBERNETES.md lists every name and key.
 Standard library only. Values are hex, so they are safe inside connection URLs.
 """
+
 import argparse
 import json
 import secrets
@@ -28,9 +29,13 @@ def random_value(nbytes=24):
 
 
 def secret(name, data):
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "cartmesh"}},
-            "stringData": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "cartmesh"}},
+        "stringData": data,
+    }
 
 
 def make_secrets(namespace):
@@ -42,25 +47,36 @@ def make_secrets(namespace):
         # The application's broker user (imported by the User in deploy/k8s/broker), its AMQP URI, the
         # management API that KEDA reads queue depths from (credentials apart), and the same API with the
         # credentials in it for the gateway's GET /services (RABBITMQ_API_URI).
-        secret("cartmesh-amqp", {
-            "username": BROKER_USER,
-            "password": broker_password,
-            "uri": f"amqp://{BROKER_USER}:{broker_password}@{broker_host}:5672/{VHOST}",
-            "management-uri": f"http://{broker_host}:15672/",
-            "management-api-uri": f"http://{BROKER_USER}:{broker_password}@{broker_host}:15672/api",
-        }),
+        secret(
+            "cartmesh-amqp",
+            {
+                "username": BROKER_USER,
+                "password": broker_password,
+                "uri": f"amqp://{BROKER_USER}:{broker_password}@{broker_host}:5672/{VHOST}",
+                "management-uri": f"http://{broker_host}:15672/",
+                "management-api-uri": f"http://{BROKER_USER}:{broker_password}@{broker_host}:15672/api",
+            },
+        ),
         # `previous`: retired signing keys the gateway still accepts; none yet (SECURITY.md, rotation).
         secret("cartmesh-jwt", {"secret": random_value(32), "previous": ""}),
         secret("cartmesh-admin", {"email": "admin@example.com", "password": random_value(12)}),
         # The gateway's shared rate-limit counters: no Redis in dev, so each replica counts alone.
         secret("cartmesh-redis", {"url": ""}),
-        secret("cartmesh-postgres", {"password": random_value(),
-                                     **{f"{service}-password": password
-                                        for service, password in role_passwords.items()}}),
+        secret(
+            "cartmesh-postgres",
+            {
+                "password": random_value(),
+                **{f"{service}-password": password for service, password in role_passwords.items()},
+            },
+        ),
     ]
     for service, password in role_passwords.items():
-        found.append(secret(f"cartmesh-{service}-db", {
-            "url": f"postgresql://{service}:{password}@postgres.{namespace}.svc:5432/{service}"}))
+        found.append(
+            secret(
+                f"cartmesh-{service}-db",
+                {"url": f"postgresql://{service}:{password}@postgres.{namespace}.svc:5432/{service}"},
+            )
+        )
     return found
 
 
@@ -70,8 +86,9 @@ def kubectl(*args, stdin=None):
 
 def existing(namespace, names):
     """The names among `names` of Secrets that exist in `namespace`."""
-    return [name for name in names
-            if kubectl("get", "secret", name, "--namespace", namespace, "-o", "name").returncode == 0]
+    return [
+        name for name in names if kubectl("get", "secret", name, "--namespace", namespace, "-o", "name").returncode == 0
+    ]
 
 
 def main(argv):
@@ -95,10 +112,12 @@ def main(argv):
         print(f"all {len(names)} Secrets already exist in {args.namespace}: nothing to do")
         return 0
     if present:
-        print(f"some Secrets exist already in {args.namespace}: {', '.join(present)}.\n"
-              "They must be made together (the database URLs carry the roles' passwords): delete those, and the\n"
-              "volume claim data-postgres-0 if PostgreSQL was started with them, then run this again.",
-              file=sys.stderr)
+        print(
+            f"some Secrets exist already in {args.namespace}: {', '.join(present)}.\n"
+            "They must be made together (the database URLs carry the roles' passwords): delete those, and the\n"
+            "volume claim data-postgres-0 if PostgreSQL was started with them, then run this again.",
+            file=sys.stderr,
+        )
         return 1
     created = kubectl("create", "--namespace", args.namespace, "-f", "-", stdin=document)
     print(created.stdout or created.stderr, end="", file=sys.stdout if created.returncode == 0 else sys.stderr)

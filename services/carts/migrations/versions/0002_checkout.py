@@ -4,6 +4,7 @@ timestamps become timezone-aware (UtcDateTime).
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -30,15 +31,25 @@ def upgrade():
     # Stored values are UTC wall-clock times. SQLite keeps no zone either way, so only PostgreSQL changes type.
     if op.get_bind().dialect.name == "postgresql":
         for column in TIMESTAMPS:
-            op.alter_column("carts", column, type_=sa.DateTime(timezone=True), existing_nullable=False,
-                            postgresql_using=f"{column} AT TIME ZONE 'UTC'")
+            op.alter_column(
+                "carts",
+                column,
+                type_=sa.DateTime(timezone=True),
+                existing_nullable=False,
+                postgresql_using=f"{column} AT TIME ZONE 'UTC'",
+            )
 
 
 def downgrade():
     if op.get_bind().dialect.name == "postgresql":
         for column in TIMESTAMPS:
-            op.alter_column("carts", column, type_=sa.DateTime(), existing_nullable=False,
-                            postgresql_using=f"{column} AT TIME ZONE 'UTC'")
+            op.alter_column(
+                "carts",
+                column,
+                type_=sa.DateTime(),
+                existing_nullable=False,
+                postgresql_using=f"{column} AT TIME ZONE 'UTC'",
+            )
     op.drop_table("processed_events")
     op.drop_table("released_orders")
     op.drop_column("carts", "checked_out_by")  # SQLite 3.35+ drops a column in place

@@ -4,8 +4,9 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-28
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0001"
 down_revision = None
@@ -17,8 +18,7 @@ def upgrade():
     op.create_table(
         "products",
         # Byte order for skus on PostgreSQL, as on SQLite, whatever the database's collation.
-        sa.Column("sku", sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql"),
-                  primary_key=True),
+        sa.Column("sku", sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql"), primary_key=True),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("description", sa.String(2000), nullable=False, server_default=""),
         sa.Column("price_cents", sa.BigInteger(), nullable=False),

@@ -4,8 +4,9 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-28
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0001"
 down_revision = None
@@ -21,8 +22,9 @@ def upgrade():
         sa.Column("verdict", sa.String(32), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("length(last4) = 4", name="ck_payment_methods_last4"),
-        sa.CheckConstraint("verdict IN ('succeed', 'card_declined', 'insufficient_funds')",
-                           name="ck_payment_methods_verdict"),
+        sa.CheckConstraint(
+            "verdict IN ('succeed', 'card_declined', 'insufficient_funds')", name="ck_payment_methods_verdict"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_payment_methods"),
     )
     op.create_table(
@@ -38,8 +40,9 @@ def upgrade():
         sa.CheckConstraint("status IN ('succeeded', 'declined', 'refunded', 'voided')", name="ck_charges_status"),
         sa.CheckConstraint("amount_cents >= 0", name="ck_charges_amount_cents"),
         sa.CheckConstraint("last4 IS NULL OR length(last4) = 4", name="ck_charges_last4"),
-        sa.ForeignKeyConstraint(["payment_method_id"], ["payment_methods.id"],
-                                name="fk_charges_payment_method_id_payment_methods"),
+        sa.ForeignKeyConstraint(
+            ["payment_method_id"], ["payment_methods.id"], name="fk_charges_payment_method_id_payment_methods"
+        ),
         sa.PrimaryKeyConstraint("order_id", name="pk_charges"),
     )
 
