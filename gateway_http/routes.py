@@ -23,7 +23,7 @@ def register(call):
 
 
 def issue_token(call):
-    # Failed logins slow down, then 429 (ratelimit/policies.py); decided before accounts is asked.
+    # Failed logins are slowed, then refused (ratelimit/policies.py), decided before accounts is asked.
     with call.service.login_guard(call.body.email, call.client):
         return call.service.accounts.issue_token(call.body.email, call.body.password)
 

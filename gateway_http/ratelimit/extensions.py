@@ -107,8 +107,8 @@ class LimitStore(SharedExtension):
     def acquire(self, limits, window):
         return self.store.acquire(limits, window)
 
-    def reserve_login(self, *args):
-        return self.store.reserve_login(*args)
+    def reserve_login(self, pair, email, address, pair_limit, address_limit, window):
+        return self.store.reserve_login(pair, email, address, pair_limit, address_limit, window)
 
     def release(self, decrement=(), delete=()):
         return self.store.release(decrement, delete)
