@@ -5,11 +5,16 @@ bytes are read so a chunked body cannot run past it), must be `application/json`
 object. JSON that Python's parser would take but that means different things to different readers is refused
 as 400: a key given twice in one object (which one wins?), a string holding half of a surrogate pair (not
 Unicode: it cannot be stored or sent on), NaN and Infinity, and nesting deeper than `MAX_JSON_DEPTH`.
+
+Who is calling: the TCP peer, or behind a trusted proxy the address it forwarded (`client_address`).
 """
 
+import ipaddress
 import json
 import re
 
+from nameko.exceptions import ConfigurationError
+from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Response
 
 from gateway_http.errors import bad_request, payload_too_large, unsupported_media_type, validation_error
@@ -145,3 +150,51 @@ def query_values(request):
     if repeated:
         raise validation_error("The query string is not valid.", repeated)
     return request.args.to_dict()
+
+
+def trusted_networks(spec):
+    """The networks in a comma list such as "10.0.0.0/8, 127.0.0.1"; ValueError for a bad entry."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in (spec or "").split(",") if part.strip())
+
+
+def ip_address(text):
+    """`text` as an IPv4 or IPv6 address; None when it is not one."""
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address(environ, trusted=()):
+    """The caller's address: the peer's, or, when the peer is in a `trusted` network (a proxy of ours), the
+    nearest untrusted address in `X-Forwarded-For` (the ones further left are the caller's own claims)."""
+    peer = environ.get("REMOTE_ADDR") or "unknown"
+    if not trusted:
+        return peer
+    chain = [peer] + [hop for hop in reversed(environ.get("HTTP_X_FORWARDED_FOR", "").split(",")) if hop.strip()]
+    for hop in chain:
+        address = ip_address(hop)
+        if address is None:  # garbage in the header: stop believing it
+            return str(hop).strip()[:64]
+        if not any(address in network for network in trusted):
+            return str(address)
+    return str(ip_address(chain[-1]))
+
+
+class ClientAddress(DependencyProvider):
+    """Injects `client_address(environ) -> str`, the caller's address behind the proxies of config
+    `TRUSTED_PROXIES` (comma-separated addresses or networks; empty: the peer is the caller).
+
+    Set-up parses `TRUSTED_PROXIES` once: a bad entry stops the start rather than every request."""
+
+    def setup(self):
+        try:
+            self.trusted = trusted_networks(self.container.config.get("TRUSTED_PROXIES"))
+        except ValueError as exc:
+            raise ConfigurationError(f"TRUSTED_PROXIES: {exc}")
+
+    def get_dependency(self, worker_ctx):
+        return self.address
+
+    def address(self, environ):
+        return client_address(environ, self.trusted)

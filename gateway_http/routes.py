@@ -11,7 +11,6 @@ from gateway_http import schemas
 from gateway_http.auth import ADMIN, USER
 from gateway_http.errors import unauthorized, validation_error
 from gateway_http.openapi import openapi_document
-from gateway_http.ratelimit import login_attempt
 from gateway_http.router import Reply, Route
 from services.common import probes
 from services.common.errors import NotFound, ValidationFailed
@@ -24,7 +23,8 @@ def register(call):
 
 
 def issue_token(call):
-    with login_attempt(call):  # repeated failures slow down, then 429 (ratelimit.py)
+    # Failed logins are slowed, then refused (ratelimit/policies.py), decided before accounts is asked.
+    with call.service.login_guard(call.body.email, call.client):
         return call.service.accounts.issue_token(call.body.email, call.body.password)
 
 

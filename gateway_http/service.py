@@ -2,8 +2,8 @@
 
 Config: WEB_SERVER_ADDRESS (host:port), JWT_SECRET (required), MAX_BODY_BYTES, RPC_TIMEOUT (or RPC_TIMEOUTS per
 service), HEALTH_TIMEOUT, RABBITMQ_API_URI and RABBITMQ_API_TIMEOUT (GET /services; the vhost comes from
-AMQP_URI); rate limits and login throttling (ratelimit.py), headers and CORS (security.py) and HTTP limits
-(server.py).
+AMQP_URI); TRUSTED_PROXIES (http.py); rate limits and login throttling (ratelimit/), headers and CORS
+(security.py) and HTTP limits (server.py).
 """
 
 from nameko.dependency_providers import Config
@@ -11,7 +11,8 @@ from nameko.dependency_providers import Config
 from gateway_http.auth import TokenVerifier
 from gateway_http.cache import ProductCache, product_events
 from gateway_http.health import HealthProbe
-from gateway_http.ratelimit import LoginGuard, RateLimit
+from gateway_http.http import ClientAddress
+from gateway_http.ratelimit.extensions import LoginGuard, RateLimit
 from gateway_http.router import Router
 from gateway_http.routes import ROUTES
 from gateway_http.server import every_request
@@ -32,8 +33,10 @@ class GatewayService:
     request_id = RequestId()
     telemetry = Telemetry()
     verify_token = TokenVerifier()
-    rate_limit = RateLimit()  # RATE_LIMIT_*, counters in Redis (REDIS_URL) or memory
-    login_guard = LoginGuard()  # LOGIN_THROTTLE_*, on POST /auth/token
+    client_address = ClientAddress()  # behind TRUSTED_PROXIES
+    # Always there; with their limits at 0 they check nothing. Counters in Redis (REDIS_URL) or memory.
+    rate_limit = RateLimit()  # RATE_LIMIT_*, every request
+    login_guard = LoginGuard()  # LOGIN_THROTTLE_*, around POST /auth/token
     # The backends; /health asks every service named by an Rpc here. Each has a circuit breaker (BREAKER_*);
     # the reads named `idempotent` are sent once more after a timeout or unavailable, writes never.
     accounts = Rpc("accounts", idempotent=("get_user",))

@@ -52,6 +52,7 @@ def limits(**settings):
     config = {
         "RATE_LIMIT_PER_ADDRESS": 0,
         "RATE_LIMIT_PER_USER": 0,
+        "LOGIN_THROTTLE_PER_EMAIL_AND_ADDRESS": 0,
         "LOGIN_THROTTLE_PER_EMAIL": 0,
         "LOGIN_THROTTLE_PER_ADDRESS": 0,
         "REDIS_URL": "",
@@ -181,34 +182,44 @@ def test_the_gateway_keeps_limiting_when_redis_dies_mid_run(http_system, private
 
 # --- login throttling -----------------------------------------------------------------------------------------
 
+# Callers at different addresses: the gateway believes X-Forwarded-For from 127.0.0.1 (TRUSTED_PROXIES).
+A, B, C = "192.0.2.10", "198.51.100.20", "203.0.113.30"
 
-def failed_logins(client, email, count):
-    return [client.post("/auth/token", json={"email": email, "password": "wrong password"}) for _ in range(count)]
+
+@pytest.fixture
+def shared_limits():
+    """limits() with the counters in the shared Redis and 127.0.0.1 a trusted proxy; their keys deleted after."""
+    prefixes = []
+
+    def make(**settings):
+        config = limits(REDIS_URL=REDIS_URL, TRUSTED_PROXIES="127.0.0.1", **settings)
+        prefixes.append(config["REDIS_KEY_PREFIX"])
+        return config
+
+    yield make
+    client = redis.Redis.from_url(REDIS_URL)
+    for prefix in prefixes:
+        keys = client.keys(prefix + ":*")
+        if keys:
+            client.delete(*keys)
+    client.close()
 
 
-def test_failed_logins_slow_down_then_429_the_same_for_unknown_emails(http_system):
-    settings = limits(
-        LOGIN_THROTTLE_PER_EMAIL=4, LOGIN_THROTTLE_WINDOW_SECONDS=60, LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.2
-    )
-    with gateway(http_system, **settings) as client:
-        known = register(client)
-        unknown = f"nobody-{uuid.uuid4().hex[:10]}@example.com"
-        answers = {}
-        for email in (known, unknown):
-            responses = failed_logins(client, email, 6)
-            for response in responses[:4]:
-                assert_error(response, 401, "unauthorized")
-            for response in responses[4:]:
-                assert_rate_limited(response, 60)
-            answers[email] = [
-                (r.status_code, without_retry_after(r.json()), sorted(set(r.headers) - {"X-Request-ID", "Date"}))
-                for r in responses
-            ]
-        assert answers[known] == answers[unknown]  # nothing tells whether the email exists
-        # Locked: even the right password waits for the window to end.
-        locked = client.post("/auth/token", json={"email": known, "password": "correct horse"})
-        assert_rate_limited(locked, 60)
-        assert without_retry_after(locked.json()) == answers[unknown][-1][1]
+def log_in(client, email, password="correct horse", address=None):
+    headers = {"X-Forwarded-For": address} if address else {}
+    return client.post("/auth/token", json={"email": email, "password": password}, headers=headers)
+
+
+def failed_logins(client, email, count, address=None):
+    return [log_in(client, email, "wrong password", address) for _ in range(count)]
+
+
+def statuses(responses):
+    return [response.status_code for response in responses]
+
+
+def unknown_email():
+    return f"nobody-{uuid.uuid4().hex[:10]}@example.com"
 
 
 def without_retry_after(body):
@@ -217,21 +228,106 @@ def without_retry_after(body):
     return body
 
 
-def test_a_successful_login_resets_the_email_and_the_address_limit_holds(http_system):
+def test_failed_logins_slow_down_then_429_the_same_for_unknown_emails(http_system):
     settings = limits(
-        LOGIN_THROTTLE_PER_EMAIL=3,
-        LOGIN_THROTTLE_PER_ADDRESS=6,
+        LOGIN_THROTTLE_PER_EMAIL_AND_ADDRESS=4,
+        LOGIN_THROTTLE_PER_EMAIL=4,
         LOGIN_THROTTLE_WINDOW_SECONDS=60,
-        LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.1,
+        LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.2,
     )
     with gateway(http_system, **settings) as client:
+        known = register(client)
+        answers = {}
+        for email in (known, unknown_email()):
+            responses = failed_logins(client, email, 6)
+            for response in responses[:4]:
+                assert_error(response, 401, "unauthorized")
+            assert responses[3].elapsed.total_seconds() >= 0.2  # the 4th waited the whole delay
+            for response in responses[4:]:
+                assert_rate_limited(response, 60)
+            answers[email] = [
+                (r.status_code, without_retry_after(r.json()), sorted(set(r.headers) - {"X-Request-ID", "Date"}))
+                for r in responses
+            ]
+        [known_answers, unknown_answers] = answers.values()
+        assert known_answers == unknown_answers  # nothing tells whether the email exists
+        # Locked: even the right password waits for the window to end.
+        locked = log_in(client, known)
+        assert_rate_limited(locked, 60)
+        assert without_retry_after(locked.json()) == unknown_answers[-1][1]
+
+
+def test_refused_logins_are_not_counted_and_a_success_clears_the_pair(http_system, shared_limits):
+    settings = shared_limits(
+        LOGIN_THROTTLE_PER_EMAIL_AND_ADDRESS=2, LOGIN_THROTTLE_PER_ADDRESS=6, LOGIN_THROTTLE_WINDOW_SECONDS=60
+    )
+    with gateway(http_system, **settings) as client:
+        ann, bob = register(client), register(client)
+        assert statuses(failed_logins(client, ann, 12, A)) == [401, 401] + [429] * 10
+        # bob: a success between failures starts his pair afresh.
+        assert statuses(failed_logins(client, bob, 1, A)) == [401]
+        assert log_in(client, bob, address=A).status_code == 200
+        assert statuses(failed_logins(client, bob, 3, A)) == [401, 401, 429]
+        # A has 5 failures, not 16: one more is an ordinary 401, then A is at its limit and failures are 429.
+        assert statuses(failed_logins(client, unknown_email(), 1, A)) == [401]
+        assert_rate_limited(failed_logins(client, unknown_email(), 1, A)[0], 60)
+
+
+def test_a_locked_pair_opens_when_its_window_ends_however_often_it_is_refused(http_system, shared_limits):
+    window = 2
+    settings = shared_limits(LOGIN_THROTTLE_PER_EMAIL_AND_ADDRESS=2, LOGIN_THROTTLE_WINDOW_SECONDS=window)
+    with gateway(http_system, **settings) as client:
         email = register(client)
-        assert [r.status_code for r in failed_logins(client, email, 2)] == [401, 401]
-        client.login(email, "correct horse")
-        assert [r.status_code for r in failed_logins(client, email, 3)] == [401, 401, 401]
-        # 2 + 3 failures on this address so far: one more, then every email from here is refused.
-        assert failed_logins(client, f"x-{uuid.uuid4().hex}@example.com", 1)[0].status_code == 401
-        assert_rate_limited(failed_logins(client, f"y-{uuid.uuid4().hex}@example.com", 1)[0], 60)
+        started = time.monotonic()
+        assert statuses(failed_logins(client, email, 2, A)) == [401, 401]
+        # The right password from the attacker's address is refused until the window passes; every refusal in
+        # between is not counted, so the pair opens on time.
+        refused = []
+        deadline = started + window + 5
+        while (answer := log_in(client, email, address=A)).status_code == 429 and time.monotonic() < deadline:
+            assert_rate_limited(answer, window)
+            refused.append(answer)
+            time.sleep(0.05)  # the polling interval
+        opened = time.monotonic() - started
+        assert answer.status_code == 200, answer.text
+        assert refused and window - 0.05 <= opened <= window + 5
+
+
+def test_an_attacker_on_one_email_only_slows_its_owner_elsewhere(http_system, shared_limits):
+    settings = shared_limits(
+        LOGIN_THROTTLE_PER_EMAIL_AND_ADDRESS=3,
+        LOGIN_THROTTLE_PER_EMAIL=4,
+        LOGIN_THROTTLE_WINDOW_SECONDS=60,
+        LOGIN_THROTTLE_MAX_DELAY_SECONDS=0.5,
+    )
+    with gateway(http_system, **settings) as client:
+        victim = register(client)
+        for address in (A, C):
+            assert statuses(failed_logins(client, victim, 5, address)) == [401, 401, 401, 429, 429]
+        # Six failures for the victim's email from elsewhere: from B she is slowed to the most, never refused.
+        answer = log_in(client, victim, address=B)
+        assert answer.status_code == 200, answer.text
+        assert answer.elapsed.total_seconds() >= 0.5
+        assert_error(failed_logins(client, victim, 1, B)[0], 401, "unauthorized")  # a typo is still a 401
+
+
+def test_failures_for_many_emails_from_one_address_never_refuse_a_correct_password_new_there(
+    http_system, shared_limits
+):
+    settings = shared_limits(
+        LOGIN_THROTTLE_PER_EMAIL_AND_ADDRESS=3, LOGIN_THROTTLE_PER_ADDRESS=4, LOGIN_THROTTLE_WINDOW_SECONDS=60
+    )
+    with gateway(http_system, **settings) as client:
+        dora, erin = register(client), register(client)
+        sprayed = [failed_logins(client, unknown_email(), 1, A)[0] for _ in range(6)]
+        assert statuses(sprayed) == [401] * 4 + [429] * 2  # past A's limit, failures are refused
+        assert log_in(client, dora, address=A).status_code == 200  # dora has not failed from A
+        # erin fails from A: her failure is refused like the unknown emails', and then so is her right password.
+        failure = failed_logins(client, erin, 1, A)[0]
+        assert_rate_limited(failure, 60)
+        assert without_retry_after(failure.json()) == without_retry_after(sprayed[-1].json())
+        assert_rate_limited(log_in(client, erin, address=A), 60)
+        assert log_in(client, erin, address=B).status_code == 200
 
 
 # --- headers and CORS -----------------------------------------------------------------------------------------

@@ -672,6 +672,18 @@ def test_gateway_refuses_to_start_without_a_jwt_secret(container_factory, servic
         container.start()
 
 
+def test_gateway_refuses_to_start_with_a_trusted_proxy_that_is_not_an_address(container_factory, service_config):
+    config = service_config(
+        "gateway",
+        WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}",
+        JWT_SECRET=SECRET,
+        TRUSTED_PROXIES="10.0.0.0/8, proxy.example.com",
+    )
+    container = container_factory(GatewayService, config)
+    with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):
+        container.start()
+
+
 def _refs(node):
     if isinstance(node, dict):
         for key, value in node.items():

@@ -4,6 +4,8 @@ for the RPC proxies. Checks the order of the checks, auth, body handling and the
 import io
 import json
 import logging
+from contextlib import nullcontext
+from functools import partial
 
 import pytest
 from werkzeug.test import EnvironBuilder
@@ -11,9 +13,13 @@ from werkzeug.wrappers import Request
 
 from gateway_http.auth import Principal, principal_from_claims
 from gateway_http.errors import HttpError
+from gateway_http.http import client_address
+from gateway_http.ratelimit.extensions import guarded_login
+from gateway_http.ratelimit.policies import LoginThrottle, RateLimiter
+from gateway_http.ratelimit.stores import MemoryStore
 from gateway_http.router import Reply, Route, Router
 from gateway_http.routes import ROUTES
-from services.common.errors import Conflict, ServiceTimeout
+from services.common.errors import Conflict, ServiceTimeout, Unauthorized
 from services.common.tokens import issue_token, verify_token
 
 SECRET = "unit-test-secret-of-a-decent-length!"
@@ -54,9 +60,11 @@ class NoCache:
 class FakeService:
     """What Router.dispatch needs from a worker's service instance."""
 
-    def __init__(self, answer=None, max_body=200):
+    def __init__(self, answer=None, max_body=200, rate_limit=None, login_guard=None):
         self.request_id = "req-1"
         self.config = {"MAX_BODY_BYTES": max_body}
+        self.rate_limit = rate_limit or RateLimiter(MemoryStore(), per_address=0, per_user=0, window=60)
+        self.login_guard = login_guard or (lambda email, address: nullcontext())
         self.accounts = Recorder(answer)
         self.catalog = Recorder(answer)
         self.carts = Recorder(answer)
@@ -65,6 +73,9 @@ class FakeService:
 
     def verify_token(self, token):
         return verify_token(SECRET, token)
+
+    def client_address(self, environ):
+        return client_address(environ)
 
 
 def token(admin=False, user_id=USER_ID):
@@ -144,6 +155,48 @@ def test_checks_run_in_a_fixed_order():
     )
     assert error_of(serve(service, "POST", "/products", {"sku": 1}, headers=token())) == (403, "forbidden")
     assert service.carts.calls == [] and service.catalog.calls == []
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts its round trips."""
+
+    calls = 0
+
+    def acquire(self, limits, window):
+        self.calls += 1
+        return super().acquire(limits, window)
+
+
+def test_the_address_limit_comes_first_and_the_user_limit_after_authentication():
+    by_address = FakeService(answer={}, rate_limit=RateLimiter(MemoryStore(), per_address=2, per_user=0, window=60))
+    assert [error_of(serve(by_address, "GET", "/nowhere")) for _ in range(2)] == [(404, "not_found")] * 2
+    assert error_of(serve(by_address, "GET", "/nowhere")) == (429, "rate_limited")  # before the 404
+    assert error_of(serve(by_address, "GET", "/carts", headers=token())) == (429, "rate_limited")  # before the rest
+
+    by_user = FakeService(answer={}, rate_limit=RateLimiter(MemoryStore(), per_address=0, per_user=1, window=60))
+    assert serve(by_user, "GET", "/carts", headers=token()).status_code == 200
+    assert error_of(serve(by_user, "GET", "/carts")) == (401, "unauthorized")  # not a user yet: no user limit
+    assert error_of(serve(by_user, "GET", "/carts/x/items", headers=token())) == (405, "method_not_allowed")
+    assert error_of(serve(by_user, "GET", "/carts", headers=token())) == (429, "rate_limited")
+    assert serve(by_user, "GET", "/carts", headers=token(user_id=CART_ID)).status_code == 200  # another user
+
+
+def test_one_rate_limit_round_trip_per_request():
+    store = CountingStore()
+    service = FakeService(answer={}, rate_limit=RateLimiter(store, per_address=100, per_user=100, window=60))
+    serve(service, "GET", "/carts", headers=token())  # the address and the user
+    serve(service, "GET", "/nowhere", headers=token())  # the address only
+    serve(service, "GET", "/carts")  # 401: the address only
+    assert store.calls == 3
+
+
+def test_the_login_route_is_guarded():
+    throttle = LoginThrottle(MemoryStore(), per_pair=1, per_email=0, per_address=0, window=900, max_delay=0)
+    service = FakeService(answer=Unauthorized("wrong email or password"), login_guard=partial(guarded_login, throttle))
+    credentials = {"email": "ann@example.com", "password": "wrong password"}
+    assert error_of(serve(service, "POST", "/auth/token", credentials)) == (401, "unauthorized")
+    assert error_of(serve(service, "POST", "/auth/token", credentials)) == (429, "rate_limited")
+    assert len(service.accounts.calls) == 1  # the refused attempt never reached accounts
 
 
 def test_bodies_over_the_limit_are_refused_even_when_chunked():
