@@ -4,10 +4,10 @@ import logging
 import uuid
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.accounts import store
 from services.accounts.domain import dummy_hash, hash_password, normalize_email, validate_registration
 from services.accounts.models import User
 from services.common.db import make_engine
@@ -78,28 +78,26 @@ def ensure_admin(engine, email, password_hash):
     """Make the user with `email` an admin with `password_hash`, creating it if needed; returns its id.
 
     Two instances starting together may both try to insert: the loser's unique violation sends it round once
-    more, and then it finds (and updates) the row the winner wrote.
+    more, and then it finds (and updates) the row the winner wrote. Not a worker: it has its own session, one
+    transaction per attempt (committed at the end of `session.begin()`'s block).
     """
     normalized = normalize_email(email)
     for attempt in range(2):
-        with Session(engine) as session:
-            user = session.scalars(
-                select(User).where(User.email_normalized == normalized).with_for_update()
-            ).one_or_none()
-            if user is None:
-                user = User(id=str(uuid.uuid4()), email=email, email_normalized=normalized)
-                session.add(user)
-            user.is_admin = True
-            user.password_hash = password_hash
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                if attempt:
-                    raise
-                log.info("another instance created the administrator at the same time; updating it")
-                continue
-            return user.id
+        try:
+            with Session(engine) as session, session.begin():
+                user = store.find_by_email(session, normalized, for_update=True)
+                if user is None:
+                    user = User(id=str(uuid.uuid4()), email=email, email_normalized=normalized)
+                    session.add(user)
+                user.is_admin = True
+                user.password_hash = password_hash
+                user_id = user.id
+        except IntegrityError:
+            if attempt:
+                raise
+            log.info("another instance created the administrator at the same time; updating it")
+            continue
+        return user_id
 
 
 class AdminBootstrap(DependencyProvider):

@@ -6,10 +6,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from services.common.errors import ValidationFailed
-
-EMAIL_MAX_LENGTH = 254
-PASSWORD_MIN_LENGTH = 8
-PASSWORD_MAX_LENGTH = 128
+from services.common.rules import EMAIL_MAX_LENGTH, PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
 # argon2id with OWASP's minimum recommended parameters (Password Storage Cheat Sheet: m=19 MiB, t=2, p=1),
 # not argon2-cffi's default (RFC 9106's low-memory profile: 64 MiB, t=3, p=4). The memory is allocated for every

@@ -5,9 +5,9 @@ import logging
 import uuid
 
 from eventlet import semaphore, tpool
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from services.accounts import store
 from services.accounts.dependencies import AdminBootstrap, TokenIssuer
 from services.accounts.domain import (
     dummy_hash,
@@ -74,15 +74,14 @@ class AccountsService(health.HealthRpc):
         """A new user: `{"id", "email"}`; Conflict when the email is taken in any letter case."""
         email = validate_registration(email, password)
         normalized = normalize_email(email)
-        if self._find(normalized) is not None:
+        if store.find_by_email(self.db, normalized) is not None:
             raise Conflict("this email is already registered")
         password_hash = off_hub(hash_password, password)  # before the first write (see Database)
         user = User(
             id=str(uuid.uuid4()), email=email, email_normalized=normalized, password_hash=password_hash, is_admin=False
         )
-        self.db.add(user)
         try:
-            self.db.flush()
+            store.insert_user(self.db, user)
         except IntegrityError:  # a concurrent registration of the same email won
             log.info("registration lost a race for the same email")
             raise Conflict("this email is already registered") from None
@@ -92,7 +91,7 @@ class AccountsService(health.HealthRpc):
     @rpc(expected_exceptions=EXPECTED)
     def issue_token(self, email, password):
         """`{"access_token", "token_type", "expires_in"}`; one Unauthorized for unknown email, bad password."""
-        user = self._find(normalize_email(email)) if isinstance(email, str) else None
+        user = store.find_by_email(self.db, normalize_email(email)) if isinstance(email, str) else None
         if user is None:
             # Verify anyway, so that an unknown email takes as long to answer as a wrong password.
             off_hub(lambda: verify_password(dummy_hash(), password))
@@ -106,10 +105,7 @@ class AccountsService(health.HealthRpc):
     @rpc(expected_exceptions=EXPECTED)
     def get_user(self, user_id):
         """`{"id", "email", "is_admin"}`; NotFound for an unknown or malformed id."""
-        user = self.db.get(User, user_id) if isinstance(user_id, str) else None
+        user = store.find_by_id(self.db, user_id) if isinstance(user_id, str) else None
         if user is None:
             raise NotFound("no such user")
         return user.to_dict()
-
-    def _find(self, email_normalized):
-        return self.db.scalars(select(User).where(User.email_normalized == email_normalized)).one_or_none()

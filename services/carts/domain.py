@@ -1,83 +1,26 @@
-"""The carts service's rules as plain functions: input validation, merging, arithmetic, the cart's shape.
+"""The carts service's rules as plain functions: merging a new cart's items, checkout, arithmetic, the cart's
+shape. Identifiers and limits shared with other services (sku, uuid, user id, quantity) are
+`services.common.rules`.
 
 Nothing here touches the broker or the database, so unit tests call these directly.
 """
 
-import re
 import uuid
 
-from services.common.db import iso_utc
+from services.common.clock import iso_utc
 from services.common.errors import Conflict, EmptyCart, ValidationFailed
+from services.common.rules import MAX_QUANTITY, validate_quantity, validate_sku
 
 OPEN = "open"
 CHECKED_OUT = "checked_out"
 STATUSES = (OPEN, CHECKED_OUT)
-
-MAX_QUANTITY = 999
-MAX_USER_ID_LENGTH = 64
-
-_SKU = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-# --- identifiers and time ---------------------------------------------------------------------------------
 
 
 def new_cart_id():
     return str(uuid.uuid4())
 
 
-def normalize_cart_id(value):
-    """The stored form of cart id `value` (lower-case canonical UUID), or None when it cannot be a cart id.
-
-    Anything else (not a string, braces, no hyphens, garbage) is None, so callers answer NotFound without
-    asking the database.
-    """
-    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
-        return value.lower()
-    return None
-
-
-def normalize_order_id(value):
-    """The stored form of order id `value` (lower-case canonical UUID), or None when it cannot be one."""
-    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
-        return value.lower()
-    return None
-
-
-def validate_order_id(value):
-    """`value` as a stored order id; ValidationFailed when it is not a UUID string."""
-    order_id = normalize_order_id(value)
-    if order_id is None:
-        raise ValidationFailed.field("order_id", "must be a UUID string")
-    return order_id
-
-
-# --- input validation -------------------------------------------------------------------------------------
-
-
-def validate_user_id(user_id):
-    """The owner's id as given by the gateway (the token's subject): a non-empty string."""
-    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID_LENGTH:
-        raise ValidationFailed.field("user_id", f"must be a string of 1 to {MAX_USER_ID_LENGTH} characters")
-    return user_id
-
-
-def is_valid_sku(sku):
-    return isinstance(sku, str) and _SKU.fullmatch(sku) is not None
-
-
-def validate_sku(sku, field="sku"):
-    if not is_valid_sku(sku):
-        raise ValidationFailed.field(field, "must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")
-    return sku
-
-
-def validate_quantity(quantity, minimum=1, field="quantity"):
-    """`quantity` if it is an integer in minimum..999; bools, floats and strings are refused."""
-    if type(quantity) is not int or not minimum <= quantity <= MAX_QUANTITY:
-        raise ValidationFailed.field(field, f"must be an integer from {minimum} to {MAX_QUANTITY}")
-    return quantity
+# --- input --------------------------------------------------------------------------------------------------
 
 
 def merge_items(items):

@@ -8,9 +8,10 @@ current values and falls back to these; a checked-out cart shows these (frozen a
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String
 from sqlalchemy.orm import declarative_base
 
-from services.carts.domain import MAX_QUANTITY, STATUSES
+from services.carts.domain import STATUSES
 from services.common.db import UtcDateTime
 from services.common.events import processed_events_table
+from services.common.rules import MAX_QUANTITY
 
 # Named constraints, so that later migrations can refer to them on both backends.
 NAMING = {

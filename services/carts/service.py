@@ -10,7 +10,6 @@ from services.carts import store
 from services.carts.domain import (
     ALREADY_CHECKED_OUT,
     CHECKED_OUT,
-    MAX_QUANTITY,
     OPEN,
     build_cart,
     checked_out_conflict,
@@ -19,22 +18,17 @@ from services.carts.domain import (
     frozen_values,
     merge_items,
     new_cart_id,
-    normalize_cart_id,
-    normalize_order_id,
     products_by_sku,
     released_conflict,
     unknown_skus,
-    validate_order_id,
-    validate_quantity,
-    validate_sku,
-    validate_user_id,
 )
 
 # The module, not the class: `nameko run services.carts.service` would take an imported HealthRpc (it has an
 # entrypoint) for a second service.
 from services.common import health
+from services.common.clock import utcnow
 from services.common.context import RequestId
-from services.common.db import Database, utcnow
+from services.common.db import Database
 from services.common.errors import (
     EXPECTED,
     NotFound,
@@ -46,8 +40,17 @@ from services.common.errors import (
 
 # A decorator function, not a class with entrypoints: safe to import by name (see the note on `health`).
 from services.common.events import first_delivery, reliable_event_handler
+from services.common.messages import EVENT_ID, OrderFailed
 from services.common.metrics import Telemetry
 from services.common.rpc import Rpc, rpc
+from services.common.rules import (
+    MAX_QUANTITY,
+    normalize_uuid,
+    validate_order_id,
+    validate_quantity,
+    validate_sku,
+    validate_user_id,
+)
 
 # The catalog being down is an outage to report, not a bug of this service: no traceback in its log.
 CARTS_EXPECTED = EXPECTED + (ServiceUnavailable, ServiceTimeout)
@@ -160,7 +163,7 @@ class CartsService(health.HealthRpc):
     @rpc(expected_exceptions=CARTS_EXPECTED)
     def delete_cart(self, user_id, cart_id):
         validate_user_id(user_id)
-        cart_id = normalize_cart_id(cart_id)
+        cart_id = normalize_uuid(cart_id)
         if cart_id is None:
             raise cart_not_found()
         self._lock(user_id, cart_id)
@@ -201,18 +204,18 @@ class CartsService(health.HealthRpc):
         alone. Internal (no owner check): only orders calls it."""
         self._release(cart_id, order_id)
 
-    @reliable_event_handler("orders", "order_failed")
+    @reliable_event_handler(OrderFailed.source, OrderFailed.event_type)
     def reopen_after_failed_order(self, payload):
         """A failed order's cart opens again, so its owner can change it and retry; once per event."""
-        order = payload["order"]
-        if first_delivery(self.db, payload["event_id"], "carts.reopen_after_failed_order"):
-            self._release(order["cart_id"], order["id"])
+        order = OrderFailed.from_dict(payload).order
+        if first_delivery(self.db, payload[EVENT_ID], "carts.reopen_after_failed_order"):
+            self._release(order.cart_id, order.id)
 
     # --- steps shared by the entrypoints ---------------------------------------------------------------------
 
     def _read(self, user_id, cart_id):
         """(cart row, lines) of the caller's cart, read without locks; NotFound otherwise."""
-        cart_id = normalize_cart_id(cart_id)
+        cart_id = normalize_uuid(cart_id)
         cart = store.find_cart(self.db, user_id, cart_id) if cart_id else None
         if cart is None:
             raise cart_not_found()
@@ -242,12 +245,12 @@ class CartsService(health.HealthRpc):
     def _release(self, cart_id, order_id):
         """Record that `order_id` released its cart (a later checkout for it is refused) and reopen `cart_id`
         if that order checked it out."""
-        order_id = normalize_order_id(order_id)
+        order_id = normalize_uuid(order_id)
         if order_id is None:
             return  # not an order id: it cannot have checked anything out
         now = utcnow()
         store.release(self.db, order_id, now)
-        cart_id = normalize_cart_id(cart_id)
+        cart_id = normalize_uuid(cart_id)
         if cart_id is not None:
             store.lock_cart(self.db, cart_id)  # waits for a checkout of this cart in flight
             store.reopen(self.db, cart_id, order_id, now)

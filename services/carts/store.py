@@ -9,8 +9,9 @@ requires.
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from services.carts.domain import CHECKED_OUT, MAX_QUANTITY, OPEN
+from services.carts.domain import CHECKED_OUT, OPEN
 from services.carts.models import cart_lines, carts, released_orders
+from services.common.rules import MAX_QUANTITY
 
 _DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 

@@ -1,44 +1,36 @@
-"""The catalog's rules, callable without a broker or a database: what a product, a change and a page are."""
-
-import re
+"""The catalog's rules, callable without a broker or a database: what a product, a change, a page and a stock
+hold are. Identifiers and limits shared with other services (sku, uuid, quantity, amounts, text lengths, pages)
+are `services.common.rules`."""
 
 from services.common.errors import ValidationFailed
-
-SKU_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-NAME_MAX_LENGTH = 200
-DESCRIPTION_MAX_LENGTH = 2000
-# Prices and stock stay within 32 bits, so sums of them (a cart's total, stock given back) fit 64-bit columns.
-MAX_AMOUNT = 2**31 - 1
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-MAX_OFFSET = 2**31 - 1
-Q_MAX_LENGTH = 200
+from services.common.rules import (
+    MAX_AMOUNT,
+    MAX_OFFSET,
+    MAX_PAGE_LIMIT,
+    MAX_QUANTITY,
+    PRODUCT_DESCRIPTION_MAX_LENGTH,
+    PRODUCT_NAME_MAX_LENGTH,
+    SEARCH_MAX_LENGTH,
+    SKU_REASON,
+    is_sku,
+    is_whole_number,
+)
 
 REQUIRED_FIELDS = ("sku", "name", "price_cents", "stock")
 CHANGEABLE_FIELDS = ("name", "description", "price_cents", "stock")
 
 
-def is_whole_number(value):
-    """Whether `value` is a JSON integer: an int, and not a bool (True is an int in Python)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_sku(value):
-    """Whether `value` is a well-formed sku: 1–64 characters of A-Z a-z 0-9 - _."""
-    return isinstance(value, str) and SKU_PATTERN.fullmatch(value) is not None
-
-
 def sku_problem(value):
     if not is_sku(value):
-        return "must be 1 to 64 characters of A-Z a-z 0-9 - _"
+        return SKU_REASON
     return None
 
 
 def name_problem(value):
     if not isinstance(value, str):
         return "must be a string"
-    if not 1 <= len(value) <= NAME_MAX_LENGTH:
-        return f"must be 1 to {NAME_MAX_LENGTH} characters"
+    if not 1 <= len(value) <= PRODUCT_NAME_MAX_LENGTH:
+        return f"must be 1 to {PRODUCT_NAME_MAX_LENGTH} characters"
     if not value.strip():
         return "must not be blank"
     return None
@@ -47,8 +39,8 @@ def name_problem(value):
 def description_problem(value):
     if not isinstance(value, str):
         return "must be a string"
-    if len(value) > DESCRIPTION_MAX_LENGTH:
-        return f"must be at most {DESCRIPTION_MAX_LENGTH} characters"
+    if len(value) > PRODUCT_DESCRIPTION_MAX_LENGTH:
+        return f"must be at most {PRODUCT_DESCRIPTION_MAX_LENGTH} characters"
     return None
 
 
@@ -105,14 +97,14 @@ def validate_changes(changes):
 def validate_page(limit, offset, q):
     """`(limit, offset, q)` of a product listing, checked; an empty `q` is no filter (None)."""
     errors = {}
-    if not is_whole_number(limit) or not 1 <= limit <= MAX_LIMIT:
-        errors["limit"] = f"must be a whole number from 1 to {MAX_LIMIT}"
+    if not is_whole_number(limit) or not 1 <= limit <= MAX_PAGE_LIMIT:
+        errors["limit"] = f"must be a whole number from 1 to {MAX_PAGE_LIMIT}"
     if not is_whole_number(offset) or not 0 <= offset <= MAX_OFFSET:
         errors["offset"] = f"must be a whole number from 0 to {MAX_OFFSET}"
     if q is not None and not isinstance(q, str):
         errors["q"] = "must be a string"
-    elif q is not None and len(q) > Q_MAX_LENGTH:
-        errors["q"] = f"must be at most {Q_MAX_LENGTH} characters"
+    elif q is not None and len(q) > SEARCH_MAX_LENGTH:
+        errors["q"] = f"must be at most {SEARCH_MAX_LENGTH} characters"
     ValidationFailed.raise_if(errors)
     return limit, offset, (q or None)
 
@@ -123,16 +115,7 @@ HELD, COMMITTED, RELEASED = "held", "committed", "released"
 HOLD_STATUSES = (HELD, COMMITTED, RELEASED)
 # Units of a hold in these states are out of `stock` but still counted in `on_hand`.
 OUTSTANDING = (HELD, COMMITTED)
-MAX_LINE_QUANTITY = 999
 MAX_LINES = 1000
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def validate_order_id(order_id):
-    """The stored form of `order_id` (lower-case canonical UUID, as orders makes them); ValidationFailed else."""
-    if isinstance(order_id, str) and _CANONICAL_UUID.fullmatch(order_id):
-        return order_id.lower()
-    raise ValidationFailed.field("order_id", "must be a UUID string")
 
 
 def validate_lines(lines):
@@ -155,13 +138,13 @@ def validate_lines(lines):
             errors[f"{where}.{field}"] = "unknown field"
         sku, quantity = line.get("sku"), line.get("quantity")
         if not is_sku(sku):
-            errors[f"{where}.sku"] = "must be 1 to 64 characters of A-Z a-z 0-9 - _"
+            errors[f"{where}.sku"] = SKU_REASON
         elif sku in seen:
             errors[f"{where}.sku"] = "appears in an earlier line"
         else:
             seen.add(sku)
-        if not is_whole_number(quantity) or not 1 <= quantity <= MAX_LINE_QUANTITY:
-            errors[f"{where}.quantity"] = f"must be a whole number from 1 to {MAX_LINE_QUANTITY}"
+        if not is_whole_number(quantity) or not 1 <= quantity <= MAX_QUANTITY:
+            errors[f"{where}.quantity"] = f"must be a whole number from 1 to {MAX_QUANTITY}"
     ValidationFailed.raise_if(errors)
     return sorted(({"sku": line["sku"], "quantity": line["quantity"]} for line in lines), key=lambda line: line["sku"])
 

@@ -5,8 +5,10 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import UtcDateTime, utcnow
+from services.common.clock import utcnow
+from services.common.db import UtcDateTime
 from services.common.outbox import outbox_table
+from services.common.rules import PRODUCT_DESCRIPTION_MAX_LENGTH, PRODUCT_NAME_MAX_LENGTH, SKU_MAX_LENGTH
 
 
 class Base(DeclarativeBase):
@@ -17,7 +19,7 @@ outbox_table(Base.metadata)
 
 # Byte order for skus on PostgreSQL too (SQLite compares bytes already), so "sku order" is the same everywhere
 # whatever the database's default collation.
-SkuType = String(64).with_variant(String(64, collation="C"), "postgresql")
+SkuType = String(SKU_MAX_LENGTH).with_variant(String(SKU_MAX_LENGTH, collation="C"), "postgresql")
 
 
 # A product as the RPC methods answer it (on_hand stays internal).
@@ -34,8 +36,10 @@ class Product(Base):
     __tablename__ = "products"
 
     sku: Mapped[str] = mapped_column(SkuType, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    description: Mapped[str] = mapped_column(String(2000), nullable=False, default="", server_default="")
+    name: Mapped[str] = mapped_column(String(PRODUCT_NAME_MAX_LENGTH), nullable=False)
+    description: Mapped[str] = mapped_column(
+        String(PRODUCT_DESCRIPTION_MAX_LENGTH), nullable=False, default="", server_default=""
+    )
     price_cents: Mapped[int] = mapped_column(BigInteger, nullable=False)
     stock: Mapped[int] = mapped_column(BigInteger, nullable=False)
     on_hand: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -10,54 +10,37 @@ from datetime import timedelta
 
 from nameko.dependency_providers import Config
 from nameko.timer import timer
-from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from services.catalog import stock
+from services.catalog import store
 from services.catalog.domain import (
     COMMITTED,
-    DEFAULT_LIMIT,
     HELD,
     RELEASED,
-    is_sku,
     stock_breaches,
     validate_changes,
     validate_lines,
     validate_new_product,
-    validate_order_id,
     validate_page,
 )
-from services.catalog.models import PUBLIC_FIELDS, Product
 from services.common import health
+from services.common.clock import utcnow
 from services.common.context import RequestId
-from services.common.db import Database, utcnow
+from services.common.db import Database, commit_step
 from services.common.errors import EXPECTED, Conflict, NotFound, ValidationFailed
+from services.common.messages import Product, ProductChanged
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 from services.common.rpc import rpc
+from services.common.rules import DEFAULT_PAGE_LIMIT, is_sku, validate_order_id
 
 log = logging.getLogger(__name__)
 
-PRODUCT_CHANGED = "product_changed"
-# Skus per `IN (...)` query: well under SQLite's limit on bound parameters.
-SKUS_PER_QUERY = 500
 DEFAULT_RESERVATION_TTL_SECONDS = 600
 # nameko reads a timer's interval at import, so the sweep runs at this fixed pace; the TTL comes from config.
 EXPIRY_SWEEP_SECONDS = 1
 # Attempts of a release that lost a race to insert the order's first hold (it then finds that hold).
 RELEASE_ATTEMPTS = 3
-# The answer's columns as a plain Core select: the read methods answer dicts, and loading ORM objects only to
-# turn them into dicts was about half of `get_products`' time under the cart read load.
-PRODUCTS = Product.__table__
-PUBLIC_COLUMNS = [PRODUCTS.c[field] for field in PUBLIC_FIELDS]
-
-
-def matching(q):
-    """The WHERE conditions of a listing: `q` a literal, case-insensitive substring of name or description."""
-    if q is None:
-        return ()
-    # autoescape makes % and _ in q plain characters, the same way on SQLite and PostgreSQL.
-    return (or_(Product.name.icontains(q, autoescape=True), Product.description.icontains(q, autoescape=True)),)
 
 
 # `health.HealthRpc`, not an imported `HealthRpc`: `nameko run` would take that name for a second service.
@@ -71,20 +54,11 @@ class CatalogService(health.HealthRpc):
     config = Config()
 
     @rpc(expected_exceptions=EXPECTED)
-    def list_products(self, limit=DEFAULT_LIMIT, offset=0, q=None):
+    def list_products(self, limit=DEFAULT_PAGE_LIMIT, offset=0, q=None):
         """A page of products in sku order: `{"items", "total", "limit", "offset"}`."""
         limit, offset, q = validate_page(limit, offset, q)
-        conditions = matching(q)
-        total = self.db.scalar(select(func.count()).select_from(Product).where(*conditions))
-        products = self.db.execute(
-            select(*PUBLIC_COLUMNS).where(*conditions).order_by(PRODUCTS.c.sku).limit(limit).offset(offset)
-        )
-        return {
-            "items": [dict(product) for product in products.mappings()],
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-        }
+        total, products = store.product_page(self.db, limit, offset, q)
+        return {"items": products, "total": total, "limit": limit, "offset": offset}
 
     @rpc(expected_exceptions=EXPECTED)
     def get_product(self, sku):
@@ -97,45 +71,29 @@ class CatalogService(health.HealthRpc):
         if not isinstance(skus, (list, tuple)):
             raise ValidationFailed.field("skus", "must be a list")
         wanted = sorted({sku for sku in skus if is_sku(sku)})
-        found = []
-        for start in range(0, len(wanted), SKUS_PER_QUERY):
-            chunk = wanted[start : start + SKUS_PER_QUERY]
-            found.extend(self.db.execute(select(*PUBLIC_COLUMNS).where(PRODUCTS.c.sku.in_(chunk))).mappings())
-        return [dict(product) for product in sorted(found, key=lambda product: product["sku"])]
+        return sorted(store.products_among(self.db, wanted), key=lambda product: product["sku"])
 
     @rpc(expected_exceptions=EXPECTED)
     def create_product(self, product):
         """The new product; Conflict when its sku exists. All of its stock is on hand."""
         fields = validate_new_product(product)
-        if self.db.get(Product, fields["sku"]) is not None:
+        if store.product_exists(self.db, fields["sku"]):
             raise Conflict(f"a product with sku {fields['sku']} already exists")
-        created = Product(**fields, on_hand=fields["stock"])
-        self.db.add(created)
         try:
-            self.db.flush()
+            created = store.insert_product(self.db, fields)
         except IntegrityError:  # a concurrent create of the same sku won
             log.info("create of %s lost a race for the same sku", fields["sku"])
             raise Conflict(f"a product with sku {fields['sku']} already exists") from None
-        return self._changed(created.to_dict())
+        return self._changed(created)
 
     @rpc(expected_exceptions=EXPECTED)
     def update_product(self, sku, changes):
         """The product after applying `changes` (any of name, description, price_cents, stock). Setting
         `stock` moves `on_hand` by the same difference: held and sold units stay counted."""
         changes = validate_changes(changes)
-        if not is_sku(sku):
+        if not is_sku(sku) or not store.update_product(self.db, sku, changes, utcnow()):
             raise NotFound("no such product")
-        values = dict(changes, updated_at=utcnow())
-        if "stock" in changes:
-            # One statement, evaluated on the row as it is when locked (both sides of `=` read the old
-            # values), so a concurrent reserve or release cannot slip between reading and writing the stock.
-            values["on_hand"] = Product.on_hand + (changes["stock"] - Product.stock)
-        updated = self.db.execute(
-            update(Product).where(Product.sku == sku).values(**values).execution_options(synchronize_session=False)
-        )
-        if updated.rowcount != 1:
-            raise NotFound("no such product")
-        [product] = stock.products_by_sku(self.db, [sku])
+        [product] = store.products_by_sku(self.db, [sku])
         return self._changed(product)
 
     # Stock holds ----------------------------------------------------------------------------------------
@@ -147,18 +105,18 @@ class CatalogService(health.HealthRpc):
         answers its status; Conflict when that hold was released (the order gave up on its stock)."""
         order_id = validate_order_id(order_id)
         lines = validate_lines(lines)
-        existing = stock.hold_status(self.db, order_id)
+        existing = store.hold_status(self.db, order_id)
         if existing is not None:
             return self._hold_answer(order_id, existing)
         now = utcnow()
-        stock.take_stock(self.db, lines, now)  # OutOfStock rolls the whole transaction back
+        store.take_stock(self.db, lines, now)  # OutOfStock rolls the whole transaction back
         try:
-            stock.insert_hold(self.db, order_id, HELD, lines, now, now + self._reservation_ttl())
+            store.insert_hold(self.db, order_id, HELD, lines, now, now + self._reservation_ttl())
         except IntegrityError:
             # A concurrent call for the same order (or its release) recorded a hold first. Rolling back gives
             # back what this call took; the answer is that hold's.
             self.db.rollback()
-            existing = stock.hold_status(self.db, order_id)
+            existing = store.hold_status(self.db, order_id)
             if existing is None:
                 raise
             log.info("reserve of order %s lost a race; the order's hold is %s", order_id, existing)
@@ -172,8 +130,8 @@ class CatalogService(health.HealthRpc):
         order's hold was released or it has none. A hold past its expiry that the sweep has not released yet
         is still held, and commits: its units never went back to stock."""
         order_id = validate_order_id(order_id)
-        if not stock.commit_hold(self.db, order_id, utcnow()):
-            status = stock.hold_status(self.db, order_id)
+        if not store.commit_hold(self.db, order_id, utcnow()):
+            status = store.hold_status(self.db, order_id)
             if status != COMMITTED:
                 raise Conflict(f"order {order_id} has no stock held to commit ({status or 'no hold'})")
         return {"status": COMMITTED}
@@ -185,13 +143,13 @@ class CatalogService(health.HealthRpc):
         order_id = validate_order_id(order_id)
         for _attempt in range(RELEASE_ATTEMPTS):
             now = utcnow()
-            released = stock.release_hold(self.db, order_id, now)
+            released = store.release_hold(self.db, order_id, now)
             if released is not None:
                 self._stock_changed(released)
                 return {"status": RELEASED}
-            if stock.hold_status(self.db, order_id) is not None:
+            if store.hold_status(self.db, order_id) is not None:
                 return {"status": RELEASED}  # released already: nothing more to give back
-            if stock.insert_tombstone(self.db, order_id, now):
+            if store.insert_tombstone(self.db, order_id, now):
                 return {"status": RELEASED}
             # A reserve for the order committed its hold meanwhile: start again from what is there now.
             self.db.rollback()
@@ -200,19 +158,20 @@ class CatalogService(health.HealthRpc):
 
     @timer(interval=EXPIRY_SWEEP_SECONDS)
     def release_expired_holds(self):
-        """Release holds still held after their `expires_at`, each in its own transaction."""
-        for order_id in stock.expired_holds(self.db, utcnow()):
-            released = stock.release_hold(self.db, order_id, utcnow(), expired_only=True)
+        """Release holds still held after their `expires_at`, each in its own transaction (a sweep:
+        `commit_step`), so that one hold's release is kept whatever happens to the next."""
+        for order_id in store.expired_holds(self.db, utcnow()):
+            released = store.release_hold(self.db, order_id, utcnow(), expired_only=True)
             if released is not None:  # None: committed or released by someone else since the query
                 self._stock_changed(released)
                 log.info("hold of order %s expired; released", order_id)
-            self.db.commit()
+            commit_step(self.db)
 
     @rpc(expected_exceptions=EXPECTED)
     def stock_audit(self):
         """`{"holds": {order_id: status}, "breaches": [str]}`: every product must have on_hand == stock +
         held + committed, and stock >= 0."""
-        return {"holds": stock.all_holds(self.db), "breaches": stock_breaches(stock.stock_counts(self.db))}
+        return {"holds": store.all_holds(self.db), "breaches": stock_breaches(store.stock_counts(self.db))}
 
     # Helpers --------------------------------------------------------------------------------------------
 
@@ -226,19 +185,17 @@ class CatalogService(health.HealthRpc):
 
     def _stock_changed(self, skus):
         """Announce the products whose stock this transaction changed."""
-        for product in stock.products_by_sku(self.db, skus):
+        for product in store.products_by_sku(self.db, skus):
             self._changed(product)
 
     def _get(self, sku):
         """The product with `sku` as a dict; NotFound for an unknown or malformed sku."""
-        if not is_sku(sku):
-            raise NotFound("no such product")
-        product = self.db.execute(select(*PUBLIC_COLUMNS).where(PRODUCTS.c.sku == sku)).mappings().one_or_none()
+        product = store.find_product(self.db, sku) if is_sku(sku) else None
         if product is None:
             raise NotFound("no such product")
-        return dict(product)
+        return product
 
     def _changed(self, product):
         """`product` (a dict), announced with `product_changed` in this transaction (through the outbox)."""
-        self.emit(PRODUCT_CHANGED, {"product": product})
+        self.emit(ProductChanged(product=Product(**product)))
         return product

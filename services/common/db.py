@@ -1,30 +1,36 @@
-"""SQLAlchemy 2 for nameko services: one engine per container, one session per worker.
+"""SQLAlchemy 2 for nameko services: one engine per container, one session per worker, and the commit rule.
 
-nameko sends an RPC reply (or acks an event) *before* it calls `worker_result`, so committing there would let
-a caller see an answer for a write that is not yet visible, or lost. `Database` commits when the entrypoint
-method returns instead, before the reply leaves.
+**The commit rule.** An entrypoint's writes are one transaction: `Database` commits when the entrypoint method
+returns and rolls back when it raises, before nameko replies to an RPC call or acks an event. Nothing else in a
+service calls `commit()`. nameko sends a reply (or acks an event) *before* it calls `worker_result`, so committing
+there would let a caller see an answer for a write that is not yet visible, or lost.
+
+Two kinds of entrypoint need several transactions, and say so with `commit_step(session)`, never a bare
+`commit()`:
+
+- the order saga: each step's outcome must be durable before the next call to another service, because that
+  call's effect cannot be taken back by a rollback here (a cart checked out, stock reserved, a card charged). A
+  crash after the call must find the step recorded, so the saga resumes from it instead of redoing or losing it;
+  an error that reaches the caller must not undo what was recorded before it; and on SQLite the write lock must
+  not be held across the call (see `Database`).
+- a sweep (a timer) that handles many independent items: one item's outcome is kept whatever happens to the next.
+
+An entrypoint may roll back its own uncommitted work to start again after losing a race (`session.rollback()`):
+that discards nothing another transaction committed. Code outside a worker (start-up tasks, scripts) opens its own
+session and ends it with `session.begin()`'s block.
+
+`services.common.clock` has the time helpers (`utcnow`, `iso_utc`); `UtcDateTime` stores their datetimes.
 """
 
 import functools
 import os
-from datetime import UTC, datetime
+from datetime import UTC
 
 from nameko.extensions import DependencyProvider
 from sqlalchemy import DateTime, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
-
-
-def utcnow():
-    return datetime.now(UTC)
-
-
-def iso_utc(moment):
-    """`moment` as the API writes timestamps: ISO 8601 in UTC with microseconds and `Z` (None stays None)."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class UtcDateTime(TypeDecorator):
@@ -97,11 +103,22 @@ def after_commit(session, callback):
     event.listen(session, "after_commit", lambda _session: callback(), once=True)
 
 
+def commit_step(session):
+    """Commit `session`'s work so far as one step of an entrypoint that runs in several transactions.
+
+    The exception to the commit rule (module docstring): a saga step whose outcome must be durable before the
+    next call to another service, or one item of a sweep. What follows runs in a new transaction, which
+    `Database` commits or rolls back as usual when the entrypoint ends.
+    """
+    session.commit()
+
+
 class Database(DependencyProvider):
     """Injects a SQLAlchemy `Session` for the worker's entrypoint.
 
     The session commits when the entrypoint method returns and rolls back when it raises — both before nameko
-    replies to an RPC call or acks an event — and is closed when the worker is torn down. The engine (URL
+    replies to an RPC call or acks an event (the commit rule, module docstring) — and is closed when the worker is
+    torn down. The engine (URL
     from config key `url_key`) lives as long as the container.
 
     Under eventlet a SQLite write lock must not be held across a yield: do RPC calls before the first write.

@@ -1,13 +1,13 @@
 """The errors services raise for their callers, and that the gateway maps to the HTTP error envelope.
 
-Each class is registered with nameko's `deserialize_to_instance`, so a caller that imports this module gets the
-same class back from an RPC call (not a bare `RemoteError`), message and details intact. Declare them in
-`@rpc(expected_exceptions=EXPECTED)` so nameko does not log them as failures.
+Plain exception classes, so rules (`domain.py`, `services.common.rules`) raise them without importing a framework.
+`services.common.remote_errors` registers them with nameko, so that a caller gets the same class back from an RPC
+call (not a bare `RemoteError`), message and details intact; `services.common.rpc` imports it, so every service
+and the gateway have it. Declare them in `@rpc(expected_exceptions=EXPECTED)` so nameko does not log them as
+failures.
 """
 
 import json
-
-from nameko.exceptions import deserialize_to_instance
 
 
 class CartmeshError(Exception):
@@ -29,17 +29,14 @@ class CartmeshError(Exception):
         return self.message
 
 
-@deserialize_to_instance
 class NotFound(CartmeshError):
     code, status = "not_found", 404
 
 
-@deserialize_to_instance
 class Conflict(CartmeshError):
     code, status = "conflict", 409
 
 
-@deserialize_to_instance
 class ValidationFailed(CartmeshError):
     """Breaks a rule; `details` is `{"fields": {field: reason}}`."""
 
@@ -61,17 +58,14 @@ class ValidationFailed(CartmeshError):
             raise cls.fields(errors)
 
 
-@deserialize_to_instance
 class UnknownProduct(CartmeshError):
     code, status = "unknown_product", 422
 
 
-@deserialize_to_instance
 class EmptyCart(CartmeshError):
     code, status = "empty_cart", 422
 
 
-@deserialize_to_instance
 class OutOfStock(CartmeshError):
     """Not enough stock for a line of an order; `details` is `{"sku"}`. Internal: orders turns it into a
     failed order, it never reaches HTTP as such."""
@@ -79,24 +73,20 @@ class OutOfStock(CartmeshError):
     code, status = "out_of_stock", 409
 
 
-@deserialize_to_instance
 class Unauthorized(CartmeshError):
     code, status = "unauthorized", 401
 
 
-@deserialize_to_instance
 class Forbidden(CartmeshError):
     code, status = "forbidden", 403
 
 
-@deserialize_to_instance
 class ServiceUnavailable(CartmeshError):
     """Raised by the RPC client: nothing is consuming the target service's queue."""
 
     code, status = "service_unavailable", 503
 
 
-@deserialize_to_instance
 class ServiceTimeout(CartmeshError):
     """Raised by the RPC client: the target service is consuming but did not answer in time."""
 
@@ -113,3 +103,6 @@ class StartupRefused(Exception):
 
 # What a service's RPC methods may raise on purpose (not logged as failures).
 EXPECTED = (NotFound, Conflict, ValidationFailed, UnknownProduct, EmptyCart, OutOfStock, Unauthorized, Forbidden)
+
+# Every error that crosses an RPC call: services.common.remote_errors registers these with nameko.
+REMOTE = EXPECTED + (ServiceUnavailable, ServiceTimeout)

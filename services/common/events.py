@@ -20,7 +20,8 @@ from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 
-from services.common.db import UtcDateTime, utcnow
+from services.common.clock import utcnow
+from services.common.db import UtcDateTime
 
 log = logging.getLogger(__name__)
 

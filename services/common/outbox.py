@@ -1,13 +1,13 @@
 """Transactional outbox: an event exists if and only if the change it describes was committed.
 
-`Outbox()` injects `emit(event_type, payload)`, which writes the event into the `outbox` table in the worker's
-own database transaction (the session of the service's `Database` dependency). A relay running in the same
-container publishes unpublished rows, oldest first, to the service's nameko events exchange
-(`<service>.events`, so ordinary `@event_handler`s receive them) with publisher confirms, then marks them
-published. A crash between commit and publish only delays the event: the next relay pass publishes it. A crash
-between publish and marking publishes it again: every event carries `event_id`, and consumers record the ids
-they processed (`services.common.events.first_delivery`). On PostgreSQL, relays of several instances take rows
-with `FOR UPDATE SKIP LOCKED`, so they do not publish the same row at the same time.
+`Outbox()` injects `emit(message)` (a `services.common.messages.Message`), which writes the event into the `outbox`
+table in the worker's own database transaction (the session of the service's `Database` dependency). A relay running
+in the same container publishes unpublished rows, oldest first, to the service's nameko events exchange
+(`<service>.events`, so ordinary `@event_handler`s receive them) with publisher confirms, then marks them published.
+A crash between commit and publish only delays the event: the next relay pass publishes it. A crash between publish
+and marking publishes it again: every event carries `event_id`, and consumers record the ids they processed
+(`services.common.events.first_delivery`). On PostgreSQL, relays of several instances take rows with `FOR UPDATE
+SKIP LOCKED`, so they do not publish the same row at the same time.
 """
 
 import json
@@ -24,7 +24,9 @@ from nameko.messaging import HeaderEncoder
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import Column, Index, MetaData, String, Table, Text, func, insert, select, update
 
-from services.common.db import Database, UtcDateTime, after_commit, utcnow
+from services.common.clock import utcnow
+from services.common.db import Database, UtcDateTime, after_commit
+from services.common.messages import EVENT_ID
 from services.common.metrics import set_outbox_backlog
 from services.common.tracing import producer_headers
 
@@ -51,11 +53,12 @@ OUTBOX = outbox_table(MetaData())
 
 
 class Outbox(DependencyProvider, HeaderEncoder):
-    """Injects `emit(event_type, payload) -> event_id`: records the event in the worker's transaction; the
-    container's relay publishes it after commit (see the module docstring).
+    """Injects `emit(message) -> event_id`: records the event in the worker's transaction; the container's relay
+    publishes it after commit (see the module docstring).
 
-    `payload` is a JSON object; `event_id` is added to it. Config: `OUTBOX_POLL_SECONDS` (default 1), how often
-    the relay looks for rows when no commit has woken it.
+    `message` is a `services.common.messages.Message`: its `event_type` is the routing key, its `to_dict()` the JSON
+    body, with `event_id` added. Config: `OUTBOX_POLL_SECONDS` (default 1), how often the relay looks for rows when
+    no commit has woken it.
     """
 
     batch_size = 100
@@ -98,12 +101,13 @@ class Outbox(DependencyProvider, HeaderEncoder):
         self.wake()
 
     def get_dependency(self, worker_ctx):
-        def emit(event_type, payload):
+        def emit(message):
             # Looked up at call time: nameko injects dependencies in no particular order.
             session = self._database().sessions[worker_ctx]
+            event_type = message.event_type
             headers = producer_headers(worker_ctx, event_type, self.get_message_headers(worker_ctx))
             event_id = str(uuid.uuid4())
-            body = dict(payload, event_id=event_id)
+            body = dict(message.to_dict(), **{EVENT_ID: event_id})
             session.execute(
                 insert(self.table).values(
                     id=event_id,

@@ -38,6 +38,7 @@ from nameko.amqp.publish import UndeliverableMessage
 from nameko.rpc import MethodProxy, RpcProxy, RpcReply, ServiceProxy, get_rpc_exchange
 from nameko.rpc import Rpc as RpcEntrypoint
 
+import services.common.remote_errors  # noqa: F401  (registers the error classes with nameko)
 from services.common import metrics
 from services.common.breaker import CLOSED, CircuitBreaker, CircuitOpen
 from services.common.errors import ServiceTimeout, ServiceUnavailable

@@ -10,11 +10,16 @@ An order is `pending` until its saga is done. Steps and what each one asks of an
 
 Every call is idempotent on the order id, so a step that is repeated (a restart, two runners) changes nothing
 twice. A pending order past its deadline in `new`, `reserving` or `charging` goes to `compensating` (`timeout`).
+Identifiers and limits shared with other services (uuid, user id, pages) are `services.common.rules`.
 """
 
+import json
 from dataclasses import dataclass
 
+from services.common import messages
+from services.common.clock import iso_utc
 from services.common.errors import ValidationFailed
+from services.common.rules import MAX_PAGE_LIMIT, is_whole_number
 
 PENDING, CONFIRMED, FAILED, CANCELLED = "pending", "confirmed", "failed", "cancelled"
 NEW, RESERVING, CHARGING, CONFIRMING, COMPENSATING, CANCELLING, DONE = (
@@ -32,15 +37,13 @@ OUT_OF_STOCK, PAYMENT_DECLINED, TIMEOUT = "out_of_stock", "payment_declined", "t
 INTERRUPTIBLE = {NEW, RESERVING, CHARGING}
 
 
-USER_ID_MAX_LENGTH = 36  # orders.user_id's size: the gateway passes the token's subject, a UUID
-
-
-def validate_user_id(user_id):
-    """The owner's id as the gateway gives it: a string of 1 to 36 characters. Anything else is refused before
-    it reaches a query, where it would match no order or fail in the driver."""
-    if not isinstance(user_id, str) or not 1 <= len(user_id) <= USER_ID_MAX_LENGTH:
-        raise ValidationFailed.field("user_id", f"must be a string of 1 to {USER_ID_MAX_LENGTH} characters")
-    return user_id
+def validate_page(limit, offset):
+    """`(limit, offset)` of a list of orders, checked: limit from 1 to 100, offset from 0."""
+    if not is_whole_number(limit) or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ValidationFailed.field("limit", f"must be an integer from 1 to {MAX_PAGE_LIMIT}")
+    if not is_whole_number(offset) or offset < 0:
+        raise ValidationFailed.field("offset", "must be an integer of at least 0")
+    return limit, offset
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,34 @@ def line_items(cart_items):
         {key: item[key] for key in ("sku", "name", "quantity", "unit_price_cents", "line_total_cents")}
         for item in cart_items
     ]
+
+
+def as_answer(order):
+    """The order as the RPC methods answer it, from its stored row (`items` is JSON text there)."""
+    return {
+        "id": order.id,
+        "cart_id": order.cart_id,
+        "status": order.status,
+        "failure_reason": order.failure_reason,
+        "items": json.loads(order.items),
+        "total_cents": order.total_cents,
+        "created_at": iso_utc(order.created_at),
+        "updated_at": iso_utc(order.updated_at),
+    }
+
+
+# The event that announces an order settled in each final status.
+SETTLED_MESSAGES = {
+    CONFIRMED: messages.OrderConfirmed,
+    FAILED: messages.OrderFailed,
+    CANCELLED: messages.OrderCancelled,
+}
+
+
+def settled_message(order):
+    """The event announcing that `order` (as answered) settled in its status."""
+    lines = [messages.OrderLine(**line) for line in order["items"]]
+    return SETTLED_MESSAGES[order["status"]](order=messages.Order(**dict(order, items=lines)))
 
 
 def find_breaches(orders, net_charges, holds, stock_breaches):

@@ -2,7 +2,8 @@
 
 Checkout answers at once with a `pending` order; the saga then runs from the `order_placed` event (published
 through the outbox, so it is not lost) and, for anything a crash or an outage left behind, from a sweep that
-resumes every unsettled order. Each step's outcome is written before the next step starts.
+resumes every unsettled order. Each step's outcome is committed (`commit_step`) before the next step calls
+another service: see `services.common.db` for why.
 """
 
 import json
@@ -13,12 +14,12 @@ from datetime import timedelta
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.timer import timer
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.common import health
+from services.common.clock import iso_utc, utcnow
 from services.common.context import RequestId
-from services.common.db import Database, iso_utc, utcnow
+from services.common.db import Database, commit_step
 from services.common.errors import (
     EXPECTED,
     Conflict,
@@ -27,13 +28,14 @@ from services.common.errors import (
     OutOfStock,
     ServiceTimeout,
     ServiceUnavailable,
-    ValidationFailed,
 )
 from services.common.events import reliable_event_handler
+from services.common.messages import OrderPlaced
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 from services.common.rpc import Rpc, rpc
-from services.orders import domain
+from services.common.rules import DEFAULT_PAGE_LIMIT, is_uuid, validate_user_id
+from services.orders import domain, store
 from services.orders.models import Order
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,13 @@ class OrdersService(health.HealthRpc):
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
     def checkout(self, user_id, cart_id, payment_method_id, idempotency_key=None):
-        domain.validate_user_id(user_id)
-        if not _is_uuid(cart_id):  # as carts answers a malformed id, before an order row is written for it
+        validate_user_id(user_id)
+        if not is_uuid(cart_id):  # as carts answers a malformed id, before an order row is written for it
             raise NotFound("the cart does not exist")
         if idempotency_key is not None:
-            existing = self._by_key(user_id, idempotency_key)
+            existing = store.find_by_key(self.db, user_id, idempotency_key)
             if existing is not None:
-                return {"order": self._dto(existing), "created": False}
+                return {"order": domain.as_answer(existing), "created": False}
         now = utcnow()
         order = Order(
             id=str(uuid.uuid4()),
@@ -76,70 +78,62 @@ class OrdersService(health.HealthRpc):
             updated_at=now,
             deadline_at=now + timedelta(seconds=self._config("ORDER_TIMEOUT_SECONDS", 30)),
         )
-        self.db.add(order)
+        store.add_order(self.db, order)
         try:
-            self.db.commit()  # the key is taken before anything else happens
+            commit_step(self.db)  # the key is taken before anything else happens
         except IntegrityError:  # the same key, sent concurrently: answer the order that took it
             self.db.rollback()
-            return {"order": self._dto(self._placed(self._by_key(user_id, idempotency_key))), "created": False}
+            return {
+                "order": domain.as_answer(self._placed(store.find_by_key(self.db, user_id, idempotency_key))),
+                "created": False,
+            }
         try:
             cart = self.carts.checkout_cart(user_id, cart_id, order.id)
         except (NotFound, EmptyCart, Conflict):
-            self.db.delete(order)  # nothing was checked out: the order never existed
-            self.db.commit()
+            store.delete_order(self.db, order)  # nothing was checked out: the order never existed
+            commit_step(self.db)
             raise
         except UNREACHABLE:
             # carts may still check the cart out late: fail the order, and its order_failed event reopens it.
             self._move(order, domain.NEW, domain.after(domain.NEW, domain.TIMEOUT))
-            self.db.commit()
+            commit_step(self.db)
             raise
         order.items = json.dumps(domain.line_items(cart["items"]))
         order.total_cents = cart["total_cents"]
         self._move(order, domain.NEW, domain.after(domain.NEW, "ok"))
-        self.emit("order_placed", {"order_id": order.id})
-        return {"order": self._dto(order), "created": True}
+        self.emit(OrderPlaced(order_id=order.id))
+        return {"order": domain.as_answer(order), "created": True}
 
     @rpc(expected_exceptions=EXPECTED)
     def get_order(self, user_id, order_id):
-        domain.validate_user_id(user_id)
-        return self._dto(self._own(user_id, order_id))
+        validate_user_id(user_id)
+        return domain.as_answer(self._own(user_id, order_id))
 
     @rpc(expected_exceptions=EXPECTED)
-    def list_orders(self, user_id, limit=20, offset=0):
-        domain.validate_user_id(user_id)
-        if not (isinstance(limit, int) and 1 <= limit <= 100) or isinstance(limit, bool):
-            raise ValidationFailed.field("limit", "must be an integer from 1 to 100")
-        if not (isinstance(offset, int) and offset >= 0) or isinstance(offset, bool):
-            raise ValidationFailed.field("offset", "must be an integer of at least 0")
-        mine = Order.user_id == user_id
-        total = self.db.scalar(select(func.count()).select_from(Order).where(mine))
-        orders = self.db.scalars(
-            select(Order).where(mine).order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
-        ).all()
-        return {"items": [self._dto(order) for order in orders], "total": total, "limit": limit, "offset": offset}
+    def list_orders(self, user_id, limit=DEFAULT_PAGE_LIMIT, offset=0):
+        validate_user_id(user_id)
+        limit, offset = domain.validate_page(limit, offset)
+        total, orders = store.user_orders(self.db, user_id, limit, offset)
+        return {
+            "items": [domain.as_answer(order) for order in orders],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
     def cancel_order(self, user_id, order_id):
-        domain.validate_user_id(user_id)
+        validate_user_id(user_id)
         order = self._own(user_id, order_id)
-        cancelled = self.db.execute(
-            update(Order)
-            .where(Order.id == order.id, Order.status == domain.CONFIRMED, Order.step == domain.DONE)
-            .values(status=domain.CANCELLED, step=domain.CANCELLING, updated_at=utcnow())
-        )
-        if cancelled.rowcount != 1:
+        if not store.cancel(self.db, order.id, utcnow()):
             raise Conflict(f"an order that is {order.status} cannot be cancelled")
-        self.db.commit()
+        commit_step(self.db)  # cancelling is recorded before the saga calls payments and catalog
         self._advance(order.id)  # refund and restock now; the sweep finishes it if a service is away
-        self.db.expire_all()
-        return self._dto(self.db.get(Order, order.id))
+        return domain.as_answer(store.reload_order(self.db, order.id))
 
     @rpc(expected_exceptions=UNREACHABLE)
     def audit(self):
-        orders = [
-            {"id": o.id, "status": o.status, "step": o.step, "total_cents": o.total_cents}
-            for o in self.db.scalars(select(Order))
-        ]
+        orders = store.audit_rows(self.db)
         stock = self.catalog.stock_audit()
         breaches = domain.find_breaches(orders, self.payments.net_charges(), stock["holds"], stock["breaches"])
         in_saga = sum(1 for order in orders if order["step"] != domain.DONE)
@@ -149,28 +143,25 @@ class OrdersService(health.HealthRpc):
             "checked": {"orders": len(orders), "in_saga": in_saga, "holds": len(stock["holds"])},
         }
 
-    @reliable_event_handler("orders", "order_placed")
+    @reliable_event_handler(OrderPlaced.source, OrderPlaced.event_type)
     def run_saga(self, payload):
-        self._advance(payload["order_id"])
+        self._advance(OrderPlaced.from_dict(payload).order_id)
 
     @timer(interval=1)
     def resume_unsettled(self):
         """Resume orders a crash or an outage left mid-saga, and time out the ones past their deadline."""
         quiet_since = utcnow() - timedelta(seconds=self._config("SAGA_RESUME_AFTER_SECONDS", 2))
-        stalled = self.db.scalars(
-            select(Order.id).where(Order.step != domain.DONE, Order.updated_at < quiet_since).limit(100)
-        ).all()
-        for order_id in stalled:
+        for order_id in store.stalled_orders(self.db, quiet_since):
             self._advance(order_id)
 
     # The saga -------------------------------------------------------------------------------------------
 
     def _advance(self, order_id):
         """Run the order's saga as far as it goes now. Safe to run twice at once: every call downstream is
-        idempotent on the order id, and a step is recorded only by the runner that still sees the step it did."""
+        idempotent on the order id, and a step is recorded only by the runner that still sees the step it did.
+        Each step is committed before the next one calls another service (`commit_step`)."""
         while True:
-            self.db.expire_all()
-            order = self.db.get(Order, order_id)
+            order = store.reload_order(self.db, order_id)
             if order is None or order.step == domain.DONE:
                 return
             step = order.step
@@ -184,7 +175,7 @@ class OrdersService(health.HealthRpc):
                     return
             if not self._move(order, step, domain.after(step, outcome)):
                 continue  # another runner moved it first: look again
-            self.db.commit()
+            commit_step(self.db)
 
     def _perform(self, order):
         """Do the order's current step; returns its outcome."""
@@ -223,70 +214,34 @@ class OrdersService(health.HealthRpc):
         """Record `transition` if the order is still at `from_step` (compare and set); emit the event of a
         settled order in the same transaction. False if another runner moved it first."""
         now = utcnow()
-        moved = self.db.execute(
-            update(Order)
-            .where(Order.id == order.id, Order.step == from_step)
-            .values(
-                step=transition.step,
+        if not store.move(self.db, order, from_step, transition, now):
+            self.db.rollback()  # start again from what the other runner recorded
+            return False
+        if transition.step == domain.DONE:
+            settled = dict(
+                domain.as_answer(order),
                 status=transition.status,
-                updated_at=now,
-                items=order.items,
-                total_cents=order.total_cents,
+                updated_at=iso_utc(now),
                 failure_reason=transition.failure_reason or order.failure_reason,
             )
-        )
-        if moved.rowcount != 1:
-            self.db.rollback()
-            return False
-        order_dto = dict(
-            self._dto(order),
-            status=transition.status,
-            updated_at=iso_utc(now),
-            failure_reason=transition.failure_reason or order.failure_reason,
-        )
-        if transition.step == domain.DONE:
-            self.emit(f"order_{transition.status}", {"order": order_dto})
+            self.emit(domain.settled_message(settled))
         return True
 
     # Reading --------------------------------------------------------------------------------------------
-
-    def _by_key(self, user_id, idempotency_key):
-        return self.db.scalar(select(Order).where(Order.user_id == user_id, Order.idempotency_key == idempotency_key))
 
     def _placed(self, order, patience=3.0):
         """`order` once its checkout call has filled it in (a concurrent duplicate answers it complete)."""
         with eventlet.Timeout(patience, False):
             while order.step == domain.NEW:
                 eventlet.sleep(0.05)
-                self.db.expire_all()
-                order = self.db.get(Order, order.id)
+                order = store.reload_order(self.db, order.id)
         return order
 
     def _own(self, user_id, order_id):
-        order = self.db.get(Order, order_id) if _is_uuid(order_id) else None
+        order = store.find_order(self.db, order_id) if is_uuid(order_id) else None
         if order is None or order.user_id != user_id:
             raise NotFound("order not found")
         return order
 
     def _config(self, key, default):
         return float(self.config.get(key, default))
-
-    @staticmethod
-    def _dto(order):
-        return {
-            "id": order.id,
-            "cart_id": order.cart_id,
-            "status": order.status,
-            "failure_reason": order.failure_reason,
-            "items": json.loads(order.items),
-            "total_cents": order.total_cents,
-            "created_at": iso_utc(order.created_at),
-            "updated_at": iso_utc(order.updated_at),
-        }
-
-
-def _is_uuid(value):
-    try:
-        return str(uuid.UUID(value)) == value.lower()
-    except (ValueError, AttributeError, TypeError):
-        return False

@@ -1,15 +1,16 @@
 """The payments service's rules as plain functions: card checks, the test-card table, charge outcomes and the
-shapes the RPC methods answer. Nothing here touches the broker or the database.
+shapes the RPC methods answer. Nothing here touches the broker or the database; identifiers and limits shared with
+other services (uuid, card number shape, the largest charge) are `services.common.rules`.
 
 A card number is only ever held in memory while it is checked: what is kept (and logged) is its last four
 digits and the provider's verdict for it.
 """
 
-import re
 import uuid
 
-from services.common.db import iso_utc
+from services.common.clock import iso_utc
 from services.common.errors import ValidationFailed
+from services.common.rules import MAX_CHARGE_CENTS, is_card_number_shape, is_whole_number
 
 # The provider's verdict for a card, decided when it is registered.
 SUCCEED = "succeed"
@@ -31,13 +32,6 @@ DECLINED = "declined"
 REFUNDED = "refunded"
 VOIDED = "voided"
 STATUSES = (SUCCEEDED, DECLINED, REFUNDED, VOIDED)
-
-# Amounts fit a signed 64-bit column.
-MAX_AMOUNT = 2**63 - 1
-
-# ASCII digits only: str.isdigit() would also take "²" or Arabic-Indic digits.
-_CARD_NUMBER = re.compile(r"[0-9]{12,19}")
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 # --- cards -------------------------------------------------------------------------------------------------
@@ -64,7 +58,7 @@ def validate_card_number(card_number):
     """
     if not isinstance(card_number, str):
         raise ValidationFailed.field("card_number", "must be a string of 12 to 19 digits")
-    if not _CARD_NUMBER.fullmatch(card_number):
+    if not is_card_number_shape(card_number):
         raise ValidationFailed.field("card_number", "must be 12 to 19 digits, nothing else")
     if not luhn_valid(card_number):
         raise ValidationFailed.field("card_number", "is not a valid card number (Luhn check failed)")
@@ -87,24 +81,9 @@ def new_id():
     return str(uuid.uuid4())
 
 
-def validate_order_id(order_id):
-    """The stored form of `order_id` (lower-case canonical UUID); ValidationFailed otherwise."""
-    if isinstance(order_id, str) and _CANONICAL_UUID.fullmatch(order_id):
-        return order_id.lower()
-    raise ValidationFailed.field("order_id", "must be a UUID string")
-
-
-def normalize_payment_method_id(value):
-    """The stored form of a payment method id, or None when `value` cannot be one (callers answer NotFound
-    without asking the database, as for an unknown id)."""
-    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
-        return value.lower()
-    return None
-
-
 def validate_amount(amount_cents):
-    """`amount_cents` if it is a whole number (not a bool) from 1 to MAX_AMOUNT; ValidationFailed otherwise."""
-    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or not 0 < amount_cents <= MAX_AMOUNT:
+    """`amount_cents` if it is a whole number (not a bool) from 1 to MAX_CHARGE_CENTS; ValidationFailed otherwise."""
+    if not is_whole_number(amount_cents) or not 0 < amount_cents <= MAX_CHARGE_CENTS:
         raise ValidationFailed.field("amount_cents", "must be a whole number greater than 0")
     return amount_cents
 

@@ -12,11 +12,13 @@ import logging
 # The module, not the class: `nameko run services.payments.service` would take an imported HealthRpc (it has
 # an entrypoint) for a second service.
 from services.common import health
+from services.common.clock import utcnow
 from services.common.context import RequestId
-from services.common.db import Database, utcnow
+from services.common.db import Database
 from services.common.errors import EXPECTED, NotFound
 from services.common.metrics import Telemetry
 from services.common.rpc import rpc
+from services.common.rules import normalize_uuid, validate_order_id
 from services.payments import store
 from services.payments.domain import (
     SUCCEEDED,
@@ -28,10 +30,8 @@ from services.payments.domain import (
     last4,
     net_amount,
     new_id,
-    normalize_payment_method_id,
     validate_amount,
     validate_card_number,
-    validate_order_id,
 )
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ class PaymentsService(health.HealthRpc):
         return {row["order_id"]: net_amount(row) for row in store.all_charges(self.db)}
 
     def _payment_method(self, payment_method_id):
-        method_id = normalize_payment_method_id(payment_method_id)
+        # Not a UUID: answered NotFound without asking the database, like an unknown id.
+        method_id = normalize_uuid(payment_method_id)
         method = store.find_payment_method(self.db, method_id) if method_id else None
         if method is None:
             # The id is not echoed: a confused caller might have sent a card number in its place.

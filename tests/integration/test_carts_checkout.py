@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 
 from services.carts.models import carts, processed_events
 from services.carts.service import CartsService
-from services.common.db import utcnow
+from services.common.clock import utcnow
 from services.common.errors import Conflict, EmptyCart, NotFound, ValidationFailed
 from tests.integration.test_carts_service import (  # noqa: F401 -- fixtures are found by name
     ALICE,

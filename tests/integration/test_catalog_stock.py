@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.catalog.models import Product, StockHold
 from services.catalog.service import CatalogService
-from services.common.db import utcnow
+from services.common.clock import utcnow
 from services.common.errors import Conflict, OutOfStock, ValidationFailed
 from services.common.migrate import alembic_config, upgrade
 from tests.integration.test_catalog_service import stop_background_work

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from dataclasses import dataclass
 
 import eventlet
 import pytest
@@ -11,10 +12,12 @@ from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import Column, Integer, String, create_engine, insert, select
 from sqlalchemy.orm import declarative_base
 
-from services.common.db import Database, utcnow
+from services.common.clock import utcnow
+from services.common.db import Database
 from services.common.deadletters import parked_events, replay
 from services.common.errors import EXPECTED, Conflict
 from services.common.events import first_delivery, processed_events_table, reliable_event_handler
+from services.common.messages import Message
 from services.common.outbox import Outbox, outbox_table
 
 ProducerBase = declarative_base()
@@ -39,6 +42,16 @@ received = GreenQueue()  # what the consumer applied, in order
 poison = {"on": True}
 
 
+@dataclass(frozen=True)
+class Noted(Message):
+    """A note was written."""
+
+    event_type = "noted"
+    source = "notes"
+
+    text: str
+
+
 class NotesService:
     name = "notes"
     db = Database("DATABASE_URL")
@@ -47,7 +60,7 @@ class NotesService:
     @rpc(expected_exceptions=EXPECTED)
     def write(self, text, fail=False):
         self.db.add(Note(text=text))
-        self.emit("noted", {"text": text})
+        self.emit(Noted(text=text))
         if fail:
             raise Conflict("refused")
         return text

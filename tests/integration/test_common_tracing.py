@@ -5,6 +5,7 @@ exporter really posts spans when OTEL_EXPORTER_OTLP_ENDPOINT is set, and nothing
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 
 import eventlet
 import pytest
@@ -24,6 +25,7 @@ from services.common import rpc as rpc_module
 from services.common import tracing
 from services.common.context import RequestId
 from services.common.db import Database, make_engine
+from services.common.messages import Message
 from services.common.metrics import Telemetry, rpc_call
 from services.common.outbox import Outbox, outbox_table
 
@@ -75,6 +77,16 @@ class FrontService:
         return self.middle.work()
 
 
+@dataclass(frozen=True)
+class Worked(Message):
+    """The middle service did its work."""
+
+    event_type = "worked"
+    source = "middle"
+
+    by: str
+
+
 class MiddleService:
     """Answers the RPC call and emits `worked` through the transactional outbox."""
 
@@ -86,7 +98,7 @@ class MiddleService:
 
     @rpc
     def work(self):
-        self.emit("worked", {"by": "middle"})
+        self.emit(Worked(by="middle"))
         return "done"
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import MetaData, insert, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from services.common.db import make_engine, utcnow
+from services.common.clock import utcnow
+from services.common.db import make_engine
 from services.common.errors import NotFound, ValidationFailed
 from services.payments import store
 from services.payments.models import Base, charges, payment_methods

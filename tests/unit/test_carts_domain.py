@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from services.carts import domain
+from services.common import rules
 from services.common.errors import Conflict, EmptyCart, ValidationFailed
 
 CREATED = datetime(2026, 11, 28, 14, 20, 0, 123456, tzinfo=UTC)
@@ -18,47 +19,47 @@ def fields_of(failure):
 
 @pytest.mark.parametrize("sku", ["A", "abc-DEF_123", "x" * 64])
 def test_valid_skus_pass(sku):
-    assert domain.validate_sku(sku) == sku
+    assert rules.validate_sku(sku) == sku
 
 
 @pytest.mark.parametrize("sku", ["", "x" * 65, "has space", "semi;colon", "dot.ted", "ümlaut", "A\n", None, 12, True])
 def test_invalid_skus_are_refused_with_the_field_named(sku):
     with pytest.raises(ValidationFailed) as failure:
-        domain.validate_sku(sku)
+        rules.validate_sku(sku)
     assert set(fields_of(failure)) == {"sku"}
 
 
 @pytest.mark.parametrize("quantity", [1, 500, 999])
 def test_quantities_in_range_pass(quantity):
-    assert domain.validate_quantity(quantity) == quantity
+    assert rules.validate_quantity(quantity) == quantity
 
 
 @pytest.mark.parametrize("quantity", [0, -1, 1000, True, False, 1.0, 2.5, "3", None, [1]])
 def test_quantities_that_are_not_integers_in_range_are_refused(quantity):
     with pytest.raises(ValidationFailed) as failure:
-        domain.validate_quantity(quantity)
+        rules.validate_quantity(quantity)
     assert set(fields_of(failure)) == {"quantity"}
 
 
 def test_zero_is_allowed_only_when_the_minimum_says_so():
-    assert domain.validate_quantity(0, minimum=0) == 0
+    assert rules.validate_quantity(0, minimum=0) == 0
     with pytest.raises(ValidationFailed):
-        domain.validate_quantity(False, minimum=0)
+        rules.validate_quantity(False, minimum=0)
 
 
 @pytest.mark.parametrize("user_id", ["", None, 7, "u" * 65])
 def test_user_id_must_be_a_short_string(user_id):
     with pytest.raises(ValidationFailed) as failure:
-        domain.validate_user_id(user_id)
+        rules.validate_user_id(user_id)
     assert set(fields_of(failure)) == {"user_id"}
 
 
 def test_cart_ids_are_canonical_uuids_or_nothing():
     cart_id = domain.new_cart_id()
-    assert domain.normalize_cart_id(cart_id) == cart_id
-    assert domain.normalize_cart_id(cart_id.upper()) == cart_id
+    assert rules.normalize_uuid(cart_id) == cart_id
+    assert rules.normalize_uuid(cart_id.upper()) == cart_id
     for garbage in ["", "nope", cart_id.replace("-", ""), "{%s}" % cart_id, cart_id + "\n", "' OR 1=1 --", None, 5]:
-        assert domain.normalize_cart_id(garbage) is None
+        assert rules.normalize_uuid(garbage) is None
 
 
 def test_merge_items_sums_repeated_skus():
@@ -170,12 +171,12 @@ def test_products_by_sku_and_unknown_skus():
 
 
 def test_order_ids_are_canonical_uuids_stored_lower_case():
-    assert domain.validate_order_id(ORDER_ID.upper()) == ORDER_ID
-    assert domain.normalize_order_id(ORDER_ID) == ORDER_ID
+    assert rules.validate_order_id(ORDER_ID.upper()) == ORDER_ID
+    assert rules.normalize_uuid(ORDER_ID) == ORDER_ID
     for garbage in ["", "order-1", ORDER_ID.replace("-", ""), ORDER_ID + " ", None, 7, [ORDER_ID]]:
-        assert domain.normalize_order_id(garbage) is None
+        assert rules.normalize_uuid(garbage) is None
         with pytest.raises(ValidationFailed) as failure:
-            domain.validate_order_id(garbage)
+            rules.validate_order_id(garbage)
         assert set(fields_of(failure)) == {"order_id"}
 
 

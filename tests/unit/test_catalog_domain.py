@@ -3,13 +3,12 @@
 import pytest
 
 from services.catalog.domain import (
-    MAX_AMOUNT,
-    is_sku,
     validate_changes,
     validate_new_product,
     validate_page,
 )
 from services.common.errors import ValidationFailed
+from services.common.rules import MAX_AMOUNT, is_sku
 
 GOOD = {"sku": "MUG-01_a", "name": "Mug", "description": "Blue", "price_cents": 1250, "stock": 3}
 

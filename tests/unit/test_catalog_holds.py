@@ -2,8 +2,9 @@
 
 import pytest
 
-from services.catalog.domain import MAX_LINES, stock_breaches, validate_lines, validate_order_id
+from services.catalog.domain import MAX_LINES, stock_breaches, validate_lines
 from services.common.errors import ValidationFailed
+from services.common.rules import validate_order_id
 
 ORDER_ID = "0b7e6f0c-3f55-4a8e-9c61-2f1d2a4b5c6d"
 

@@ -4,12 +4,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from services.common.clock import iso_utc
 from services.common.errors import ValidationFailed
+from services.common.rules import MAX_CHARGE_CENTS as MAX_AMOUNT
+from services.common.rules import normalize_uuid as normalize_payment_method_id
+from services.common.rules import validate_order_id
 from services.payments.domain import (
     CARD_DECLINED,
     DECLINED,
     INSUFFICIENT_FUNDS,
-    MAX_AMOUNT,
     REFUNDED,
     SUCCEED,
     SUCCEEDED,
@@ -18,14 +21,11 @@ from services.payments.domain import (
     charge_answer,
     charge_outcome,
     charge_record,
-    iso_utc,
     last4,
     luhn_valid,
     net_amount,
-    normalize_payment_method_id,
     validate_amount,
     validate_card_number,
-    validate_order_id,
 )
 
 ORDER_ID = "0b9f4c1e-5d0a-4c39-9a3e-1f2d3c4b5a69"

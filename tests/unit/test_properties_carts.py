@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from services.carts import domain, store
 from services.carts.models import Base
+from services.common import rules
 from services.common.errors import ValidationFailed
 
-MAX = domain.MAX_QUANTITY
+MAX = rules.MAX_QUANTITY
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SKUS = ("A", "B", "C")  # few, so that operations meet the same lines often
 prices = st.integers(min_value=0, max_value=2**31 - 1)
@@ -48,7 +49,7 @@ def field_names(failure):
 @given(value=json_values | quantities, minimum=st.sampled_from([0, 1]))
 def test_a_quantity_is_an_integer_in_range_or_refused_by_name(value, minimum):
     try:
-        assert domain.validate_quantity(value, minimum=minimum) == value
+        assert rules.validate_quantity(value, minimum=minimum) == value
     except ValidationFailed as failure:
         assert field_names(failure) == {"quantity"}
         assert not (type(value) is int and minimum <= value <= MAX)
@@ -65,7 +66,7 @@ def test_any_items_merge_or_are_refused_naming_a_field(items):
         assert len(field_names(failure)) == 1
         assert next(iter(field_names(failure))).startswith("items")
     else:
-        assert all(domain.is_valid_sku(sku) and 1 <= quantity <= MAX for sku, quantity in merged.items())
+        assert all(rules.is_sku(sku) and 1 <= quantity <= MAX for sku, quantity in merged.items())
 
 
 @PROPERTY_SETTINGS
@@ -155,7 +156,7 @@ class CartArithmetic(RuleBasedStateMachine):
     @rule(sku=st.sampled_from(SKUS), quantity=quantities)
     def add(self, sku, quantity):
         def change(session):
-            domain.validate_quantity(quantity, minimum=1)
+            rules.validate_quantity(quantity, minimum=1)
             if not store.add_to_line(session, self.cart["id"], sku, quantity, sku, self.prices[sku]):
                 raise ValidationFailed.field("quantity", f"the line would exceed {MAX}")
 
@@ -170,7 +171,7 @@ class CartArithmetic(RuleBasedStateMachine):
     @rule(sku=st.sampled_from(SKUS), quantity=quantities)
     def set(self, sku, quantity):
         def change(session):
-            domain.validate_quantity(quantity, minimum=0)
+            rules.validate_quantity(quantity, minimum=0)
             if quantity == 0:
                 store.delete_line(session, self.cart["id"], sku)
             else:
