@@ -1,4 +1,4 @@
-"""The public API (shared/API.md) as one table: every route, its rules and its handler.
+"""The public API (docs/API.md) as one table: every route, its rules and its handler.
 
 The gateway serves exactly this table (router.py) and describes exactly this table (openapi.py). A handler
 translates the checked request into one RPC call (docs/SERVICES.md); the services' errors travel back as they
