@@ -1,8 +1,9 @@
 """/openapi.json is generated from the route table: same paths and methods, the models' schemas, no dangling refs,
 links between the operations, the rules a schema cannot state; docs/openapi.json is that document, committed."""
 
-from gateway_http.openapi import DOCUMENT_PATH, document_text
+from gateway_http.openapi import DOCUMENT_PATH, ERROR_RESPONSES, document_text
 from gateway_http.routes import OPENAPI, ROUTES
+from gateway_http.server import _REFUSALS
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -171,3 +172,18 @@ def test_rules_a_schema_cannot_state_are_named_on_their_operations():
     }
     checkout = OPENAPI["paths"]["/carts/{id}/checkout"]["post"]["responses"]["422"]["description"]
     assert "Luhn" in checkout
+
+
+def test_the_prose_contract_names_every_route_status_and_error_code():
+    """docs/API.md is written by hand: it must still name what the code can answer."""
+    prose = (DOCUMENT_PATH.parent / "API.md").read_text(encoding="utf-8")
+    for route in ROUTES:
+        assert f"`{route.method} {route.path}" in prose, route.path
+        for code, _ in route.refusals:
+            assert f"`{code}`" in prose
+    for status, (code, _) in ERROR_RESPONSES.items():
+        assert f"| {status} | `{code}` |" in prose, code
+    for status, (code, _) in _REFUSALS.items():
+        assert f"| {status} | `{code}` |" in prose, code
+    for header in ("X-Request-ID", "Idempotency-Key", "Retry-After", "Cache-Control", "WWW-Authenticate", "Allow"):
+        assert f"`{header}`" in prose, header
