@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format run seed audit deadletters services bench chaos clean
+.PHONY: install test lint format openapi run seed audit deadletters services bench chaos clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# docs/openapi.json, the committed OpenAPI document, regenerated from the route table (a unit test compares them).
+openapi: $(STAMP)
+	$(BIN)/python -W ignore -m gateway_http.openapi
 
 run: $(STAMP)
 	$(BIN)/python -m scripts.run

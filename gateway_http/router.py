@@ -78,6 +78,8 @@ class Route:
     response: type[BaseModel] | None = None  # documents the success answer
     errors: tuple[int, ...] = ()  # statuses the services may answer besides the gateway's own (documentation)
     alternatives: tuple[tuple[int, str], ...] = ()  # other statuses answered with `response`'s shape
+    # (code, when) of the 422s a schema-valid request can still get: rules the schema cannot state (documentation)
+    refusals: tuple[tuple[str, str], ...] = ()
     local: bool = False  # answered by the gateway alone, without calling a service
     media_type: str = "application/json"  # of the success answer (documentation; a handler sends the rest)
 

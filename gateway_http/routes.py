@@ -1,4 +1,4 @@
-"""The public API (shared/API.md) as one table: every route, its rules and its handler.
+"""The public API (docs/API.md) as one table: every route, its rules and its handler.
 
 The gateway serves exactly this table (router.py) and describes exactly this table (openapi.py). A handler
 translates the checked request into one RPC call (docs/SERVICES.md); the services' errors travel back as they
@@ -242,6 +242,10 @@ ROUTES = (
         body=schemas.NewCart,
         empty_body=True,
         response=schemas.Cart,
+        refusals=(
+            ("unknown_product", "a line names a sku the catalog does not have"),
+            ("validation_error", "the lines of one sku add up to more than 999"),
+        ),
     ),
     Route("GET", "/carts/{id}", get_cart, "Get a cart", "the cart", "carts", auth=USER, response=schemas.Cart),
     Route(
@@ -255,6 +259,10 @@ ROUTES = (
         body=schemas.NewLine,
         response=schemas.Cart,
         errors=(409,),
+        refusals=(
+            ("unknown_product", "the sku is not in the catalog"),
+            ("validation_error", "the line would hold more than 999 after adding (details.fields.quantity)"),
+        ),
     ),
     Route(
         "PUT",
@@ -267,6 +275,7 @@ ROUTES = (
         body=schemas.LineQuantity,
         response=schemas.Cart,
         errors=(409,),
+        refusals=(("unknown_product", "a quantity above 0 for a sku that is not in the catalog"),),
     ),
     Route(
         "DELETE",
@@ -295,6 +304,10 @@ ROUTES = (
         response=schemas.Order,
         alternatives=((200, "the order an earlier request with the same Idempotency-Key made"),),
         errors=(409,),
+        refusals=(
+            ("validation_error", 'the card number fails the Luhn check (details.fields["payment.card_number"])'),
+            ("empty_cart", "the cart has no lines"),
+        ),
     ),
     Route(
         "GET",

@@ -1,7 +1,8 @@
 """The shapes of requests and answers: pydantic v2 models, the source of both validation and the OpenAPI schemas.
 
-Request models are strict: a JSON number must be an integer where one is asked for ("2", 2.5 and true are not a
-quantity), strings must be strings, and unknown fields are refused. Response models only document what the
+Request models are strict: where an integer is asked for, a JSON number with no fractional part is one (2 and 2.0
+and 1e2 alike, as JSON Schema counts them; the services get Python ints), while "2", 2.5 and true are refused;
+strings must be strings, and unknown fields are refused. Response models only document what the
 services answer; answers are passed through, not validated against them.
 """
 
@@ -41,9 +42,21 @@ _WHITESPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\
 NAME_PATTERN = rf"^[^\x00]*[^\x00{_WHITESPACE}][^\x00]*$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 Description = Annotated[str, Field(max_length=2000, pattern=NO_NUL_PATTERN)]
-Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
-AddQuantity = Annotated[int, Field(ge=1, le=999)]
-SetQuantity = Annotated[int, Field(ge=0, le=999, description="0 removes the line")]
+
+
+def _integral(value):
+    # JSON Schema's "integer" is any number without a fractional part, so 2.0 and 1e2 are integers; strict mode
+    # then refuses every other float, strings and booleans.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# After the Field constraints in Annotated, so they still show in the JSON Schema as minimum/maximum.
+Integral = BeforeValidator(_integral)
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT), Integral]
+AddQuantity = Annotated[int, Field(ge=1, le=999), Integral]
+SetQuantity = Annotated[int, Field(ge=0, le=999, description="0 removes the line"), Integral]
 
 
 def exact(pattern):

@@ -38,7 +38,7 @@ def test_duplicate_sku_is_409_and_keeps_the_first(admin, product):
         ("price_cents", True),
         ("price_cents", -1),
         ("stock", "3"),
-        ("stock", 2.0),
+        ("stock", 2.5),
         ("stock", False),
         ("stock", -5),
         ("name", ""),

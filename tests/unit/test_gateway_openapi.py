@@ -1,6 +1,9 @@
-"""/openapi.json is generated from the route table: same paths and methods, the models' schemas, no dangling refs."""
+"""/openapi.json is generated from the route table: same paths and methods, the models' schemas, no dangling refs,
+links between the operations, the rules a schema cannot state; docs/openapi.json is that document, committed."""
 
+from gateway_http.openapi import DOCUMENT_PATH, ERROR_RESPONSES, document_text
 from gateway_http.routes import OPENAPI, ROUTES
+from gateway_http.server import _REFUSALS
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -114,3 +117,73 @@ def test_refusals_any_route_can_meet_and_the_idempotency_header_are_described():
         False,
         "^[\\x21-\\x7e]{1,255}$",
     )
+
+
+def test_the_committed_document_is_the_generated_one():
+    committed = DOCUMENT_PATH.read_text(encoding="utf-8")
+    assert committed == document_text(OPENAPI), "docs/openapi.json is stale: run `make openapi` and commit it"
+
+
+def operations_by_id():
+    return {op["operationId"]: (path, op) for path, ops in OPENAPI["paths"].items() for op in ops.values()}
+
+
+def test_links_lead_from_every_id_an_answer_carries_to_every_operation_taking_it():
+    operations = operations_by_id()
+    linked = set()
+    for path, ops in OPENAPI["paths"].items():
+        for operation in ops.values():
+            for status, response in operation["responses"].items():
+                for name, link in response.get("links", {}).items():
+                    assert status.startswith("2"), (path, status)
+                    target_path, _ = operations[link["operationId"]]
+                    assert name == link["operationId"]
+                    [(parameter, expression)] = link["parameters"].items()
+                    assert "{%s}" % parameter in target_path
+                    pointer = expression.removeprefix("$response.body#/")
+                    schema = resolve(OPENAPI, response["content"]["application/json"]["schema"]["$ref"])
+                    assert pointer in schema["required"], (path, name)  # every answer of that shape carries it
+                    linked.add(link["operationId"])
+    # Every operation on a cart, an order or a product can be reached with an id an earlier answer gave.
+    assert linked == {operation_id for operation_id, (path, _) in operations.items() if "{" in path}
+    new_cart = OPENAPI["paths"]["/carts"]["post"]["responses"]["201"]["links"]
+    assert set(new_cart) == {"get_cart", "delete_cart", "add_item", "set_item", "remove_item", "checkout"}
+    checkout = OPENAPI["paths"]["/carts/{id}/checkout"]["post"]["responses"]
+    assert set(checkout["202"]["links"]) == set(checkout["200"]["links"]) == {"get_order", "cancel_order"}
+    assert checkout["202"]["links"]["cancel_order"]["parameters"] == {"id": "$response.body#/id"}
+
+
+def test_rules_a_schema_cannot_state_are_named_on_their_operations():
+    refusing = {(route.method, route.path): route.refusals for route in ROUTES if route.refusals}
+    assert set(refusing) == {
+        ("POST", "/carts"),
+        ("POST", "/carts/{id}/items"),
+        ("PUT", "/carts/{id}/items/{sku}"),
+        ("POST", "/carts/{id}/checkout"),
+    }
+    for (method, path), refusals in refusing.items():
+        description = OPENAPI["paths"][path][method.lower()]["responses"]["422"]["description"]
+        for code, when in refusals:
+            assert f"`{code}` when {when}" in description
+    assert {code for refusals in refusing.values() for code, _ in refusals} == {
+        "unknown_product",
+        "validation_error",
+        "empty_cart",
+    }
+    checkout = OPENAPI["paths"]["/carts/{id}/checkout"]["post"]["responses"]["422"]["description"]
+    assert "Luhn" in checkout
+
+
+def test_the_prose_contract_names_every_route_status_and_error_code():
+    """docs/API.md is written by hand: it must still name what the code can answer."""
+    prose = (DOCUMENT_PATH.parent / "API.md").read_text(encoding="utf-8")
+    for route in ROUTES:
+        assert f"`{route.method} {route.path}" in prose, route.path
+        for code, _ in route.refusals:
+            assert f"`{code}`" in prose
+    for status, (code, _) in ERROR_RESPONSES.items():
+        assert f"| {status} | `{code}` |" in prose, code
+    for status, (code, _) in _REFUSALS.items():
+        assert f"| {status} | `{code}` |" in prose, code
+    for header in ("X-Request-ID", "Idempotency-Key", "Retry-After", "Cache-Control", "WWW-Authenticate", "Allow"):
+        assert f"`{header}`" in prose, header

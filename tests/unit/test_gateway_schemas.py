@@ -1,4 +1,5 @@
-"""The gateway's request models: strict JSON types, the contract's ranges, and field paths in errors."""
+"""The gateway's request models: strict JSON types (an integral number is an integer), the contract's ranges, and
+field paths in errors."""
 
 import pytest
 from pydantic import ValidationError
@@ -14,9 +15,26 @@ def fields(model, data):
     return schemas.field_errors(failure.value)
 
 
-@pytest.mark.parametrize("quantity", ["2", 2.5, 2.0, True, False, None, [2], {"n": 2}])
+@pytest.mark.parametrize("quantity", ["2", 2.5, 1e-300, True, False, None, [2], {"n": 2}])
 def test_a_quantity_is_a_json_integer_and_nothing_else(quantity):
     assert list(fields(schemas.NewLine, {"sku": "tea", "quantity": quantity})) == ["quantity"]
+
+
+@pytest.mark.parametrize("written, value", [(2, 2), (2.0, 2), (1e2, 100), (999.0, 999)])
+def test_an_integral_number_is_an_integer_as_in_json_schema(written, value):
+    quantity = schemas.NewLine.model_validate({"sku": "tea", "quantity": written}).quantity
+    assert quantity == value and type(quantity) is int  # the services get an int
+    changes = schemas.ProductChanges.model_validate({"stock": written, "price_cents": written}).changes()
+    assert changes == {"stock": value, "price_cents": value} and {type(v) for v in changes.values()} == {int}
+
+
+def test_an_integral_number_out_of_range_is_still_refused():
+    assert fields(schemas.NewLine, {"sku": "tea", "quantity": 1e3}) == {
+        "quantity": "Input should be less than or equal to 999"
+    }
+    assert list(fields(schemas.NewProduct, {"sku": "t", "name": "T", "price_cents": 1e300, "stock": 1})) == [
+        "price_cents"
+    ]
 
 
 @pytest.mark.parametrize("model, low, high", [(schemas.NewLine, 1, 999), (schemas.LineQuantity, 0, 999)])
@@ -76,7 +94,7 @@ def test_new_product_rules():
     assert product.model_dump() == {"sku": "tea", "name": "Tea", "description": "", "price_cents": 0, "stock": 0}
     reported = fields(
         schemas.NewProduct,
-        {"sku": "tea", "name": "n" * 201, "description": "d" * 2001, "price_cents": -1, "stock": 1.0},
+        {"sku": "tea", "name": "n" * 201, "description": "d" * 2001, "price_cents": -1, "stock": 1.5},
     )
     assert set(reported) == {"name", "description", "price_cents", "stock"}
     assert list(fields(schemas.NewProduct, {"sku": "t", "name": "", "price_cents": 1, "stock": 1})) == ["name"]
