@@ -12,11 +12,25 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-SKU_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-# Ids are accepted in the canonical 8-4-4-4-12 form only (any case); they reach the services lower-cased.
-UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
-# The largest money amount or stock count accepted: what a 32-bit SQL INTEGER column holds.
-MAX_AMOUNT = 2**31 - 1
+# The rules the services apply, defined once (services/common/rules.py): sku and id patterns (ids in the canonical
+# 8-4-4-4-12 form only, any case; they reach the services lower-cased), the largest amount (what a 32-bit SQL
+# INTEGER column holds), quantities, lengths and page limits.
+from services.common.rules import (
+    CARD_NUMBER_PATTERN,
+    DEFAULT_PAGE_LIMIT,
+    EMAIL_MAX_LENGTH,
+    MAX_AMOUNT,
+    MAX_OFFSET,
+    MAX_PAGE_LIMIT,
+    MAX_QUANTITY,
+    PASSWORD_MAX_LENGTH,
+    PASSWORD_MIN_LENGTH,
+    PRODUCT_DESCRIPTION_MAX_LENGTH,
+    PRODUCT_NAME_MAX_LENGTH,
+    SEARCH_MAX_LENGTH,
+    SKU_PATTERN,
+    UUID_PATTERN,
+)
 
 # A new account's email: printable ASCII (no look-alike of another address in another script), one @, a domain of
 # two or more non-empty labels: the accounts service's rule (services/accounts/domain.py), made exact in the
@@ -27,21 +41,21 @@ Email = Annotated[
     str,
     Field(
         min_length=5,
-        max_length=254,
+        max_length=EMAIL_MAX_LENGTH,
         pattern=EMAIL_PATTERN,
         description="printable ASCII: local part, @, a domain with a dot",
     ),
 ]
 # Free text never holds NUL: PostgreSQL cannot store it (nor compare with it), and no person types it.
 NO_NUL_PATTERN = r"^[^\x00]*$"
-Password = Annotated[str, Field(min_length=8, max_length=128, pattern=NO_NUL_PATTERN)]
+Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH, pattern=NO_NUL_PATTERN)]
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, description="1-64 characters of A-Z a-z 0-9 - _")]
 # What Python's str.strip() removes, spelled out: regex engines disagree on what \s covers.
 _WHITESPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # A name is not blank (the catalog's rule): at least one character that is neither whitespace nor NUL.
 NAME_PATTERN = rf"^[^\x00]*[^\x00{_WHITESPACE}][^\x00]*$"
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
-Description = Annotated[str, Field(max_length=2000, pattern=NO_NUL_PATTERN)]
+Name = Annotated[str, Field(min_length=1, max_length=PRODUCT_NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+Description = Annotated[str, Field(max_length=PRODUCT_DESCRIPTION_MAX_LENGTH, pattern=NO_NUL_PATTERN)]
 
 
 def _integral(value):
@@ -55,8 +69,8 @@ def _integral(value):
 # After the Field constraints in Annotated, so they still show in the JSON Schema as minimum/maximum.
 Integral = BeforeValidator(_integral)
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT), Integral]
-AddQuantity = Annotated[int, Field(ge=1, le=999), Integral]
-SetQuantity = Annotated[int, Field(ge=0, le=999, description="0 removes the line"), Integral]
+AddQuantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY), Integral]
+SetQuantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, description="0 removes the line"), Integral]
 
 
 def exact(pattern):
@@ -77,8 +91,8 @@ class StrictModel(BaseModel):
 class Credentials(StrictModel):
     """`POST /auth/token`: the password is checked by accounts, so only its size is limited here."""
 
-    email: Annotated[str, Field(min_length=1, max_length=254, pattern=NO_NUL_PATTERN)]
-    password: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL_PATTERN)]
+    email: Annotated[str, Field(min_length=1, max_length=EMAIL_MAX_LENGTH, pattern=NO_NUL_PATTERN)]
+    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX_LENGTH, pattern=NO_NUL_PATTERN)]
 
 
 class Registration(StrictModel):
@@ -152,8 +166,8 @@ QueryInt = BeforeValidator(_decimal_integer)
 class PageQuery(StrictModel):
     """`?limit&offset` of a list."""
 
-    limit: Annotated[int, Field(ge=1, le=100), QueryInt] = 20
-    offset: Annotated[int, Field(ge=0, le=MAX_AMOUNT), QueryInt] = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE_LIMIT), QueryInt] = DEFAULT_PAGE_LIMIT
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET), QueryInt] = 0
 
 
 class ProductQuery(PageQuery):
@@ -161,15 +175,18 @@ class ProductQuery(PageQuery):
 
     q: Annotated[
         str,
-        Field(max_length=200, pattern=NO_NUL_PATTERN, description="case-insensitive filter on name and description"),
+        Field(
+            max_length=SEARCH_MAX_LENGTH,
+            pattern=NO_NUL_PATTERN,
+            description="case-insensitive filter on name and description",
+        ),
     ] = ""
 
 
-CARD_PATTERN = r"^[0-9]{12,19}$"
-
-
 class Payment(StrictModel):
-    card_number: Annotated[str, Field(pattern=CARD_PATTERN, description="12-19 digits; checked with Luhn by payments")]
+    card_number: Annotated[
+        str, Field(pattern=CARD_NUMBER_PATTERN, description="12-19 digits; checked with Luhn by payments")
+    ]
 
 
 class Checkout(StrictModel):
@@ -323,7 +340,7 @@ PATTERN_REASONS = {
     NAME_PATTERN: "must not be blank or contain NUL characters",
     EMAIL_PATTERN: "is not a valid email address (printable ASCII, one @, a domain with a dot)",
     SKU_PATTERN: "must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
-    CARD_PATTERN: "must be 12 to 19 digits",
+    CARD_NUMBER_PATTERN: "must be 12 to 19 digits",
 }
 
 

@@ -90,11 +90,8 @@ def test_card_number_shape(value, shape):
 
 
 def test_the_gateways_request_models_take_the_same_patterns_and_limits():
-    """gateway_http/schemas.py must let through exactly what the services accept."""
-    assert schemas.SKU_PATTERN == rules.SKU_PATTERN
-    assert schemas.UUID_PATTERN == rules.UUID_PATTERN
-    assert schemas.CARD_PATTERN == rules.CARD_NUMBER_PATTERN
-    assert schemas.MAX_AMOUNT == rules.MAX_AMOUNT
+    """gateway_http/schemas.py must let through exactly what the services accept (it imports the rules; the
+    models' JSON schemas show they are used)."""
 
     def properties(model):
         return model.model_json_schema()["properties"]
