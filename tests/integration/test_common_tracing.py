@@ -2,7 +2,6 @@
 to a second service, an outbox event to a third; one trace, every parent where it belongs. Also: the OTLP
 exporter really posts spans when OTEL_EXPORTER_OTLP_ENDPOINT is set, and nothing is traced when it is not."""
 
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from services.common.db import Database, make_engine
 from services.common.messages import Message
 from services.common.metrics import Telemetry, rpc_call
 from services.common.outbox import Outbox, outbox_table
+from tests.waiting import wait_until
 
 # --- the change docs/OBSERVABILITY.md asks of services/common/rpc.py, applied here until rpc.py carries it ---
 
@@ -151,15 +151,14 @@ def wait_for_spans(exporter, names, timeout=10.0):
     """The finished spans once every name in `names` is among them (as many times as it is listed). A span
     ends after its worker has replied, so the caller's answer does not mean every span has ended."""
     wanted = Counter(names)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def all_ended():
         spans = exporter.get_finished_spans()
         seen = Counter(span.name for span in spans)
-        if all(seen[name] >= count for name, count in wanted.items()):
-            return spans
-        if time.monotonic() > deadline:
-            raise AssertionError(f"spans {sorted(names)} not all seen; got {sorted(s.name for s in spans)}")
-        eventlet.sleep(0.02)
+        assert all(seen[name] >= count for name, count in wanted.items()), f"got {sorted(s.name for s in spans)}"
+        return spans
+
+    return wait_until(all_ended, timeout=timeout, interval=0.02, what=f"spans {sorted(names)} all seen")
 
 
 def by_name(spans, name):
@@ -324,12 +323,14 @@ def test_otlp_export_only_when_the_endpoint_is_set(container_factory, rabbit_con
         assert tracing.enabled()
         with ServiceRpcProxy("plain", rabbit_config) as plain:
             assert plain.ping() == "pong"
+
         # nameko replies before the worker's span ends (worker_result comes after the reply): flush until the
         # span has gone out.
-        deadline = time.monotonic() + 10
-        while not receiver.requests and time.monotonic() < deadline:
+        def posted():
             tracing.force_flush()
-            eventlet.sleep(0.02)
+            return receiver.requests
+
+        wait_until(posted, timeout=10, interval=0.02, what="a span posted to the OTLP endpoint")
 
         assert receiver.requests, "nothing was posted to the OTLP endpoint"
         path, content_type, body = receiver.requests[0]
