@@ -1,5 +1,5 @@
 """Test fixtures shared by every suite. Monkey patching comes first: nameko's plugin no longer does it, and
-tests that open real sockets to a container in the same process hang without it (STACK.md)."""
+tests that open real sockets to a container in the same process hang without it."""
 
 import eventlet
 
