@@ -34,7 +34,7 @@ def test_at_the_deadline_it_fails_naming_what_and_the_last_value():
     took = time.monotonic() - started
 
     assert str(failure.value) == "the order is confirmed: not within 0.3 s (the last check returned [])"
-    assert 0.3 <= took < 1.0
+    assert 0.3 <= took < 2.0  # the deadline, and not much more even on a busy machine
 
 
 def test_the_last_exception_is_named_and_chained():
@@ -54,7 +54,7 @@ def test_the_predicate_is_called_every_interval_and_once_more_at_the_deadline():
     with pytest.raises(AssertionError):
         wait_until(lambda: calls.append(time.monotonic()), timeout=0.5, interval=0.1)
 
-    assert 5 <= len(calls) <= 7
+    assert 3 <= len(calls) <= 7  # about 6; fewer when the machine is busy, never more
     assert calls[-1] - calls[0] >= 0.45
 
 
