@@ -1,6 +1,6 @@
-"""The bench's report: the targets of issue 5 checked against the results, and the results as Markdown and
-JSON under bench/results/ (<timestamp>.md/.json and latest.md/.json). Pure functions of the results dict that
-bench/runner.py builds; docs/PERFORMANCE.md explains each number."""
+"""The bench's report: the performance targets (docs/PERFORMANCE.md) checked against the results, and the
+results as Markdown and JSON under bench/results/ (<timestamp>.md/.json and latest.md/.json). Pure functions of
+the results dict that bench/runner.py builds; docs/PERFORMANCE.md explains each number."""
 
 import json
 import os
@@ -34,7 +34,7 @@ def _at_least(value, threshold):
 
 
 def evaluate_targets(results):
-    """Issue 5's targets: [{"target", "result", "met": True | False | None (not measured)}]."""
+    """The performance targets: [{"target", "result", "met": True | False | None (not measured)}]."""
     rows = []
     product, cart_get, checkout = (_scenario(results, name) for name in ("product", "cart_get", "checkout"))
 
@@ -161,7 +161,7 @@ def markdown(results):
     ]
 
     out += [
-        "## Targets (issue 5)",
+        "## Targets",
         "",
         table(
             ["target", "result", ""],

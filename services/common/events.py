@@ -1,6 +1,6 @@
 """Consuming events reliably: each event is applied once, and a handler that keeps failing parks the event.
 
-nameko acks an event whose handler raised, and the event is gone (nameko issue #387). `reliable_event_handler`
+nameko acks an event whose handler raised, and the event is gone. `reliable_event_handler`
 is nameko's `event_handler` with a different ending for failures: the event is republished to a retry queue
 whose messages expire after a back-off (`EVENT_RETRY_SECONDS` × 2^(attempt-1), at most 60 s) and then flow back
 to the handler's queue; after `EVENT_MAX_ATTEMPTS` attempts (default 5) it goes to the service's parked queue

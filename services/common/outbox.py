@@ -8,6 +8,13 @@ A crash between commit and publish only delays the event: the next relay pass pu
 and marking publishes it again: every event carries `event_id`, and consumers record the ids they processed
 (`services.common.events.first_delivery`). On PostgreSQL, relays of several instances take rows with `FOR UPDATE
 SKIP LOCKED`, so they do not publish the same row at the same time.
+
+While the broker is away the relay does not wait on it: a publish fails within about a second (a refused
+connection at once; the RPC client's retry policy, not nameko's default of about 10 s of retries), and each
+publish waits at most `CONFIRM_TIMEOUT_SECONDS` for the broker's confirm. The relay then tries again on its own
+schedule: after the poll interval, doubled after each failed pass up to `MAX_RETRY_SECONDS`. A failed publish
+ends its pass: the events before it are marked published, it and the later ones wait for the next pass, so
+none overtakes an older one.
 """
 
 import json
@@ -28,9 +35,13 @@ from services.common.clock import utcnow
 from services.common.db import Database, UtcDateTime, after_commit
 from services.common.messages import EVENT_ID
 from services.common.metrics import set_outbox_backlog
+from services.common.rpc import PUBLISH_RETRY_POLICY, PUBLISH_TRANSPORT_OPTIONS
 from services.common.tracing import producer_headers
 
 log = logging.getLogger(__name__)
+
+CONFIRM_TIMEOUT_SECONDS = 5.0  # a broker that takes the message but never confirms it is away too
+MAX_RETRY_SECONDS = 5.0  # the longest pause between failed passes (never shorter than the poll interval)
 
 
 def outbox_table(metadata: MetaData):
@@ -67,6 +78,7 @@ class Outbox(DependencyProvider, HeaderEncoder):
         self.database_attr = database_attr
         self.table = OUTBOX
         self._wake = Event()
+        self._stopping = Event()
         self._running = False
         self._thread = None
         self._count_backlog_at = 0.0
@@ -76,8 +88,14 @@ class Outbox(DependencyProvider, HeaderEncoder):
         self.poll_seconds = float(config.get("OUTBOX_POLL_SECONDS", 1))
         self.exchange = get_event_exchange(self.container.service_name, config)
         self.publisher = Publisher(
-            config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY), use_confirms=True, declare=[self.exchange]
+            config[AMQP_URI_CONFIG_KEY],
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            use_confirms=True,
+            declare=[self.exchange],
+            retry_policy=PUBLISH_RETRY_POLICY,
         )
+        # An instance attribute: nameko's class-level default is shared by every publisher, and mutated.
+        self.publisher.transport_options = dict(PUBLISH_TRANSPORT_OPTIONS)
         self._database()  # fail at setup, not at the first emit
 
     def _database(self):
@@ -88,17 +106,19 @@ class Outbox(DependencyProvider, HeaderEncoder):
 
     def start(self):
         self._running = True
+        self._stopping = Event()
         self._thread = self.container.spawn_managed_thread(self._relay_forever)
 
     def stop(self):
-        self._running = False
-        self.wake()
+        self.kill()
         if self._thread is not None:
             self._thread.wait()
 
     def kill(self):
         self._running = False
         self.wake()
+        if not self._stopping.ready():
+            self._stopping.send()
 
     def get_dependency(self, worker_ctx):
         def emit(message):
@@ -127,9 +147,15 @@ class Outbox(DependencyProvider, HeaderEncoder):
             self._wake.send()
 
     def _relay_forever(self):
+        failures = 0
         while self._running:
-            with eventlet.Timeout(self.poll_seconds, False):
-                self._wake.wait()
+            if failures:
+                # Not woken by commits meanwhile: while the broker is away each try would fail at once.
+                with eventlet.Timeout(self.retry_seconds(failures), False):
+                    self._stopping.wait()
+            else:
+                with eventlet.Timeout(self.poll_seconds, False):
+                    self._wake.wait()
             self._wake = Event()
             if not self._running:
                 break
@@ -141,12 +167,31 @@ class Outbox(DependencyProvider, HeaderEncoder):
                 if time.monotonic() >= self._count_backlog_at:
                     set_outbox_backlog(self.container.service_name, self.backlog())
                     self._count_backlog_at = time.monotonic() + self.poll_seconds
-            except Exception:  # the broker or the database is away: keep the rows, try again next pass
-                log.exception("outbox relay pass failed; will retry")
+            except Exception as exc:  # the broker or the database is away: keep the rows, try again later
+                failures += 1
+                log.warning(
+                    "outbox relay pass failed (%s: %s); next try in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    self.retry_seconds(failures),
+                    exc_info=failures == 1,  # the whole story once, then a line per try
+                )
+            else:
+                if failures:
+                    log.info("outbox relay publishing again after %d failed passes", failures)
+                failures = 0
+
+    def retry_seconds(self, failures):
+        """The pause after `failures` failed passes in a row: the poll interval, doubled each time, capped."""
+        return min(self.poll_seconds * 2 ** (failures - 1), max(self.poll_seconds, MAX_RETRY_SECONDS))
 
     def relay_once(self):
-        """Publish one batch of unpublished events; returns how many were published."""
+        """Publish the oldest unpublished events, at most `batch_size`, in order; returns how many were published.
+
+        A publish that fails ends the batch: the events published before it are marked, and the error is raised.
+        """
         engine = self._database().engine
+        failure = None
         with engine.begin() as connection:
             query = (
                 select(self.table)
@@ -156,19 +201,27 @@ class Outbox(DependencyProvider, HeaderEncoder):
             )
             if connection.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            rows = connection.execute(query).all()
-            for row in rows:
-                self.publisher.publish(
-                    json.loads(row.payload),
-                    exchange=self.exchange,
-                    routing_key=row.event_type,
-                    headers=json.loads(row.headers),
-                )
-            if rows:
+            published = []
+            for row in connection.execute(query).all():
+                try:
+                    self.publisher.publish(
+                        json.loads(row.payload),
+                        exchange=self.exchange,
+                        routing_key=row.event_type,
+                        headers=json.loads(row.headers),
+                        confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
+                    )
+                except Exception as exc:
+                    failure = exc
+                    break
+                published.append(row.id)
+            if published:
                 connection.execute(
-                    update(self.table).where(self.table.c.id.in_([r.id for r in rows])).values(published_at=utcnow())
+                    update(self.table).where(self.table.c.id.in_(published)).values(published_at=utcnow())
                 )
-        return len(rows)
+        if failure is not None:
+            raise failure
+        return len(published)
 
     def backlog(self):
         """How many recorded events are not published yet."""

@@ -1,6 +1,6 @@
 """RPC calls that always end, and end fast when the callee or the broker is away.
 
-nameko's `RpcProxy` waits forever for a reply (nameko issue #360). `Rpc(target)` injects a proxy like nameko's,
+nameko's `RpcProxy` waits forever for a reply. `Rpc(target)` injects a proxy like nameko's,
 but:
 
 - **each call waits at most `timeout` seconds.** The request is published with the same time to live, so a call

@@ -62,7 +62,7 @@ class OrdersService(health.HealthRpc):
         if idempotency_key is not None:
             existing = store.find_by_key(self.db, user_id, idempotency_key)
             if existing is not None:
-                return {"order": domain.as_answer(existing), "created": False}
+                return {"order": domain.as_answer(self._placed(existing)), "created": False}
         now = utcnow()
         order = Order(
             id=str(uuid.uuid4()),

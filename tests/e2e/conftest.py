@@ -6,7 +6,6 @@ import os
 import secrets
 import uuid
 
-import eventlet
 import pytest
 import requests
 from nameko.containers import get_container_cls
@@ -22,6 +21,7 @@ from services.common.config import load_config
 from services.common.migrate import upgrade
 from services.orders.service import OrdersService
 from services.payments.service import PaymentsService
+from tests.waiting import wait_until
 
 BACKENDS = {
     "accounts": AccountsService,
@@ -85,10 +85,12 @@ class System:
 
     def settled_audit(self, timeout=30):
         """The cross-service audit, once no order is still in its saga."""
-        with eventlet.Timeout(timeout):
-            while (report := self.rpc("orders", "audit"))["checked"]["in_saga"]:
-                eventlet.sleep(0.1)
-        return report
+
+        def settled():
+            report = self.rpc("orders", "audit")
+            return None if report["checked"]["in_saga"] else report
+
+        return wait_until(settled, timeout=timeout, interval=0.1, what="no order left in its saga")
 
     def start(self, name, instance=None):
         """Start service `name` with the container class its config names (as `nameko run` would);

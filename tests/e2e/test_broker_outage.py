@@ -22,6 +22,7 @@ from gateway_http.cache import ProductCache
 from services.common.db import make_engine
 from tests.broker_proxy import TcpProxy
 from tests.e2e.conftest import ADMIN_EMAIL, Client, assert_error, running_system
+from tests.waiting import wait_until
 
 
 class Observer:
@@ -49,12 +50,6 @@ def cut_off_system(system, vhost_pipeline, tmp_path, proxy):
     """A system of its own whose every connection to the broker goes through `proxy`."""
     with running_system(system.backend, vhost_pipeline, tmp_path, broker=f"127.0.0.1:{proxy.port}") as own:
         yield own
-
-
-def eventually(check, timeout=30):
-    with eventlet.Timeout(timeout):
-        while not check():
-            eventlet.sleep(0.1)
 
 
 def unpublished_events(system):
@@ -96,7 +91,7 @@ def test_broker_outage(cut_off_system, proxy, container_factory):
             admin.post("/products", json={"sku": sku, "name": sku, "price_cents": 100, "stock": 5}).status_code == 201
         )
     # Once the gateway has heard both creations (a later event would drop it again), it holds `held`.
-    eventually(lambda: gateway_events_handled() - events_before >= 2)
+    wait_until(lambda: gateway_events_handled() - events_before >= 2, timeout=30, interval=0.1)
     assert anon.get(f"/products/{held}").status_code == 200
     assert held in product_cache(system).products.entries
     timeout = system.configs["gateway"]["RPC_TIMEOUT"]
@@ -122,12 +117,16 @@ def test_broker_outage(cut_off_system, proxy, container_factory):
         proxy.restore()
 
     # Everything reconnects by itself: the held event is published, and the gateway serves fresh data again.
-    eventually(
-        lambda: any(event["product"] == dict(event["product"], sku=held, price_cents=250) for event in Observer.seen)
+    wait_until(
+        lambda: any(event["product"] == dict(event["product"], sku=held, price_cents=250) for event in Observer.seen),
+        timeout=30,
+        interval=0.1,
     )
-    eventually(lambda: unpublished_events(system) == 0)
-    eventually(lambda: anon.get(f"/products/{held}").json().get("price_cents") == 250)
-    eventually(lambda: admin.patch(f"/products/{other}", json={"price_cents": 8}).status_code == 200)
+    wait_until(lambda: unpublished_events(system) == 0, timeout=30, interval=0.1)
+    wait_until(lambda: anon.get(f"/products/{held}").json().get("price_cents") == 250, timeout=30, interval=0.1)
+    wait_until(
+        lambda: admin.patch(f"/products/{other}", json={"price_cents": 8}).status_code == 200, timeout=30, interval=0.1
+    )
     assert anon.get(f"/products/{other}").json()["price_cents"] == 8
     user = system.new_user()
     cart = user.post("/carts", json={"items": [{"sku": other, "quantity": 2}]})  # gateway → carts → catalog

@@ -7,6 +7,7 @@ import eventlet
 import pytest
 
 from tests.e2e.conftest import assert_error
+from tests.waiting import wait_until
 
 GOOD, DECLINED, NO_FUNDS = "4242424242424242", "4000000000000002", "4000000000009995"
 
@@ -39,18 +40,12 @@ def checkout(client, cart, card=GOOD, key=None):
 
 def settled(client, order_id, timeout=20):
     """The order once it has left `pending` (polled with a deadline)."""
-    with eventlet.Timeout(timeout):
-        while True:
-            order = client.get(f"/orders/{order_id}").json()
-            if order["status"] != "pending":
-                return order
-            eventlet.sleep(0.05)
 
+    def left_pending():
+        order = client.get(f"/orders/{order_id}").json()
+        return order if order["status"] != "pending" else None
 
-def eventually(check, timeout=10):
-    with eventlet.Timeout(timeout):
-        while not check():
-            eventlet.sleep(0.05)
+    return wait_until(left_pending, timeout=timeout, what=f"order {order_id} settled")
 
 
 def stock_of(client, sku):
@@ -99,14 +94,14 @@ def test_declined_cards_fail_and_release_everything(admin, user, card):
     order = settled(user, checkout(user, cart, card).json()["id"])
     assert (order["status"], order["failure_reason"]) == ("failed", "payment_declined")
     assert stock_of(user, sku) == 3
-    eventually(lambda: user.get(f"/carts/{cart['id']}").json()["status"] == "open")
+    wait_until(lambda: user.get(f"/carts/{cart['id']}").json()["status"] == "open")
 
 
 def test_a_failed_order_leaves_the_cart_to_retry(admin, user):
     sku = stocked(admin)
     cart = cart_with(user, (sku, 1))
     settled(user, checkout(user, cart, DECLINED).json()["id"])
-    eventually(lambda: user.get(f"/carts/{cart['id']}").json()["status"] == "open")
+    wait_until(lambda: user.get(f"/carts/{cart['id']}").json()["status"] == "open")
     assert user.put(f"/carts/{cart['id']}/items/{sku}", json={"quantity": 2}).status_code == 200
     retry = settled(user, checkout(user, cart).json()["id"])
     assert retry["status"] == "confirmed" and retry["total_cents"] == 1000
@@ -208,8 +203,8 @@ def test_cancel_a_confirmed_order_refunds_and_restocks(system, admin, user):
     response = user.post(f"/orders/{order['id']}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
-    eventually(lambda: stock_of(user, sku) == 4)
-    eventually(lambda: system.rpc("payments", "net_charges")[order["id"]] == 0)
+    wait_until(lambda: stock_of(user, sku) == 4)
+    wait_until(lambda: system.rpc("payments", "net_charges")[order["id"]] == 0)
     assert_error(user.post(f"/orders/{order['id']}/cancel"), 409, "conflict")
 
 
@@ -250,7 +245,7 @@ def test_orders_crash_between_reserve_and_charge_then_settles(own_system):
         order = system.rpc("orders", "checkout", user.get("/me").json()["id"], cart["id"], card["payment_method_id"])[
             "order"
         ]
-        eventually(lambda: stock_of(user, sku) == 1)  # reserved: the saga now waits to charge
+        wait_until(lambda: stock_of(user, sku) == 1)  # reserved: the saga now waits to charge
         assert user.get(f"/orders/{order['id']}").json()["status"] == "pending"
         system.kill("orders")
     finally:

@@ -32,7 +32,6 @@ Reproducible: hypothesis runs from a fixed seed (SEED) and keeps no example data
 
 import collections
 
-import eventlet
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -46,6 +45,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from conftest import POSTGRES_ADMIN_URL
 from gateway_http.auth import ADMIN, NONE
 from gateway_http.routes import OPENAPI, ROUTES
+from tests.waiting import wait_until
 
 # Examples per operation and mode: 22 operations, 16 of which take input that can be made invalid, so 38 runs and
 # about 3,000 generated requests (plus the checks' own probes). Schema-valid credentials cost an argon2 hash each
@@ -126,9 +126,11 @@ class World:
         response = self.user.post(f"/carts/{self.new_cart()}/checkout", json={"payment": {"card_number": GOOD_CARD}})
         assert response.status_code == 202, response.text
         order_id = response.json()["id"]
-        with eventlet.Timeout(30):
-            while self.user.get(f"/orders/{order_id}").json()["status"] == "pending":
-                eventlet.sleep(0.05)
+        wait_until(
+            lambda: self.user.get(f"/orders/{order_id}").json()["status"] != "pending",
+            timeout=30,
+            what=f"order {order_id} settled",
+        )
         return order_id
 
     def make_real(self, case):

@@ -9,11 +9,11 @@ import json
 import logging
 import uuid
 
-import eventlet
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.logs import Formatter
+from tests.waiting import wait_until
 
 GOOD_CARD = "4242424242424242"
 
@@ -64,12 +64,6 @@ def value(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def eventually(check, timeout=10):
-    with eventlet.Timeout(timeout):
-        while not check():
-            eventlet.sleep(0.05)
-
-
 def stocked(admin):
     sku = f"O-{uuid.uuid4().hex[:10]}"
     response = admin.post("/products", json={"sku": sku, "name": f"Thing {sku}", "price_cents": 700, "stock": 5})
@@ -94,7 +88,7 @@ def test_one_requests_id_is_on_the_json_lines_of_every_service_it_reaches(user, 
         }
 
     # The worker-end lines come after the answer: wait for carts' and catalog's, with a deadline.
-    eventually(lambda: {("carts", "get_cart", "success"), ("catalog", "get_products", "success")} <= ends())
+    wait_until(lambda: {("carts", "get_cart", "success"), ("catalog", "get_products", "success")} <= ends())
     mine = [record for record in log_lines.records() if record["request_id"] == request_id]
     assert {"gateway", "carts", "catalog"} <= {record["service"] for record in mine}
     assert all(isinstance(record["duration"], float) for record in mine if record["logger"] == "cartmesh.worker")
@@ -110,7 +104,7 @@ def test_no_password_token_or_card_number_in_any_log_line_of_a_checkout(system, 
     checkout = user.post(f"/carts/{cart['id']}/checkout", json={"payment": {"card_number": GOOD_CARD}})
     assert checkout.status_code == 202, checkout.text
     order_id = checkout.json()["id"]
-    eventually(lambda: user.get(f"/orders/{order_id}").json()["status"] != "pending", timeout=20)
+    wait_until(lambda: user.get(f"/orders/{order_id}").json()["status"] != "pending", timeout=20)
     # A bad login and a malformed card go through the error paths too.
     assert client.post("/auth/token", json={"email": email, "password": password + "x"}).status_code == 401
     bad = user.post(f"/carts/{cart['id']}/checkout", json={"payment": {"card_number": "4242424242424241"}})
@@ -172,7 +166,7 @@ def test_entrypoint_counters_move_by_outcome_through_the_real_services(own_syste
         return value(scrape(user), name, **labels) - value(since, name, **labels) >= count
 
     # The worker-end counters move after the answer has left: wait for them, with a deadline.
-    eventually(
+    wait_until(
         lambda: (
             moved(calls, dict(carts_get, outcome="success")) and moved(calls, dict(carts_get, outcome="expected_error"))
         )

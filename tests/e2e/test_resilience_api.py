@@ -3,7 +3,6 @@
 
 import uuid
 
-import eventlet
 from nameko.containers import ServiceContainer
 from nameko.testing.utils import find_free_port
 from prometheus_client import REGISTRY
@@ -12,12 +11,7 @@ from sqlalchemy import text
 from gateway_http.service import GatewayService
 from services.common.db import make_engine
 from tests.e2e.conftest import Client, assert_error
-
-
-def eventually(check, timeout=10):
-    with eventlet.Timeout(timeout):
-        while not check():
-            eventlet.sleep(0.05)
+from tests.waiting import wait_until
 
 
 def second_gateway(system):
@@ -63,8 +57,8 @@ def test_a_price_change_is_seen_at_once_by_its_gateway_and_on_the_event_by_anoth
         # The instance that made the change dropped the product itself: its next read is the new price.
         assert here.get(f"/products/{sku}").json()["price_cents"] == 1999
         # The other one drops it when the product_changed broadcast reaches it: the product and its pages.
-        eventually(lambda: other.get(f"/products/{sku}").json()["price_cents"] == 1999)
-        eventually(lambda: other.get("/products", params=page).json()["items"][0]["price_cents"] == 1999)
+        wait_until(lambda: other.get(f"/products/{sku}").json()["price_cents"] == 1999)
+        wait_until(lambda: other.get("/products", params=page).json()["items"][0]["price_cents"] == 1999)
     finally:
         container.kill()
 
@@ -129,5 +123,5 @@ def test_the_circuit_to_a_silent_backend_opens_answers_503_at_once_and_closes_wh
     finally:
         system.start(catalog)
     # Back: after BREAKER_RESET_SECONDS (1 s here) a probe gets through and closes the circuit.
-    eventually(lambda: user.get(f"/products/{sku}").status_code == 404)
+    wait_until(lambda: user.get(f"/products/{sku}").status_code == 404)
     assert circuit("catalog") == 0

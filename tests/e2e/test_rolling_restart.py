@@ -4,12 +4,12 @@ running, then started again. No client sees a 5xx, and every item a client was t
 final carts. tests/integration/test_common_container.py covers the real SIGTERM path of `nameko run`."""
 
 import collections
-import time
 import uuid
 
 import eventlet
 
 from services.common.container import GracefulContainer
+from tests.waiting import wait_until
 
 SHOPPERS = 6
 SKUS_PER_SHOPPER = 3
@@ -52,18 +52,11 @@ class Load:
 
     def wait_for_writes(self, count, what):
         target = self.writes() + count
-        wait_until(lambda: self.writes() >= target, what)
+        wait_until(lambda: self.writes() >= target, timeout=DEADLINE, what=what)
 
     def stop(self):
         self.stopping = True
         self.pool.waitall()
-
-
-def wait_until(predicate, what, deadline=DEADLINE):
-    end = time.monotonic() + deadline
-    while not predicate():
-        assert time.monotonic() < end, f"not within {deadline} s: {what}"
-        eventlet.sleep(0.01)
 
 
 def test_a_carts_instance_restarted_under_load_loses_no_acknowledged_write_and_no_client_sees_a_5xx(own_system):
@@ -85,12 +78,22 @@ def test_a_carts_instance_restarted_under_load_loses_no_acknowledged_write_and_n
         load.wait_for_writes(PHASE_WRITES, "writes through both instances")
         # Stop the first instance while it is in the middle of work, as a SIGTERM would.
         first = system.containers["carts"]
-        wait_until(lambda: first._worker_threads, "the first carts instance has a running worker")
+        wait_until(
+            lambda: first._worker_threads,
+            timeout=DEADLINE,
+            interval=0.01,  # a worker runs for milliseconds: look often
+            what="the first carts instance has a running worker",
+        )
         system.stop("carts")
         load.wait_for_writes(PHASE_WRITES, "writes through the second instance alone")
         system.start("carts")
         restarted = system.containers["carts"]
-        wait_until(lambda: restarted._worker_threads, "the restarted instance takes work")
+        wait_until(
+            lambda: restarted._worker_threads,
+            timeout=DEADLINE,
+            interval=0.01,
+            what="the restarted instance takes work",
+        )
         load.wait_for_writes(PHASE_WRITES, "writes through both instances again")
     finally:
         load.stop()

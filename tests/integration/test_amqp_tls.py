@@ -7,7 +7,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 from kombu import Connection
@@ -18,6 +17,7 @@ from conftest import ROOT
 from services.common.config import load_config
 from services.common.migrate import upgrade
 from services.payments.service import PaymentsService
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("openssl") and shutil.which("socat")), reason="needs the openssl and socat commands"
@@ -110,14 +110,13 @@ def tls_port(pki):
         ],
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proxy.poll() is None and time.monotonic() < deadline, "the TLS proxy did not start"
-            time.sleep(0.05)
+
+    def listening():
+        assert proxy.poll() is None, "socat ended"
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    wait_until(listening, timeout=10, what="the TLS proxy started")
     yield port
     proxy.terminate()
     proxy.wait(timeout=10)

@@ -10,12 +10,12 @@ while everything of Bob's, read back through the services, is unchanged.
 
 import uuid
 
-import eventlet
 import pytest
 
 from conftest import POSTGRES_ADMIN_URL
 from services.common.errors import NotFound, ValidationFailed
 from tests.e2e.conftest import assert_error, running_system
+from tests.waiting import wait_until
 
 GOOD_CARD = "4242424242424242"
 BOB_KEY = "bob-checkout-1"
@@ -55,9 +55,11 @@ class World:
         return response.json()["id"]
 
     def _wait_confirmed(self, order_id, timeout=20):
-        with eventlet.Timeout(timeout):
-            while self.rpc("orders", "get_order", self.bob_id, order_id)["status"] != "confirmed":
-                eventlet.sleep(0.05)
+        wait_until(
+            lambda: self.rpc("orders", "get_order", self.bob_id, order_id)["status"] == "confirmed",
+            timeout=timeout,
+            what=f"order {order_id} confirmed",
+        )
 
     def rpc(self, service, method, *args, **kwargs):
         return self.system.rpc(service, method, *args, **kwargs)

@@ -8,7 +8,6 @@ import re
 import uuid
 from urllib.parse import urlsplit
 
-import eventlet
 import pytest
 import requests
 from amqp.exceptions import AccessRefused
@@ -33,6 +32,7 @@ from services.common.rpc import Rpc
 from services.orders.service import OrdersService
 from services.payments.service import PaymentsService
 from tests.ops.test_compose import load_make_secrets
+from tests.waiting import wait_until
 
 # docker/ is no package (`import docker` could find docker-py): make_secrets is loaded from its file, and it loads
 # broker_permissions beside it.
@@ -184,9 +184,12 @@ def test_services_work_with_their_own_users_and_no_more(services_as_their_users,
     # A broken orders.order_failed event: carts' handler fails, retries once through its .retry queue and
     # parks it (declares with a dead-letter exchange, publishes through amq.default): all with its own user.
     event_dispatcher({"AMQP_URI": rabbit_config["AMQP_URI"]})("orders", "order_failed", {"event_id": "e1"})
-    with eventlet.Timeout(20):
-        while message_count(rabbit_config["AMQP_URI"], "parked-carts") < 1:
-            eventlet.sleep(0.1)
+    wait_until(
+        lambda: message_count(rabbit_config["AMQP_URI"], "parked-carts") >= 1,
+        timeout=20,
+        interval=0.1,
+        what="the broken event parked",
+    )
     assert (
         message_count(rabbit_config["AMQP_URI"], "evt-orders-order_failed--carts.reopen_after_failed_order.retry") == 0
     )

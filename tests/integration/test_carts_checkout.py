@@ -4,7 +4,6 @@ test_carts_service."""
 
 import uuid
 
-import eventlet
 import pytest
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
@@ -28,6 +27,7 @@ from tests.integration.test_carts_service import (  # noqa: F401 -- fixtures are
     stored_lines,
     two_instances,
 )
+from tests.waiting import wait_until
 
 HANDLER = "carts.reopen_after_failed_order"
 
@@ -43,14 +43,6 @@ def cart_row(db, cart_id):
 
 def frozen_lines(db, cart_id):
     return [(line["sku"], line["name"], line["unit_price_cents"]) for line in stored_lines(db, cart_id)]
-
-
-def wait_until(condition, timeout=10.0):
-    """Poll `condition()` until it is true; fail after `timeout` seconds."""
-    deadline = eventlet.Timeout(timeout, AssertionError(f"not true within {timeout} s"))
-    with deadline:
-        while not condition():
-            eventlet.sleep(0.05)
 
 
 # --- checkout_cart --------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ reserves, idempotent transitions, expiry, the audit, and races between container
 
 import uuid
 
-import eventlet
 import pytest
 from alembic import command
 from eventlet.queue import Empty, Queue
@@ -18,6 +17,7 @@ from services.common.clock import utcnow
 from services.common.errors import Conflict, OutOfStock, ValidationFailed
 from services.common.migrate import alembic_config, upgrade
 from tests.integration.test_catalog_service import stop_background_work
+from tests.waiting import wait_until
 
 EVENT_TIMEOUT = 5
 
@@ -92,15 +92,6 @@ def outcome(call):
         return call()["status"]
     except OutOfStock:
         return "out_of_stock"
-
-
-def wait_until(condition, timeout=10, interval=0.05):
-    """Poll `condition()` until it is true; fail after `timeout` seconds."""
-    with eventlet.Timeout(timeout, False):
-        while not condition():
-            eventlet.sleep(interval)
-        return
-    pytest.fail(f"condition not met within {timeout} s")
 
 
 # Migration ------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.common.container import GracefulContainer
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEADLINE = 20  # seconds for anything that should happen at once, on two busy cores
@@ -105,13 +106,6 @@ def gate():
             gate.opened.send(None)
 
 
-def wait_for(predicate, what, deadline=DEADLINE):
-    end = time.monotonic() + deadline
-    while not predicate():
-        assert time.monotonic() < end, f"not within {deadline} s: {what}"
-        eventlet.sleep(0.05)
-
-
 def ready_messages(amqp_uri, queue):
     """Messages waiting in `queue` (not delivered to any consumer)."""
     with Connection(amqp_uri) as connection:
@@ -146,7 +140,11 @@ def test_a_stop_waits_for_a_running_worker_whose_reply_arrives_while_others_take
         reply = held_call(cluster, held)
         stopping = eventlet.spawn(first.stop)
         # It stops taking messages at once ...
-        wait_for(lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 0, "a's consumer is cancelled")
+        wait_until(
+            lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 0,
+            timeout=DEADLINE,
+            what="a's consumer is cancelled",
+        )
         instance("b")
         assert cluster.holder.hold(gate()) == "b"
         # ... but waits for the worker it holds.
@@ -165,9 +163,13 @@ def test_a_running_worker_acks_its_own_message_so_it_is_not_run_again_elsewhere(
     token = uuid.uuid4().hex
     with ClusterRpcProxy(rabbit_config, timeout=DEADLINE) as cluster:
         reply = cluster.holder.nap.call_async(2.5, token)
-        wait_for(lambda: ("a", token) in NAPS, "a began the nap")
+        wait_until(lambda: ("a", token) in NAPS, timeout=DEADLINE, what="a began the nap")
         stopping = eventlet.spawn(first.stop)
-        wait_for(lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 0, "a's consumer is cancelled")
+        wait_until(
+            lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 0,
+            timeout=DEADLINE,
+            what="a's consumer is cancelled",
+        )
         instance("b")
         assert reply.result() == "a"
         with eventlet.Timeout(DEADLINE):
@@ -208,7 +210,9 @@ def test_a_message_waiting_for_a_worker_when_the_stop_begins_goes_back_to_the_qu
         HANDLED[payload] = Event()
         event_dispatcher(rabbit_config)("tests", "ping", payload)
         queue = "evt-tests-ping--holder.on_ping"
-        wait_for(lambda: ready_messages(rabbit_config["AMQP_URI"], queue) == 0, "a took the event")
+        wait_until(
+            lambda: ready_messages(rabbit_config["AMQP_URI"], queue) == 0, timeout=DEADLINE, what="a took the event"
+        )
         instance("b")
         stopping = eventlet.spawn(first.stop)
         # The other instance handles the event now, while a still finishes its running worker (nameko's own
@@ -248,9 +252,10 @@ class NamekoRun:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(
+        wait_until(
             lambda: consumer_count(rabbit_config["AMQP_URI"], "holder") == 1 or self.process.poll() is not None,
-            "nameko run consumes",
+            timeout=DEADLINE,
+            what="nameko run consumes",
         )
         assert self.process.poll() is None, self.output()
 
@@ -287,7 +292,11 @@ def test_sigterm_to_nameko_run_lets_a_running_call_finish_and_answer(nameko_run,
     process = nameko_run(grace=DEADLINE)
     with ClusterRpcProxy(rabbit_config, timeout=DEADLINE) as cluster:
         reply = cluster.holder.nap.call_async(1.5)
-        wait_for(lambda: ready_messages(rabbit_config["AMQP_URI"], "rpc-holder") == 0, "the call was taken")
+        wait_until(
+            lambda: ready_messages(rabbit_config["AMQP_URI"], "rpc-holder") == 0,
+            timeout=DEADLINE,
+            what="the call was taken",
+        )
         code, took = process.terminate_and_wait()
         assert reply.result() == "run"
     assert code == 0, process.output()
@@ -300,7 +309,11 @@ def test_sigterm_to_nameko_run_is_bounded_and_puts_the_abandoned_call_back_in_th
     process = nameko_run(grace=grace)
     with ClusterRpcProxy(rabbit_config, timeout=DEADLINE) as cluster:
         cluster.holder.nap.call_async(600)
-        wait_for(lambda: ready_messages(rabbit_config["AMQP_URI"], "rpc-holder") == 0, "the call was taken")
+        wait_until(
+            lambda: ready_messages(rabbit_config["AMQP_URI"], "rpc-holder") == 0,
+            timeout=DEADLINE,
+            what="the call was taken",
+        )
         code, took = process.terminate_and_wait()
     assert code == 0, process.output()
     assert grace <= took < grace + 10, process.output()

@@ -19,6 +19,7 @@ from services.common.errors import EXPECTED, Conflict
 from services.common.events import first_delivery, processed_events_table, reliable_event_handler
 from services.common.messages import Message
 from services.common.outbox import Outbox, outbox_table
+from tests.waiting import wait_until
 
 ProducerBase = declarative_base()
 OUTBOX_TABLE = outbox_table(ProducerBase.metadata)
@@ -168,9 +169,9 @@ def test_a_poison_event_is_parked_then_replayed(runner_factory, config):
         notes.write("poison pill")
         notes.write("healthy")
     assert next_received() == "healthy"
-    with eventlet.Timeout(15):
-        while not (parked := parked_events(config["AMQP_URI"], "listener")):
-            eventlet.sleep(0.1)  # polling the broker with a deadline, not a fixed wait
+    parked = wait_until(
+        lambda: parked_events(config["AMQP_URI"], "listener"), timeout=15, interval=0.1, what="the poison event parked"
+    )
     assert len(parked) == 1
     assert parked[0]["payload"]["text"] == "poison pill" and parked[0]["attempts"] == 3
     assert "cannot digest this" in parked[0]["error"]

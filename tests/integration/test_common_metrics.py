@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import os
-import time
 import uuid
 
 import eventlet
@@ -32,6 +31,7 @@ from services.common.db import Database, make_engine
 from services.common.errors import EXPECTED, Conflict, ServiceTimeout, ServiceUnavailable
 from services.common.metrics import Telemetry, entrypoint_kind, observe_http, set_outbox_backlog
 from tests.integration.test_common_tracing import ObservedRpc
+from tests.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,6 @@ def scrape(port):
 
 def value(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        eventlet.sleep(0.02)
 
 
 @pytest.fixture

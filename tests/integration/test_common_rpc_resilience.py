@@ -15,6 +15,7 @@ from services.common.errors import EXPECTED, NotFound, ServiceTimeout, ServiceUn
 from services.common.rpc import Rpc
 from services.common.rpc import rpc as resilient_rpc
 from tests.broker_proxy import TcpProxy
+from tests.waiting import wait_until
 
 CALLS = []  # (method, argument) as the flaky service received them
 
@@ -124,13 +125,14 @@ def test_the_circuit_opens_refuses_at_once_and_closes_after_a_probe(runner_facto
 
         # The service appears; once the pause is over, one probe gets through and closes the circuit.
         runner_factory(rabbit_config, LateService).start()
-        with eventlet.Timeout(10):
-            while True:
-                try:
-                    assert caller.call("late", "read", "y") == "late y"
-                    break
-                except CircuitOpen:
-                    eventlet.sleep(0.05)
+
+        def probe():
+            try:
+                return caller.call("late", "read", "y")
+            except CircuitOpen:
+                return None  # still open: not yet
+
+        assert wait_until(probe, timeout=10, what="a probe gets through") == "late y"
         assert circuit_state("late") == 0
         assert caller.call("late", "write", "z") == "late z"
 
@@ -178,9 +180,7 @@ def test_a_reply_the_broker_cannot_take_does_not_kill_the_service(proxy, contain
         SlowReplyService.working.wait()
         proxy.cut()  # the broker goes away while the worker runs: its reply cannot be sent
         try:
-            with eventlet.Timeout(30):
-                while container._worker_threads:
-                    eventlet.sleep(0.1)
+            wait_until(lambda: not container._worker_threads, timeout=30, interval=0.1, what="the worker ended")
             assert not container._died.ready()  # nameko's own entrypoint would have killed the container
         finally:
             proxy.restore()

@@ -2,7 +2,6 @@
 to a second service, an outbox event to a third; one trace, every parent where it belongs. Also: the OTLP
 exporter really posts spans when OTEL_EXPORTER_OTLP_ENDPOINT is set, and nothing is traced when it is not."""
 
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import pytest
 import requests
 from eventlet import wsgi
 from nameko.events import EventDispatcher, event_handler
-from nameko.rpc import MethodProxy, rpc
+from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.utils import find_free_port
 from nameko.web.handlers import http
@@ -26,36 +25,12 @@ from services.common import tracing
 from services.common.context import RequestId
 from services.common.db import Database, make_engine
 from services.common.messages import Message
-from services.common.metrics import Telemetry, rpc_call
+from services.common.metrics import Telemetry
 from services.common.outbox import Outbox, outbox_table
+from tests.waiting import wait_until
 
-# --- the change docs/OBSERVABILITY.md asks of services/common/rpc.py, applied here until rpc.py carries it ---
-
-if rpc_module.TimedMethodProxy.get_message_headers is not MethodProxy.get_message_headers:
-    ObservedRpc = rpc_module.Rpc  # rpc.py has adopted it
-else:
-
-    class _ObservedMethodProxy(rpc_module.TimedMethodProxy):
-        def __call__(self, *args, **kwargs):
-            with rpc_call(self.worker_ctx, self.service_name, self.method_name):
-                return super().__call__(*args, **kwargs)
-
-        def get_message_headers(self, worker_ctx):
-            return tracing.outgoing_headers(super().get_message_headers(worker_ctx))
-
-    class _ObservedServiceProxy(rpc_module.TimedServiceProxy):
-        def __getattr__(self, name):
-            return _ObservedMethodProxy(
-                self.worker_ctx, self.service_name, name, self.reply_listener, self.timeout, **self.options
-            )
-
-    class ObservedRpc(rpc_module.Rpc):
-        """services.common.rpc.Rpc whose calls are measured and traced."""
-
-        def get_dependency(self, worker_ctx):
-            return _ObservedServiceProxy(
-                worker_ctx, self.target_service, self.rpc_reply_listener, self.timeout, **self.options
-            )
+# services.common.rpc.Rpc measures (metrics.rpc_call) and traces (tracing.outgoing_headers) every call it makes.
+ObservedRpc = rpc_module.Rpc
 
 
 # --- test services -----------------------------------------------------------------------------------------
@@ -151,15 +126,14 @@ def wait_for_spans(exporter, names, timeout=10.0):
     """The finished spans once every name in `names` is among them (as many times as it is listed). A span
     ends after its worker has replied, so the caller's answer does not mean every span has ended."""
     wanted = Counter(names)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def all_ended():
         spans = exporter.get_finished_spans()
         seen = Counter(span.name for span in spans)
-        if all(seen[name] >= count for name, count in wanted.items()):
-            return spans
-        if time.monotonic() > deadline:
-            raise AssertionError(f"spans {sorted(names)} not all seen; got {sorted(s.name for s in spans)}")
-        eventlet.sleep(0.02)
+        assert all(seen[name] >= count for name, count in wanted.items()), f"got {sorted(s.name for s in spans)}"
+        return spans
+
+    return wait_until(all_ended, timeout=timeout, interval=0.02, what=f"spans {sorted(names)} all seen")
 
 
 def by_name(spans, name):
@@ -324,12 +298,14 @@ def test_otlp_export_only_when_the_endpoint_is_set(container_factory, rabbit_con
         assert tracing.enabled()
         with ServiceRpcProxy("plain", rabbit_config) as plain:
             assert plain.ping() == "pong"
+
         # nameko replies before the worker's span ends (worker_result comes after the reply): flush until the
         # span has gone out.
-        deadline = time.monotonic() + 10
-        while not receiver.requests and time.monotonic() < deadline:
+        def posted():
             tracing.force_flush()
-            eventlet.sleep(0.02)
+            return receiver.requests
+
+        wait_until(posted, timeout=10, interval=0.02, what="a span posted to the OTLP endpoint")
 
         assert receiver.requests, "nothing was posted to the OTLP endpoint"
         path, content_type, body = receiver.requests[0]

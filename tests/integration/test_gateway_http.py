@@ -23,6 +23,7 @@ from gateway_http.service import GatewayService
 from services.common.context import RequestId
 from services.common.errors import EXPECTED, Conflict, NotFound, Unauthorized, UnknownProduct, ValidationFailed
 from services.common.tokens import issue_token
+from tests.waiting import wait_until
 
 SECRET = "gateway-test-secret-that-is-long-enough"
 JSON = "application/json; charset=utf-8"
@@ -745,11 +746,13 @@ def test_services_counts_the_instances_on_each_rpc_queue(gateway, container_fact
         assert set(rows) == {"accounts", "catalog", "carts", "payments", "orders"}
         return rows["carts"]
 
+    def counted_twice():
+        row = carts_row()
+        assert row["instances"] == 2, row
+        return row
+
     # The management API samples queue figures every few seconds: poll, with a deadline.
-    deadline = time.monotonic() + 15
-    while (row := carts_row())["instances"] != 2:
-        assert time.monotonic() < deadline, row
-        eventlet.sleep(0.25)
+    row = wait_until(counted_twice, timeout=15, interval=0.25, what="two carts instances counted")
     assert row == {"name": "carts", "instances": 2, "queue_depth": 0}
 
 

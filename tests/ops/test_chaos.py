@@ -12,6 +12,7 @@ import pytest
 
 from scripts import chaos
 from scripts.run import ROOT
+from tests.waiting import wait_until
 
 SECONDS = 14  # of load: kills at 3.5 s and 7 s, then load until orders is back and a few seconds more
 DEADLINE = 170  # the whole run, on two busy cores (it takes about 60 s here)
@@ -77,7 +78,6 @@ def test_the_summary_says_what_was_killed_lost_and_audited():
 def test_the_supervisor_with_a_restart_policy_starts_a_killed_child_again():
     import os
     import threading
-    import time
 
     from scripts import run
 
@@ -88,10 +88,11 @@ def test_the_supervisor_with_a_restart_policy_starts_a_killed_child_again():
     watcher.start()
     try:
         os.kill(first.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while not [child for child in supervisor.children if child.pid != first.pid]:
-            assert time.monotonic() < deadline, "the killed child was not started again"
-            time.sleep(0.05)
+        wait_until(
+            lambda: [child for child in supervisor.children if child.pid != first.pid],
+            timeout=20,
+            what="the killed child started again",
+        )
         [again] = supervisor.children
         assert again.name == "sleeper" and run.alive(again.pid)
     finally:

@@ -15,6 +15,7 @@ from nameko.testing.utils import find_free_port
 
 from conftest import ROOT, create_postgres_database
 from scripts import run
+from tests.waiting import wait_until
 
 ADMIN_EMAIL = "seed-admin@example.com"
 START_DEADLINE = 90  # seconds for migrations and every process to come up (two slow cores)
@@ -64,15 +65,19 @@ def listeners(port):
     return count
 
 
-def wait_until(predicate, deadline, what, process=None):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if process is not None and process.process.poll() is not None:
+def wait_while_running(predicate, what, process):
+    """wait_until `predicate()` is true, failing at once if scripts.run (`process`) ends first; either failure
+    shows its output."""
+
+    def check():
+        if process.process.poll() is not None:
             pytest.fail(f"scripts.run ended (code {process.process.poll()}) before {what}:\n{process.output()}")
-        time.sleep(0.25)
-    pytest.fail(f"not within {deadline} s: {what}\n{process.output() if process else ''}")
+        return predicate()
+
+    try:
+        wait_until(check, timeout=START_DEADLINE, interval=0.25, what=what)
+    except AssertionError as late:
+        pytest.fail(f"{late}\n{process.output()}")
 
 
 def base_env(rabbit_config, **extra):
@@ -133,7 +138,7 @@ def test_make_run_serves_the_api_seeds_and_stops_cleanly_on_sigterm(db_backend, 
     base_url = f"http://127.0.0.1:{port}"
     system = start(env)
     try:
-        wait_until(lambda: healthy(base_url), START_DEADLINE, "GET /health is 200", system)
+        wait_while_running(lambda: healthy(base_url), "GET /health is 200", system)
         assert listeners(port) == 1, f"another process listens on port {port} too: results would be mixed"
         assert "JWT_SECRET is not set: generated a random one" in system.output()
         if db_backend == "sqlite":
@@ -250,7 +255,7 @@ def test_ctrl_c_stops_every_process_and_exits_0(rabbit_config, start, tmp_path):
         )
     )
     everything = set(run.SERVICES) | {run.GATEWAY, "carts-2"}
-    wait_until(lambda: everything <= set(system.child_pids()), START_DEADLINE, "every process started", system)
+    wait_while_running(lambda: everything <= set(system.child_pids()), "every process started", system)
     children = system.child_pids()
     system.process.send_signal(signal.SIGINT)
     assert system.wait(STOP_DEADLINE) == 0, system.output()
