@@ -26,8 +26,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Plain HTTP on loopback: the storefront's cookies cannot be Secure there (docs/STOREFRONT.md).
 run: $(STAMP)
-	$(BIN)/python -m scripts.run
+	SESSION_COOKIE_SECURE=$(or $(SESSION_COOKIE_SECURE),false) $(BIN)/python -m scripts.run
 
 seed: $(STAMP)
 	$(BIN)/python -m scripts.seed
