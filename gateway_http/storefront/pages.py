@@ -214,7 +214,6 @@ class Visit:
             csrf_field=CSRF_FIELD,
             cart_count=self.cart_count if self.user else 0,
             fragment=fragment,
-            request_path=self.request.full_path.rstrip("?"),
         )
         return Response(render(template, context, fragment), status=status, content_type=HTML)
 

@@ -203,7 +203,7 @@ def test_a_parked_event_is_replayed_from_the_console(system, browse):
     expect(row.locator("td.error")).not_to_be_empty()
     screenshot(page, "parked-events")
 
-    page.get_by_role("button", name="Replay carts's parked events").click()
+    page.get_by_role("button", name="Replay the parked events of carts").click()
     expect(page.locator("#replay-notice")).to_contain_text("Parked events were sent back to their queues.")
     expect(page.locator("#parked-carts tr.parked-event", has_text=event_id)).to_have_count(0)
     # Back in its queue with its attempts reset, it goes through the handler again, which parks it again.

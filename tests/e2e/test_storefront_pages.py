@@ -379,6 +379,17 @@ def test_cart_and_checkout_without_javascript(system, admin, shopper):
     assert again.status_code == 409 and "cannot be cancelled" in again.text
 
 
+def test_another_shoppers_order_is_not_found(system, admin, shopper):
+    shopper.add(new_product(admin)["sku"], 1)
+    order_id = order_id_of(shopper.checkout(GOOD_CARD))
+    stranger = Shopper(system).register()
+    for path in (f"/account/orders/{order_id}", f"/account/orders/{order_id}/status"):
+        assert stranger.get(path).status_code == 404
+    cancel = stranger.submit("/account/orders", f"/account/orders/{order_id}/cancel", {})
+    assert cancel.status_code == 404
+    assert shopper.get(f"/account/orders/{order_id}").status_code == 200
+
+
 def test_a_checkout_form_posted_twice_places_one_order(admin, shopper):
     shopper.add(new_product(admin)["sku"], 1)
     page = shopper.cart_page()
