@@ -6,14 +6,19 @@ from types import SimpleNamespace
 import pytest
 from nameko.exceptions import ConfigurationError
 from werkzeug.datastructures import Headers
-from werkzeug.wrappers import Response
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request, Response
 
+from gateway_http.ratelimit.policies import RateLimiter
+from gateway_http.ratelimit.stores import MemoryStore
 from gateway_http.routes import ROUTES
 from gateway_http.security import PAGE_CSP, secure_headers
 from gateway_http.storefront.forms import price_cents, price_text, whole_number
 from gateway_http.storefront.pages import is_page_path, load_static, local_path, money, render
 from gateway_http.storefront.session import PageSessions, csrf_secret, csrf_token, is_secure
-from gateway_http.storefront.site import PAGES
+from gateway_http.storefront.site import PAGES, SITE
+from services.common.errors import Unauthorized
+from tests.unit.test_gateway_router import FakeService
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -172,3 +177,53 @@ def test_html_answers_get_the_page_csp_and_json_keeps_the_api_policy():
     assert "'unsafe-inline'" not in PAGE_CSP and "'unsafe-eval'" not in PAGE_CSP
     api = secure_headers(Headers({"Content-Type": "application/json"}), 200, False)
     assert api["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+# --- the page pipeline, without a broker ------------------------------------------------------------------
+
+
+def page_service(**kwargs):
+    service = FakeService(**kwargs)
+    service.page_sessions = page_sessions(SESSION_COOKIE_SECURE=False)
+    return service
+
+
+def serve(service, method, path, **kwargs):
+    return SITE.dispatch(service, Request(EnvironBuilder(method=method, path=path, **kwargs).get_environ()))
+
+
+def test_an_address_over_its_rate_limit_gets_a_429_page_before_anything_else():
+    service = page_service(rate_limit=RateLimiter(MemoryStore(), per_address=1, per_user=0, window=60))
+    assert serve(service, "GET", "/account/login").status_code == 200
+    for path in ("/account/login", "/shop/no-such-page"):
+        refused = serve(service, "GET", path)
+        assert refused.status_code == 429 and refused.mimetype == "text/html"
+        assert refused.headers["Retry-After"] and refused.headers["X-Request-ID"] == "req-1"
+
+
+def test_refusals_are_pages_with_their_status_and_headers():
+    service = page_service()
+    wrong_method = serve(service, "PUT", "/account/login")
+    assert wrong_method.status_code == 405 and wrong_method.headers["Allow"] == "GET, HEAD, POST"
+    assert wrong_method.mimetype == "text/html" and b"Traceback" not in wrong_method.data
+    too_big = serve(service, "POST", "/account/login", data="x" * 500, content_type="application/x-www-form-urlencoded")
+    assert too_big.status_code == 413 and too_big.mimetype == "text/html"
+
+
+def test_a_shoppers_form_sends_an_anonymous_visitor_to_log_in_before_any_csrf_check():
+    answer = serve(page_service(), "POST", "/shop/cart/items", data={"sku": "A", "quantity": "1"})
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/account/login?next=%2Fshop%2Fcart%2Fitems"
+
+
+def test_an_anonymous_form_needs_the_visits_token():
+    service = page_service()
+    page = serve(service, "GET", "/account/login")
+    visit = page.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    token = service.page_sessions.csrf_token(visit)
+    assert f'value="{token}"' in page.get_data(as_text=True)
+    form = {"email": "a@example.com", "password": "x", "csrf_token": token}
+    assert serve(service, "POST", "/account/login", data=form).status_code == 403  # no visit cookie
+    headers = {"Cookie": f"cartmesh_visit={visit}"}
+    service.accounts.answer = Unauthorized("no")
+    assert serve(service, "POST", "/account/login", data=form, headers=headers).status_code == 401  # the form ran
