@@ -43,10 +43,10 @@ class GatewayService:
     client_address = ClientAddress()  # behind TRUSTED_PROXIES
     # Always there; with their limits at 0 they check nothing. Counters in Redis (REDIS_URL) or memory.
     rate_limit = RateLimit()  # RATE_LIMIT_*, every request
-    login_guard = LoginGuard()  # LOGIN_THROTTLE_*, around POST /auth/token
+    login_guard = LoginGuard()  # LOGIN_THROTTLE_*, around POST /auth/token and the log-in page
+    page_sessions = PageSessions()  # SESSION_SECRET, SESSION_COOKIE_SECURE: the pages' cookies and CSRF tokens
     # The backends; /health asks every service named by an Rpc here. Each has a circuit breaker (BREAKER_*);
     # the reads named `idempotent` are sent once more after a timeout or unavailable, writes never.
-    page_sessions = PageSessions()  # SESSION_SECRET, SESSION_COOKIE_SECURE: the pages' cookies and CSRF tokens
     accounts = Rpc("accounts", idempotent=("get_user",))
     catalog = Rpc("catalog", idempotent=("get_product", "get_products", "list_products"))
     carts = Rpc("carts", idempotent=("get_cart", "list_carts"))
