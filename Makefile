@@ -30,8 +30,9 @@ format: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/python -W ignore -m gateway_http.openapi
 
+# Plain HTTP on loopback: the storefront's cookies cannot be Secure there (docs/STOREFRONT.md).
 run: $(STAMP)
-	$(BIN)/python -m scripts.run
+	SESSION_COOKIE_SECURE=$(or $(SESSION_COOKIE_SECURE),false) $(BIN)/python -m scripts.run
 
 seed: $(STAMP)
 	$(BIN)/python -m scripts.seed

@@ -2,8 +2,9 @@
 them with wrk and the checkout driver, and writes the report under bench/results/ (docs/PERFORMANCE.md).
 
 Order: start the system and seed it through the API → warm every scenario up once → baseline → browse
-(product, search) → cart (add, get, mix) → checkout → baseline again → peak RSS → restart with two carts
-instances → cart mix again → peak RSS → stop everything (also on Ctrl-C, SIGTERM or an error). Each measured
+(product, search) → cart (add, get, mix) → storefront pages (catalog, cart) → checkout → baseline again → peak
+RSS → restart with two carts instances → cart mix again → peak RSS → stop everything (also on Ctrl-C, SIGTERM or
+an error). Each measured
 window is followed by a pause (`SETTLE_SECONDS`): RabbitMQ publishes its queue counters every 5 s, and the
 messages-per-instance numbers need the final ones.
 """
@@ -89,6 +90,19 @@ def cart_mix_requests(carts):
     return requests
 
 
+def catalog_page_requests():
+    """The storefront's catalog page (HTML), anonymous: the first page and each colour's search."""
+    return [{"method": "GET", "path": "/"}] + [{"method": "GET", "path": f"/?q={colour}"} for colour in system.COLOURS]
+
+
+def cart_page_requests(carts):
+    """The storefront's cart page (HTML) of each cart's owner: the session cookie holds the API's token."""
+    return [
+        {"method": "GET", "path": "/shop/cart", "headers": {"Cookie": f"cartmesh_session={token}"}}
+        for _, token, _ in carts
+    ]
+
+
 # --- the bench ---------------------------------------------------------------------------------------------
 
 
@@ -168,6 +182,8 @@ class Bench:
             "cart_add": ("cart: POST /carts/{id}/items", cart_add_requests(carts["add"])),
             "cart_get": ("cart: GET /carts/{id}", cart_get_requests(carts["get"])),
             "cart_mix": ("cart mix, 1 carts instance", cart_mix_requests(carts["mix"])),
+            "catalog_page": ("page: GET / (catalog, HTML)", catalog_page_requests()),
+            "cart_page": ("page: GET /shop/cart (HTML)", cart_page_requests(carts["get"])),
         }
         plan = {name: scenario for name, scenario in plan.items() if name in self.options.only}
         checkout_wanted = "checkout" in self.options.only
@@ -465,7 +481,17 @@ def process_service(process):
     return base if base and number.isdigit() else process
 
 
-SCENARIOS = ("product", "search", "cart_add", "cart_get", "cart_mix", "checkout", "scaling")
+SCENARIOS = (
+    "product",
+    "search",
+    "cart_add",
+    "cart_get",
+    "cart_mix",
+    "catalog_page",
+    "cart_page",
+    "checkout",
+    "scaling",
+)
 
 
 def scenario_names(value):

@@ -148,7 +148,7 @@ class Router:
                 log.exception("unhandled error in %s (request %s)", target, service.request_id)
             elif error.status >= 500:
                 log.warning("%s: %s", target, error.message)
-            response = error_response(error)
+            response = self.error_response(error)
         response.headers[REQUEST_ID_HEADER] = service.request_id
         elapsed = time.monotonic() - started
         # By route template, never the raw path: the label values must stay few.
@@ -157,6 +157,11 @@ class Router:
         )
         log.info("%s %s %.1f ms", target, response.status_code, elapsed * 1000)
         return response
+
+    @staticmethod
+    def error_response(error):
+        """The answer for `error`: the JSON envelope (the storefront's router answers a page)."""
+        return error_response(error)
 
     def serve(self, service, request):
         client = service.client_address(request.environ)

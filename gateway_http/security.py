@@ -1,7 +1,9 @@
 """Security headers on every answer, and the CORS policy (config `CORS_ORIGINS`).
 
 Headers (`secure_headers`): `X-Content-Type-Options: nosniff`; `X-Frame-Options: DENY` and a CSP of
-`default-src 'none'; frame-ancestors 'none'` (the API serves JSON only, which nothing should render, frame or run);
+`default-src 'none'; frame-ancestors 'none'` (the API serves JSON, which nothing should render, frame or run),
+except on HTML answers (the storefront's pages), which get `PAGE_CSP`: scripts, styles, images and requests from
+this origin only, no inline script or style, forms posting to this origin only;
 `Referrer-Policy: no-referrer`; and `Cache-Control: no-store` on every answer, except that an anonymous request's
 successful answer keeps a `Cache-Control` its handler chose. An answer to a request carrying `Authorization` is
 always `no-store`, and so is every error: nothing personal or transient is kept by a browser or a shared cache.
@@ -23,6 +25,11 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
+# The storefront's pages (gateway_http/storefront/): htmx from /static, no inline script or style anywhere.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 NO_STORE = "no-store"
 
 ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -36,6 +43,8 @@ def secure_headers(headers, status, authenticated):
     (`authenticated`) or did not carry an Authorization header."""
     for name, value in SECURITY_HEADERS.items():
         headers[name] = value
+    if str(headers.get("Content-Type", "")).startswith("text/html"):
+        headers["Content-Security-Policy"] = PAGE_CSP
     if authenticated or status >= 400 or "Cache-Control" not in headers:
         headers["Cache-Control"] = NO_STORE
     return headers

@@ -25,7 +25,7 @@ from services.carts.domain import (
 
 # The module, not the class: `nameko run services.carts.service` would take an imported HealthRpc (it has an
 # entrypoint) for a second service.
-from services.common import health
+from services.common import deadletters, health
 from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database
@@ -65,7 +65,7 @@ def unknown_product(sku):
     return UnknownProduct(f"the catalog has no product with sku {sku}", {"sku": sku})
 
 
-class CartsService(health.HealthRpc):
+class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
     """RPC interface of carts (docs/SERVICES.md); every method takes the owner's `user_id` first."""
 
     name = "carts"

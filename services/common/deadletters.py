@@ -3,25 +3,35 @@
 An event lands in `parked-<service>` after its handler failed `EVENT_MAX_ATTEMPTS` times (see events.py).
 `list` prints each parked event (queue it came from, attempts, error, payload) and leaves it parked; `replay`
 sends every parked event back to the queue it came from with its attempt count reset, once the cause is fixed.
+
+`ParkedEventsRpc` gives a service the same two over RPC (`parked_events`, `replay_parked`), for the operator
+console (gateway_http/storefront/): the service reads its own parked queue with its own broker user, which may
+read no other's (docker/broker_permissions.py).
 """
 
 import json
 import sys
 
 from kombu import Connection
+from nameko.dependency_providers import Config
 
 from services.common.config import load_config
+from services.common.errors import ValidationFailed
 from services.common.events import ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, parked_queue
+from services.common.rpc import rpc
+
+DEFAULT_SHOWN = 50  # parked events `parked_events` answers at most, by default
 
 
-def parked_events(amqp_uri, service_name, ssl=None):
-    """Every parked event of `service_name`, as dicts; they stay parked. `ssl`: config AMQP_SSL."""
+def parked_events(amqp_uri, service_name, ssl=None, limit=None):
+    """The parked events of `service_name` (the first `limit` of them; None: all), as dicts; they stay parked.
+    `ssl`: config AMQP_SSL."""
     events = []
     with Connection(amqp_uri, ssl=ssl) as connection:
         queue = parked_queue(service_name)(connection.default_channel)
         queue.declare()
         fetched = []
-        while (message := queue.get(no_ack=False)) is not None:
+        while (limit is None or len(fetched) < limit) and (message := queue.get(no_ack=False)) is not None:
             fetched.append(message)
             events.append(
                 {
@@ -59,6 +69,24 @@ def replay(amqp_uri, service_name, ssl=None):
             message.ack()
             count += 1
     return count
+
+
+class ParkedEventsRpc:
+    """Mix into a service whose handlers park events (`reliable_event_handler`): `parked_events(limit)` answers the
+    first `limit` (1 to 1000) of its parked events as `parked_events` reads them (they stay parked), and
+    `replay_parked()` sends them all back, answering how many."""
+
+    parked_config = Config()
+
+    @rpc(expected_exceptions=(ValidationFailed,))
+    def parked_events(self, limit=DEFAULT_SHOWN):
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise ValidationFailed.field("limit", "must be an integer from 1 to 1000")
+        return parked_events(self.parked_config["AMQP_URI"], self.name, self.parked_config.get("AMQP_SSL"), limit)
+
+    @rpc
+    def replay_parked(self):
+        return replay(self.parked_config["AMQP_URI"], self.name, self.parked_config.get("AMQP_SSL"))
 
 
 def main(argv):

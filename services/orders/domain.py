@@ -31,6 +31,7 @@ NEW, RESERVING, CHARGING, CONFIRMING, COMPENSATING, CANCELLING, DONE = (
     "cancelling",
     "done",
 )
+STATUSES = (PENDING, CONFIRMED, FAILED, CANCELLED)
 OUT_OF_STOCK, PAYMENT_DECLINED, TIMEOUT = "out_of_stock", "payment_declined", "timeout"
 
 # Steps a deadline can still cut short: nothing has been charged for good yet.
@@ -44,6 +45,20 @@ def validate_page(limit, offset):
     if not is_whole_number(offset) or offset < 0:
         raise ValidationFailed.field("offset", "must be an integer of at least 0")
     return limit, offset
+
+
+def validate_status(status):
+    """`status` as a filter of a list of orders: None (every status) or one of STATUSES."""
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed.field("status", f"must be one of {', '.join(STATUSES)}")
+    return status
+
+
+def status_counts(counted):
+    """{status: how many orders} for every status, from (status, count) pairs (a status with none counts 0)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update(counted)
+    return counts
 
 
 @dataclass(frozen=True)

@@ -33,4 +33,5 @@ class Order(Base):
         UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_idempotency_key"),
         Index("ix_orders_user_created", "user_id", "created_at"),
         Index("ix_orders_step_updated", "step", "updated_at"),
+        Index("ix_orders_created", "created_at"),  # every user's newest orders (recent_orders)
     )

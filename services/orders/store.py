@@ -45,6 +45,19 @@ def user_orders(session, user_id, limit, offset):
     return total, orders
 
 
+def recent_orders(session, status, limit):
+    """The newest `limit` orders of every user (of `status` only, unless it is None), newest first."""
+    query = select(Order).order_by(Order.created_at.desc(), Order.id).limit(limit)
+    if status is not None:
+        query = query.where(Order.status == status)
+    return session.scalars(query).all()
+
+
+def count_by_status(session):
+    """[(status, how many orders)] of the statuses that have orders."""
+    return session.execute(select(Order.status, func.count()).group_by(Order.status)).all()
+
+
 def cancel(session, order_id, now):
     """confirmed and done → cancelled, the saga to undo it (`cancelling`); False when the order is not in that
     state."""

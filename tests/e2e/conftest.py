@@ -49,6 +49,8 @@ GATEWAY_TEST_SETTINGS = {
     "LOGIN_THROTTLE_PER_EMAIL": 0,
     "LOGIN_THROTTLE_PER_ADDRESS": 0,
     "REDIS_URL": "",
+    # Plain HTTP on loopback, like `make run`: the pages' cookies must reach requests and the browser.
+    "SESSION_COOKIE_SECURE": False,
 }
 ADMIN_EMAIL = "admin@cartmesh.test"
 

@@ -12,6 +12,7 @@ from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import Column, Integer, String, create_engine, insert, select
 from sqlalchemy.orm import declarative_base
 
+from services.common import deadletters
 from services.common.clock import utcnow
 from services.common.db import Database
 from services.common.deadletters import parked_events, replay
@@ -78,6 +79,10 @@ class ListenerService:
         if first_delivery(self.db, payload["event_id"], "listener.on_noted"):
             self.db.add(Applied(text=payload["text"]))
             received.put(payload["text"])
+
+
+class ParkingListenerService(ListenerService, deadletters.ParkedEventsRpc):
+    """The listener, answering for its parked events over RPC (as carts and orders do for the console)."""
 
 
 @pytest.fixture
@@ -179,3 +184,25 @@ def test_a_poison_event_is_parked_then_replayed(runner_factory, config):
     assert replay(config["AMQP_URI"], "listener") == 1
     assert next_received() == "poison pill"
     assert parked_events(config["AMQP_URI"], "listener") == []
+
+
+def test_a_service_lists_and_replays_its_parked_events_over_rpc(runner_factory, config):
+    runner = runner_factory(config, NotesService, ParkingListenerService)
+    runner.start()
+    with ServiceRpcProxy("notes", config) as notes:
+        notes.write("poison once")
+        notes.write("poison twice")
+    with ServiceRpcProxy("listener", config) as listener:
+        with eventlet.Timeout(15):
+            while len(listener.parked_events(50)) < 2:
+                eventlet.sleep(0.1)  # polling the broker with a deadline, not a fixed wait
+        first = listener.parked_events(1)
+        assert len(first) == 1 and first[0]["payload"]["text"] in ("poison once", "poison twice")  # the limit
+        assert [event["attempts"] for event in listener.parked_events(50)] == [3, 3]  # still parked
+        assert "cannot digest this" in first[0]["error"]
+        with pytest.raises(deadletters.ValidationFailed):
+            listener.parked_events(0)
+        poison["on"] = False
+        assert listener.replay_parked() == 2
+        assert sorted([next_received(), next_received()]) == ["poison once", "poison twice"]
+        assert listener.parked_events(50) == []

@@ -4,6 +4,7 @@ docker/make_secrets.py makes, and validated by the `docker compose` client when 
 containers do with the secrets is run for real in test_make_secrets.py and test_entrypoint.py."""
 
 import base64
+import fnmatch
 import hashlib
 import importlib.util
 import json
@@ -334,6 +335,24 @@ def test_dockerignore_lets_in_only_what_runs():
     assert not allowed & {".env", ".venv", "var", ".git", "tests", "docker"}
 
 
+def test_the_image_gets_the_storefronts_templates_and_static_files():
+    """Every file the pages load at run time is in an allowed folder and matches none of the excluded patterns."""
+    entries = [line.strip() for line in read(".dockerignore").splitlines() if line.strip() and not line.startswith("#")]
+    allowed = [entry[1:].rstrip("/") for entry in entries if entry.startswith("!")]
+    excluded = [entry.removeprefix("**/") for entry in entries if not entry.startswith("!") and entry != "*"]
+    folder = os.path.join(ROOT, "gateway_http", "storefront")
+    files = [
+        os.path.relpath(os.path.join(top, name), ROOT)
+        for part in ("templates", "static")
+        for top, _dirs, names in os.walk(os.path.join(folder, part))
+        for name in names
+    ]
+    assert any(name.endswith(".html") for name in files) and any(name.endswith(".js") for name in files)
+    for name in files:
+        assert any(name == entry or name.startswith(entry + "/") for entry in allowed), name
+        assert not any(fnmatch.fnmatch(part, pattern) for part in name.split("/") for pattern in excluded), name
+
+
 def compose_client():
     """The argv prefix of a working compose client (`docker compose` or `docker-compose`), or None."""
     for prefix in (["docker", "compose"], ["docker-compose"]):
@@ -366,8 +385,8 @@ def test_compose_client_accepts_the_file_with_no_env_file_and_no_secret_set(tmp_
 
 # Settings whose empty default means "not used" in containers as anywhere: retired token keys
 # (given by the secrets service only while there are any), no cross-origin callers and no trusted proxies
-# (the strict choices).
-OFF_BY_DEFAULT = {"JWT_PREVIOUS_SECRETS", "CORS_ORIGINS", "TRUSTED_PROXIES"}
+# (the strict choices), and the pages' CSRF key, which is derived from JWT_SECRET unless one is given.
+OFF_BY_DEFAULT = {"JWT_PREVIOUS_SECRETS", "CORS_ORIGINS", "TRUSTED_PROXIES", "SESSION_SECRET"}
 CONFIG_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([^}]*))?\}")
 
 

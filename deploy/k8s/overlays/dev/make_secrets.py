@@ -58,7 +58,7 @@ def make_secrets(namespace):
             },
         ),
         # `previous`: retired signing keys the gateway still accepts; none yet (SECURITY.md, rotation).
-        secret("cartmesh-jwt", {"secret": random_value(32), "previous": ""}),
+        secret("cartmesh-jwt", {"secret": random_value(32), "previous": "", "session": ""}),
         secret("cartmesh-admin", {"email": "admin@example.com", "password": random_value(12)}),
         # The gateway's shared rate-limit counters: no Redis in dev, so each replica counts alone.
         secret("cartmesh-redis", {"url": ""}),
