@@ -23,7 +23,7 @@ from playwright.sync_api import expect, sync_playwright
 from conftest import ROOT
 from tests.e2e.conftest import ADMIN_EMAIL
 from tests.e2e.pages import PASSWORD, new_product
-from tests.e2e.test_checkout_api import eventually
+from tests.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 # As root Chromium needs --no-sandbox; the rest keep it from calling out or doing more than render.
@@ -194,7 +194,7 @@ def test_a_parked_event_is_replayed_from_the_console(system, browse):
     def parked():
         return [event for event in system.rpc("carts", "parked_events", 50) if event["payload"]["event_id"] == event_id]
 
-    eventually(lambda: parked(), timeout=30)
+    wait_until(lambda: parked(), timeout=30)
     page = browse()
     log_in(page, ADMIN_EMAIL, system.admin_password)
     page.goto("/console/events")
@@ -207,7 +207,7 @@ def test_a_parked_event_is_replayed_from_the_console(system, browse):
     expect(page.locator("#replay-notice")).to_contain_text("Parked events were sent back to their queues.")
     expect(page.locator("#parked-carts tr.parked-event", has_text=event_id)).to_have_count(0)
     # Back in its queue with its attempts reset, it goes through the handler again, which parks it again.
-    eventually(lambda: parked(), timeout=30)
+    wait_until(lambda: parked(), timeout=30)
 
 
 def test_a_form_without_its_csrf_token_is_refused_and_a_shopper_gets_403_on_the_console(admin, browse):

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from tests.e2e.conftest import ADMIN_EMAIL
 from tests.e2e.pages import PASSWORD, Shopper, csrf_of, field_of, new_product
-from tests.e2e.test_checkout_api import eventually
+from tests.waiting import wait_until
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_DESCRIPTION = '"><img src=x onerror=alert(2)> hostile'
@@ -50,7 +50,7 @@ def settled(shopper, order_id):
         found["status"], found["fragment"] = status_of(shopper, order_id)
         return found["status"] != "pending"
 
-    eventually(done, timeout=20)
+    wait_until(done, timeout=20)
     return found["status"], found["fragment"]
 
 
@@ -408,7 +408,7 @@ def test_the_declined_card_fails_the_order_and_opens_the_cart_again(admin, shopp
     order_id = order_id_of(shopper.checkout(DECLINED_CARD))
     status, fragment = settled(shopper, order_id)
     assert status == "failed" and "payment_declined" in fragment
-    eventually(lambda: item["name"] in shopper.cart_page())  # carts reopens it on the order_failed event
+    wait_until(lambda: item["name"] in shopper.cart_page())  # carts reopens it on the order_failed event
 
 
 def test_htmx_gets_the_changed_cart_with_the_badge(admin, shopper):
