@@ -2,6 +2,7 @@
 child processes: every service and the gateway on a fresh RabbitMQ vhost, a free port and fresh databases."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -231,6 +232,32 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(rabbit_config, sta
     children = system.child_pids()
     assert set(run.SERVICES) | {run.GATEWAY} <= set(children)
     assert not [name for name, pid in children.items() if run.alive(pid)]
+
+
+def test_no_child_outlives_a_supervisor_killed_with_sigkill(rabbit_config, start, tmp_path):
+    port = find_free_port()
+    system = start(
+        base_env(
+            rabbit_config,
+            GATEWAY_PORT=str(port),
+            CARTMESH_VAR_DIR=str(tmp_path / "var"),
+            CARTMESH_INSTANCES="carts=2",
+        )
+    )
+    wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), START_DEADLINE, "GET /health is 200", system)
+    children = {name: pid for name, pid in system.child_pids().items() if not name.endswith("-migrate")}
+    assert set(run.SERVICES) | {run.GATEWAY, "carts-2"} <= set(children)
+    ports = [port] + [int(number) for number in re.findall(r"http://127\.0\.0\.1:(\d+)/metrics", system.output())]
+    assert len(ports) > len(children)  # the gateway's, and each service's probes
+    assert all(listeners(number) == 1 for number in set(ports))
+
+    system.process.kill()
+    system.wait(STOP_DEADLINE)
+    wait_until(
+        lambda: not [pid for pid in children.values() if run.alive(pid)] and not any(map(listeners, ports)),
+        5,
+        "every child has ended and every port it held is free",
+    )
 
 
 def test_a_failed_migration_starts_nothing_and_fails_the_run(rabbit_config, start, tmp_path):
