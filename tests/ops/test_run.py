@@ -260,6 +260,27 @@ def test_no_child_outlives_a_supervisor_killed_with_sigkill(rabbit_config, start
     )
 
 
+@pytest.mark.parametrize("process", ["gateway", "probes"])
+def test_a_port_another_process_holds_is_refused_not_shared(process, rabbit_config, tmp_path):
+    # Held as an older gateway holds it: eventlet listens with SO_REUSEPORT, which would let a second one share it.
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(rabbit_config, JWT_SECRET="a-test-secret-of-enough-length", METRICS_BIND="127.0.0.1")
+        if process == "gateway":
+            env.update(GATEWAY_BIND="127.0.0.1", GATEWAY_PORT=str(port))
+            argv = run.gateway_command()
+        else:  # a service whose probe server would share the port
+            env.update(METRICS_PORT=str(port), PAYMENTS_DATABASE_URL=f"sqlite:///{tmp_path / 'payments.db'}")
+            argv = run.service_command("payments")
+        started = subprocess.run(run.local_command(argv), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+        assert started.returncode == 1, started.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: port {port} is already in use" in started.stderr
+        assert listeners(port) == 1
+
+
 def test_a_failed_migration_starts_nothing_and_fails_the_run(rabbit_config, start, tmp_path):
     broken = run.SERVICES[-1]
     env = base_env(rabbit_config, GATEWAY_PORT=str(find_free_port()), CARTMESH_VAR_DIR=str(tmp_path / "var"))
