@@ -159,3 +159,17 @@ def test_events_go_out_in_order_after_an_outage_that_cut_a_batch(proxy, containe
     assert first_heard == list(range(total))  # none overtook an older one
     # The events published before the failed one were marked: only the one in flight may go out twice.
     assert len(Listener.heard) - total <= 1
+
+
+def test_relays_of_several_instances_publish_one_after_the_other_in_order(container_factory, rabbit_config, database):
+    Listener.heard = []
+    container_factory(Listener, rabbit_config).start()
+    total = 4 * Outbox.batch_size
+    record(database, total)  # a backlog, as after an outage: several batches waiting
+    config = dict(rabbit_config, DATABASE_URL=url_of(database), OUTBOX_POLL_SECONDS=0.2)
+    for _ in range(3):  # three instances of the service, each with its relay, on the one database
+        container_factory(RelayingService, config).start()
+    wait_until(lambda: unpublished(database) == 0 and len(set(Listener.heard)) == total, 20, "every event out")
+
+    # Batches taken side by side would interleave: a later batch's first event before an earlier batch's last.
+    assert list(dict.fromkeys(Listener.heard)) == list(range(total))
