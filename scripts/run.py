@@ -214,12 +214,11 @@ def broker_error(amqp_uri):
 def killed_with_this_thread():
     """A `preexec_fn` that makes the child receive SIGKILL when the thread that starts it ends.
 
-    The kernel sends the signal when the parent *thread* ends, not the process: only the main thread, which
-    lives as long as the process, may start children with it. The parent may have died between the fork and
-    the `prctl`, in which case no signal ever comes: the child then checks its parent and kills itself.
+    The kernel sends the signal when the parent *thread* ends, not the process: start children from a thread
+    that lives as long as they should (`make run` starts and supervises them from its main thread). The parent
+    may have died between the fork and the `prctl`, in which case no signal ever comes: the child then checks
+    its parent and kills itself.
     """
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("children must be started from the main thread (PR_SET_PDEATHSIG follows the thread)")
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
     parent = os.getpid()
 
