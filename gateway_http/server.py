@@ -249,7 +249,7 @@ class GatewayServer(WebServer):
         if not self._starting:
             self._starting = True
             self._sock = bind_exclusive(*self.bind_addr)
-            self._sock.settimeout(None)  # kombu issue 838, as in nameko
+            self._sock.settimeout(None)  # as nameko's: accept() waits without a timeout
             self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
             self._gt = self.container.spawn_managed_thread(self.run)
 

@@ -19,6 +19,7 @@ from services.common.clock import utcnow
 from services.common.db import Database
 from services.common.outbox import Outbox, outbox_table
 from tests.broker_proxy import TcpProxy
+from tests.waiting import wait_until
 
 Base = declarative_base()
 OUTBOX_TABLE = outbox_table(Base.metadata)
@@ -99,14 +100,6 @@ def relay_of(container):
     return next(dependency for dependency in container.dependencies if isinstance(dependency, Outbox))
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        eventlet.sleep(0.05)
-
-
 def test_a_publish_while_the_broker_is_away_fails_within_seconds(proxy, container_factory, rabbit_config, database):
     proxied = rabbit_config["AMQP_URI"].replace("localhost:5672", f"127.0.0.1:{proxy.port}")
     # The relay's own passes far apart: this test drives it by hand.
@@ -144,7 +137,7 @@ def test_events_go_out_in_order_after_an_outage_that_cut_a_batch(proxy, containe
     total = 3 * Outbox.batch_size
 
     record(database, total)
-    wait_until(lambda: Listener.heard, 10, "the relay has begun publishing")
+    wait_until(lambda: Listener.heard, timeout=10, what="the relay has begun publishing")
     proxy.cut()  # while its first batch goes out
     try:
         eventlet.sleep(1.5)  # the outage: the relay fails, backs off, fails again
@@ -152,7 +145,7 @@ def test_events_go_out_in_order_after_an_outage_that_cut_a_batch(proxy, containe
     finally:
         proxy.restore()
     back = time.monotonic()
-    wait_until(lambda: unpublished(database) == 0 and len(set(Listener.heard)) == total, 15, "every event out")
+    wait_until(lambda: unpublished(database) == 0 and len(set(Listener.heard)) == total, timeout=15, what="all out")
     print(f"every event out {time.monotonic() - back:.1f} s after the broker came back")
 
     first_heard = list(dict.fromkeys(Listener.heard))
@@ -169,7 +162,7 @@ def test_relays_of_several_instances_publish_one_after_the_other_in_order(contai
     config = dict(rabbit_config, DATABASE_URL=url_of(database), OUTBOX_POLL_SECONDS=0.2)
     for _ in range(3):  # three instances of the service, each with its relay, on the one database
         container_factory(RelayingService, config).start()
-    wait_until(lambda: unpublished(database) == 0 and len(set(Listener.heard)) == total, 20, "every event out")
+    wait_until(lambda: unpublished(database) == 0 and len(set(Listener.heard)) == total, timeout=20, what="all out")
 
     # Batches taken side by side would interleave: a later batch's first event before an earlier batch's last.
     assert list(dict.fromkeys(Listener.heard)) == list(range(total))

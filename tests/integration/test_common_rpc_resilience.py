@@ -211,8 +211,11 @@ def test_a_write_after_the_broker_came_back_goes_out_on_a_new_connection(
         # retried once, at once, on a new connection (a write is never sent twice: the first try did not leave).
         proxy.cut()
         proxy.restore()
-        with eventlet.Timeout(30):  # until the caller listens for replies again
-            while not consumers(rabbit_config["AMQP_URI"], replies.rpc_reply_listener.queue.name):
-                eventlet.sleep(0.1)
+        wait_until(
+            lambda: consumers(rabbit_config["AMQP_URI"], replies.rpc_reply_listener.queue.name),
+            timeout=30,
+            interval=0.1,
+            what="the caller listens for replies again",
+        )
         assert call("flaky", "write", "after") == "write after"
     assert CALLS == [("write", "before"), ("write", "after")]

@@ -244,7 +244,7 @@ def test_no_child_outlives_a_supervisor_killed_with_sigkill(rabbit_config, start
             CARTMESH_INSTANCES="carts=2",
         )
     )
-    wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), START_DEADLINE, "GET /health is 200", system)
+    wait_while_running(lambda: healthy(f"http://127.0.0.1:{port}"), "GET /health is 200", system)
     children = {name: pid for name, pid in system.child_pids().items() if not name.endswith("-migrate")}
     assert set(run.SERVICES) | {run.GATEWAY, "carts-2"} <= set(children)
     ports = [port] + [int(number) for number in re.findall(r"http://127\.0\.0\.1:(\d+)/metrics", system.output())]
@@ -255,8 +255,9 @@ def test_no_child_outlives_a_supervisor_killed_with_sigkill(rabbit_config, start
     system.wait(STOP_DEADLINE)
     wait_until(
         lambda: not [pid for pid in children.values() if run.alive(pid)] and not any(map(listeners, ports)),
-        5,
-        "every child has ended and every port it held is free",
+        timeout=5,
+        interval=0.1,
+        what="every child has ended and every port it held is free",
     )
 
 
