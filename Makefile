@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format openapi run seed audit deadletters services bench chaos clean
+.PHONY: install test lint format openapi run seed audit deadletters services bench chaos soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ bench: $(STAMP)
 # instance and orders under checkout load, then check the audit and every acknowledged write (scripts/chaos.py).
 chaos: $(STAMP)
 	$(BIN)/python -m scripts.chaos $(CHAOS_ARGS)
+
+# make soak [SOAK_ARGS="--seconds 180 --postgres postgresql://postgres@127.0.0.1:5432/postgres"]: mixed load (browse, cart,
+# checkout) for 10 minutes by default; RSS, open fds and queue depths per process at start and end, errors, and what
+# grew; report in bench/results/soak-*.md (scripts/soak.py).
+soak: $(STAMP)
+	$(BIN)/python -m scripts.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf var/*.db var/*.db-* $(VENV)

@@ -77,7 +77,8 @@ class Processes:
     def __init__(self, log_path, argv, env):
         self.log_path = log_path
         with open(log_path, "ab") as log:
-            # A session of its own: a Ctrl-C at the terminal reaches the bench, which stops this in order.
+            # A session of its own: a Ctrl-C at the terminal reaches the bench, which stops this in order; and
+            # killed with the bench however it ends, so that nothing it started outlives it (scripts/run.py).
             self.process = subprocess.Popen(
                 argv,
                 cwd=ROOT,
@@ -86,6 +87,7 @@ class Processes:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=run.killed_with_this_thread(),
             )
 
     def output(self, offset=0):

@@ -33,6 +33,7 @@ from gateway_http.errors import HttpError, internal_error, method_not_allowed, n
 from gateway_http.http import JSON_CONTENT_TYPE, error_response
 from gateway_http.security import CorsPolicy, preflight_refused, secure_headers
 from services.common.context import REQUEST_ID_HEADER, new_request_id, sane_request_id
+from services.common.listening import bind_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,17 @@ class GatewayProtocol(HttpOnlyProtocol):
 
 class GatewayServer(WebServer):
     """nameko's web server with `EnvelopedWsgiApp` (CORS from config `CORS_ORIGINS`), `GatewayProtocol` with
-    `HttpLimits` from config, and without eventlet's access log."""
+    `HttpLimits` from config, and without eventlet's access log. It listens on a port of its own: on a port
+    another process holds it refuses to start (`StartupRefused`, services/common/listening.py)."""
+
+    def start(self):
+        # nameko's, with `bind_exclusive` for `eventlet.listen` (which would share the port: SO_REUSEPORT).
+        if not self._starting:
+            self._starting = True
+            self._sock = bind_exclusive(*self.bind_addr)
+            self._sock.settimeout(None)  # as nameko's: accept() waits without a timeout
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
 
     def get_wsgi_app(self):
         try:

@@ -13,7 +13,7 @@ What it does, in order:
 3. Starts each service (`nameko run --config config/<name>.yml services.<name>.service`) and the gateway
    (`nameko run --config config/gateway.yml gateway_http.service`) as child processes, and prints their output
    with the name of the process in front of each line.
-4. Runs until SIGTERM or Ctrl-C, then asks every child to stop (SIGTERM, which nameko answers with a graceful
+4. Runs until SIGTERM, SIGHUP or Ctrl-C, then asks every child to stop (SIGTERM, which nameko answers with a graceful
    stop), kills those still running after `STOP_TIMEOUT` seconds, and exits 0. If a child ends on its own, it
    stops the others the same way and exits 1 — or, with `CARTMESH_RESTART=1`, starts that child again (as an
    orchestrator's restart policy would: `make chaos` kills processes on purpose) and keeps running.
@@ -29,10 +29,13 @@ own `METRICS_PORT`, counted up from `METRICS_PORT_BASE` (default 9101; 0 turns t
 taken is skipped) on `METRICS_BIND` (default 127.0.0.1); the map is printed at start. The gateway serves
 `/metrics` on its own port.
 The commands are the ones the containers run (docker-compose.yml); tests/ops checks that they agree.
-Children get their own session, so a Ctrl-C reaches only this supervisor, which stops them in order; if the
-supervisor itself is killed with SIGKILL they keep running and must be stopped by hand.
+Children get their own session, so a Ctrl-C (or the SIGHUP of a closed terminal) reaches only this supervisor,
+which stops them in order. However the supervisor itself ends (SIGKILL, the OOM killer), the kernel kills its
+children with it (`PR_SET_PDEATHSIG`, with SIGKILL: nothing is left to bound a graceful stop, and the services
+are built to survive kill -9): none is left running, holding the gateway's port and answering for a stopped run.
 """
 
+import ctypes
 import os
 import re
 import secrets
@@ -58,6 +61,7 @@ MAX_INSTANCES = 16  # per service: more than this on one machine is a typo, not 
 # (SHUTDOWN_GRACE_SECONDS, default 25: services/common/container.py), so that bound is what ends it.
 STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.2  # how often the supervisor looks for children that ended
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _print_lock = threading.Lock()
 
@@ -207,8 +211,29 @@ def broker_error(amqp_uri):
     return None
 
 
+def killed_with_this_thread():
+    """A `preexec_fn` that makes the child receive SIGKILL when the thread that starts it ends.
+
+    The kernel sends the signal when the parent *thread* ends, not the process: start children from a thread
+    that lives as long as they should (`make run` starts and supervises them from its main thread). The parent
+    may have died between the fork and the `prctl`, in which case no signal ever comes: the child then checks
+    its parent and kills itself.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+    parent = os.getpid()
+
+    def in_child():
+        if prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return in_child
+
+
 class Child:
-    """One child process; its combined output is printed line by line behind its name."""
+    """One child process, in a session of its own and killed if this process dies (`killed_with_this_thread`);
+    its combined output is printed line by line behind its name."""
 
     def __init__(self, name, argv, env):
         self.name = name
@@ -220,6 +245,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=killed_with_this_thread(),
         )
         self.pump = threading.Thread(target=self._forward, name=f"output-{name}", daemon=True)
         self.pump.start()
@@ -371,8 +397,8 @@ def main(environ=None):
         )
 
     supervisor = Supervisor(env, restart=environ.get("CARTMESH_RESTART") == "1")
-    signal.signal(signal.SIGTERM, supervisor.request_stop)
-    signal.signal(signal.SIGINT, supervisor.request_stop)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, supervisor.request_stop)
 
     problem = broker_error(env["AMQP_URI"])
     if problem:

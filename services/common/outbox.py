@@ -6,8 +6,8 @@ in the same container publishes unpublished rows, oldest first, to the service's
 (`<service>.events`, so ordinary `@event_handler`s receive them) with publisher confirms, then marks them published.
 A crash between commit and publish only delays the event: the next relay pass publishes it. A crash between publish
 and marking publishes it again: every event carries `event_id`, and consumers record the ids they processed
-(`services.common.events.first_delivery`). On PostgreSQL, relays of several instances take rows with `FOR UPDATE
-SKIP LOCKED`, so they do not publish the same row at the same time.
+(`services.common.events.first_delivery`). On PostgreSQL, relays of several instances take turns (a transaction
+advisory lock per database): batches taken side by side would publish a later event before an earlier one.
 
 While the broker is away the relay does not wait on it: a publish fails within about a second (a refused
 connection at once; the RPC client's retry policy, not nameko's default of about 10 s of retries), and each
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_SECONDS = 5.0  # a broker that takes the message but never confirms it is away too
 MAX_RETRY_SECONDS = 5.0  # the longest pause between failed passes (never shorter than the poll interval)
+RELAY_LOCK = 0x6F7574626F78  # "outbox": the advisory lock relays of one database take turns with (PostgreSQL)
 
 
 def outbox_table(metadata: MetaData):
@@ -193,14 +194,15 @@ class Outbox(DependencyProvider, HeaderEncoder):
         engine = self._database().engine
         failure = None
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Waits while another instance's relay publishes its batch (ms), then takes the rows after it.
+                connection.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK)))
             query = (
                 select(self.table)
                 .where(self.table.c.published_at.is_(None))
                 .order_by(self.table.c.created_at)
                 .limit(self.batch_size)
             )
-            if connection.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
             published = []
             for row in connection.execute(query).all():
                 try:

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from services.common.db import Database
+from services.common.listening import bind_exclusive
 from services.common.logs import redact_text
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class ProbeServer:
 
     def __init__(self, bind, port):
         self.members = {}  # extension -> {name: DatabaseCheck} of its container
-        self.socket = eventlet.listen((bind, port))
+        self.socket = bind_exclusive(bind, port)  # a port taken by another process: StartupRefused
         self.address = self.socket.getsockname()[:2]
         self.thread = eventlet.spawn(
             wsgi.server, self.socket, self.app, log=log, log_output=False, debug=False, socket_timeout=30, max_size=32

@@ -105,7 +105,10 @@ class TimedMethodProxy(MethodProxy):
     ):
         self.timeout = timeout
         self.breaker = breaker
-        self.retry = retry
+        # Not `self.retry`: nameko's MethodProxy reads an attribute of that name as its publisher's `retry`, which
+        # turned off the publish retry (and with it the replacement of a dead pooled connection) for every call
+        # that is not an idempotent read.
+        self.resend = retry
         self.retry_jitter = retry_jitter
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
         super().__init__(worker_ctx, service_name, method_name, reply_listener, expiration=timeout, **options)
@@ -118,7 +121,7 @@ class TimedMethodProxy(MethodProxy):
         except CircuitOpen:
             raise
         except (ServiceTimeout, ServiceUnavailable):
-            if not self.retry:
+            if not self.resend:
                 raise
         metrics.rpc_call_retried(self.worker_ctx.service_name, self.service_name)
         eventlet.sleep(random.uniform(0, self.retry_jitter))  # callers that failed together retry apart

@@ -4,9 +4,10 @@ opening on calls that get no answer (and not on a service's deliberate errors), 
 import eventlet
 import pytest
 from eventlet.event import Event
+from kombu import Connection
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
-from nameko.testing.services import entrypoint_waiter
+from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 from nameko.testing.utils import get_container
 from prometheus_client import REGISTRY
 
@@ -185,3 +186,36 @@ def test_a_reply_the_broker_cannot_take_does_not_kill_the_service(proxy, contain
         finally:
             proxy.restore()
         assert caller.slow(0) == "done"  # reconnected by itself, and serving
+
+
+def consumers(amqp_uri, queue_name):
+    with Connection(amqp_uri, connect_timeout=5) as connection:
+        try:
+            return connection.default_channel.queue_declare(queue_name, passive=True)[2]
+        except Exception:  # not declared (yet)
+            return 0
+
+
+def test_a_write_after_the_broker_came_back_goes_out_on_a_new_connection(
+    proxy, runner_factory, container_factory, rabbit_config
+):
+    proxied = rabbit_config["AMQP_URI"].replace("localhost:5672", f"127.0.0.1:{proxy.port}")
+    runner_factory(rabbit_config, FlakyService).start()
+    caller = container_factory(CallerService, caller_config(dict(rabbit_config, AMQP_URI=proxied)))
+    caller.start()
+    replies = next(dependency for dependency in caller.dependencies if isinstance(dependency, Rpc))
+    FlakyService.seen = {"before", "after"}  # fast answers
+    with entrypoint_hook(caller, "call") as call:
+        assert call("flaky", "write", "before") == "write before"
+        # The broker went away and came back: the connection the caller published on is dead. The publish is
+        # retried once, at once, on a new connection (a write is never sent twice: the first try did not leave).
+        proxy.cut()
+        proxy.restore()
+        wait_until(
+            lambda: consumers(rabbit_config["AMQP_URI"], replies.rpc_reply_listener.queue.name),
+            timeout=30,
+            interval=0.1,
+            what="the caller listens for replies again",
+        )
+        assert call("flaky", "write", "after") == "write after"
+    assert CALLS == [("write", "before"), ("write", "after")]

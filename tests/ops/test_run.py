@@ -2,6 +2,7 @@
 child processes: every service and the gateway on a fresh RabbitMQ vhost, a free port and fresh databases."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -231,6 +232,54 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(rabbit_config, sta
     children = system.child_pids()
     assert set(run.SERVICES) | {run.GATEWAY} <= set(children)
     assert not [name for name, pid in children.items() if run.alive(pid)]
+
+
+def test_no_child_outlives_a_supervisor_killed_with_sigkill(rabbit_config, start, tmp_path):
+    port = find_free_port()
+    system = start(
+        base_env(
+            rabbit_config,
+            GATEWAY_PORT=str(port),
+            CARTMESH_VAR_DIR=str(tmp_path / "var"),
+            CARTMESH_INSTANCES="carts=2",
+        )
+    )
+    wait_while_running(lambda: healthy(f"http://127.0.0.1:{port}"), "GET /health is 200", system)
+    children = {name: pid for name, pid in system.child_pids().items() if not name.endswith("-migrate")}
+    assert set(run.SERVICES) | {run.GATEWAY, "carts-2"} <= set(children)
+    ports = [port] + [int(number) for number in re.findall(r"http://127\.0\.0\.1:(\d+)/metrics", system.output())]
+    assert len(ports) > len(children)  # the gateway's, and each service's probes
+    assert all(listeners(number) == 1 for number in set(ports))
+
+    system.process.kill()
+    system.wait(STOP_DEADLINE)
+    wait_until(
+        lambda: not [pid for pid in children.values() if run.alive(pid)] and not any(map(listeners, ports)),
+        timeout=5,
+        interval=0.1,
+        what="every child has ended and every port it held is free",
+    )
+
+
+@pytest.mark.parametrize("process", ["gateway", "probes"])
+def test_a_port_another_process_holds_is_refused_not_shared(process, rabbit_config, tmp_path):
+    # Held as an older gateway holds it: eventlet listens with SO_REUSEPORT, which would let a second one share it.
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(rabbit_config, JWT_SECRET="a-test-secret-of-enough-length", METRICS_BIND="127.0.0.1")
+        if process == "gateway":
+            env.update(GATEWAY_BIND="127.0.0.1", GATEWAY_PORT=str(port))
+            argv = run.gateway_command()
+        else:  # a service whose probe server would share the port
+            env.update(METRICS_PORT=str(port), PAYMENTS_DATABASE_URL=f"sqlite:///{tmp_path / 'payments.db'}")
+            argv = run.service_command("payments")
+        started = subprocess.run(run.local_command(argv), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+        assert started.returncode == 1, started.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: port {port} is already in use" in started.stderr
+        assert listeners(port) == 1
 
 
 def test_a_failed_migration_starts_nothing_and_fails_the_run(rabbit_config, start, tmp_path):
