@@ -1,6 +1,6 @@
 """The orders database: orders with their saga state, plus the outbox and processed-events tables."""
 
-from sqlalchemy import Column, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import declarative_base
 
 from services.common.db import UtcDateTime
@@ -22,7 +22,7 @@ class Order(Base):
     step = Column(String(20), nullable=False)
     failure_reason = Column(String(40), nullable=True)
     items = Column(Text, nullable=False, default="[]")  # JSON: the lines as checked out, prices frozen
-    total_cents = Column(Integer, nullable=False, default=0)
+    total_cents = Column(BigInteger, nullable=False, default=0)
     payment_method_id = Column(String(36), nullable=False)
     idempotency_key = Column(String(255), nullable=True)
     deadline_at = Column(UtcDateTime, nullable=False)
