@@ -4,10 +4,9 @@ import logging
 
 import eventlet
 from nameko.extensions import DependencyProvider
-from nameko.rpc import ReplyListener
 
 from services.common.errors import ServiceTimeout, ServiceUnavailable
-from services.common.rpc import Rpc, TimedServiceProxy
+from services.common.rpc import Rpc, RpcCalls, TimedServiceProxy
 
 DEFAULT_HEALTH_TIMEOUT = 1.0
 
@@ -22,8 +21,8 @@ class HealthProbe(DependencyProvider):
     config `HEALTH_TIMEOUT` seconds.
     """
 
-    # The same shared reply queue the service's Rpc proxies use.
-    reply_listener = ReplyListener()
+    # What the service's Rpc proxies share: the reply queue and the channel.
+    calls = RpcCalls()
 
     def setup(self):
         self.timeout = float(self.container.config.get("HEALTH_TIMEOUT") or DEFAULT_HEALTH_TIMEOUT)
@@ -40,7 +39,7 @@ class HealthProbe(DependencyProvider):
         return dict(zip(self.backends, states, strict=True))
 
     def probe(self, worker_ctx, name):
-        proxy = TimedServiceProxy(worker_ctx, name, self.reply_listener, self.timeout)
+        proxy = TimedServiceProxy(worker_ctx, name, self.calls, self.timeout)
         try:
             answer = proxy.health()
         except ServiceUnavailable:

@@ -1,4 +1,4 @@
-"""RPC calls that always end, and end fast when the callee or the broker is away.
+"""RPC calls that always end, end fast when the callee or the broker is away, and cost few messages.
 
 nameko's `RpcProxy` waits forever for a reply. `Rpc(target)` injects a proxy like nameko's,
 but:
@@ -18,24 +18,53 @@ but:
   `RPC_RETRY_JITTER_SECONDS` (default 0.1 s) when the first got no answer (timeout or unavailable). Nothing else
   is: a write may have been done by the service even though its answer never came.
 
-The serving side: `rpc` is nameko's `@rpc` entrypoint, except that a reply that cannot be sent because the broker
-is away is logged and dropped. nameko lets that error end the worker's managed thread, which kills the whole
-container (and `nameko run` with it): every service busy with a request when the broker went away died with it.
-The caller has its own timeout, and the unacknowledged request goes back to the queue with the connection.
+What a call costs. A round trip through nameko is six messages and four waits on the broker: the request and
+its publisher confirm, the reply and its confirm, and an acknowledgement for each of the two deliveries; on
+this machine every one of them is a system call of ~0.1 ms on each side, and most of the CPU of a call. Here:
+
+- **requests are confirmed only until the target's queue is known to exist.** The first call to a target (per
+  process and broker) is published `mandatory` with a publisher confirm, so a service that never started is
+  `ServiceUnavailable` at once; later calls go without a confirm (and without `mandatory`, whose returns nobody
+  would read). If the queue goes away after all, the call ends at its timeout, the queue check answers
+  `ServiceUnavailable`, and the next call is confirmed again.
+- **replies are not confirmed.** A reply lost with a broker that crashed ends as the caller's timeout, which it
+  handles anyway.
+- **replies are not acknowledged**: each container's reply queue (`ReplyQueue`) is exclusive to its connection
+  and consumed in no-ack mode; a reply is handed to its waiting call in the consumer's own thread, without a
+  greenthread per message. The queue goes with the connection (a reply sent while the caller reconnects is
+  lost, and the call times out).
+- **requests and replies are transient** (delivery mode 1): nothing that a broker restart should keep, since the
+  caller waiting for the answer does not survive it either.
+
+The serving side: `rpc` is nameko's `@rpc` entrypoint with that reply path, serialising the reply once (nameko
+serialises it twice: once to check it can), and a reply that cannot be sent because the broker is away is logged
+and dropped. nameko lets that error end the worker's managed thread, which kills the whole container (and
+`nameko run` with it): every service busy with a request when the broker went away died with it. The caller has
+its own timeout, and the unacknowledged request goes back to the queue with the connection.
 """
 
 import logging
 import random
+import sys
 import uuid
 from contextlib import nullcontext
 
 import eventlet
-from amqp.exceptions import ConnectionError as AmqpConnectionError
-from amqp.exceptions import RecoverableConnectionError
-from kombu import Connection
-from kombu.exceptions import OperationalError
-from nameko.amqp.publish import UndeliverableMessage
-from nameko.rpc import MethodProxy, RpcProxy, RpcReply, ServiceProxy, get_rpc_exchange
+import kombu.serialization
+from eventlet.event import Event
+from kombu import Connection, Queue
+from nameko.amqp.publish import Publisher, UndeliverableMessage
+from nameko.constants import (
+    AMQP_SSL_CONFIG_KEY,
+    AMQP_URI_CONFIG_KEY,
+    DEFAULT_SERIALIZER,
+    LOGIN_METHOD_CONFIG_KEY,
+    SERIALIZER_CONFIG_KEY,
+)
+from nameko.exceptions import UnserializableValueError, deserialize, serialize
+from nameko.extensions import DependencyProvider, SharedExtension
+from nameko.messaging import HeaderEncoder
+from nameko.rpc import RPC_REPLY_QUEUE_TEMPLATE, get_rpc_exchange
 from nameko.rpc import Rpc as RpcEntrypoint
 
 import services.common.remote_errors  # noqa: F401  (registers the error classes with nameko)
@@ -43,6 +72,7 @@ from services.common import metrics
 from services.common.breaker import CLOSED, CircuitBreaker, CircuitOpen
 from services.common.errors import ServiceTimeout, ServiceUnavailable
 from services.common.metrics import rpc_call
+from services.common.rpc_transport import BROKER_ERRORS, TRANSIENT, ReplyConsumer, RpcChannel
 from services.common.tracing import outgoing_headers
 
 DEFAULT_TIMEOUT = 5.0
@@ -58,10 +88,11 @@ PUBLISH_TRANSPORT_OPTIONS = {
     "interval_max": 0.2,
     "connect_timeout": 1,
 }
-# What the broker being away looks like to a publisher (kombu wraps socket errors in OperationalError).
-BROKER_ERRORS = (OSError, OperationalError, AmqpConnectionError, RecoverableConnectionError)
 
 log = logging.getLogger(__name__)
+
+# (broker URI, service) pairs whose RPC queue a confirmed, mandatory publish has reached (see the docstring).
+_known_queues = set()
 
 
 def rpc_timeout(config, target_service, default=DEFAULT_TIMEOUT):
@@ -90,30 +121,70 @@ def is_no_answer(exc):
     return isinstance(exc, (ServiceTimeout, ServiceUnavailable)) and not isinstance(exc, CircuitOpen)
 
 
-class TimedMethodProxy(MethodProxy):
-    def __init__(
-        self,
-        worker_ctx,
-        service_name,
-        method_name,
-        reply_listener,
-        timeout,
-        breaker=None,
-        retry=False,
-        retry_jitter=DEFAULT_RETRY_JITTER_SECONDS,
-        **options,
-    ):
-        self.timeout = timeout
-        self.breaker = breaker
-        # Not `self.retry`: nameko's MethodProxy reads an attribute of that name as its publisher's `retry`, which
-        # turned off the publish retry (and with it the replacement of a dead pooled connection) for every call
-        # that is not an idempotent read.
-        self.resend = retry
-        self.retry_jitter = retry_jitter
-        options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
-        super().__init__(worker_ctx, service_name, method_name, reply_listener, expiration=timeout, **options)
-        # An instance attribute: nameko's class-level default is shared by every publisher, and mutated.
-        self.publisher.transport_options = dict(PUBLISH_TRANSPORT_OPTIONS)
+def fast_publisher(amqp_uri, ssl=None, login_method=None, **options):
+    """A nameko `Publisher` that gives up after one immediate retry and a 1 s connect timeout."""
+    publisher = Publisher(amqp_uri, ssl=ssl, login_method=login_method, retry_policy=PUBLISH_RETRY_POLICY, **options)
+    # An instance attribute: nameko's class-level default is shared by every publisher, and mutated.
+    publisher.transport_options = dict(PUBLISH_TRANSPORT_OPTIONS)
+    return publisher
+
+
+# --- the calling side --------------------------------------------------------------------------------------------
+
+
+class ReplyQueue(SharedExtension):
+    """The container's reply queue and the calls waiting on it; shared by every `Rpc` of the container and the
+    gateway's health probe. Replies are consumed without acknowledgements (services.common.rpc_transport)."""
+
+    consumer = ReplyConsumer()
+
+    def __init__(self):
+        self.waiting = {}  # correlation id -> Event
+
+    def setup(self):
+        self.routing_key = str(uuid.uuid4())
+        queue = Queue(
+            RPC_REPLY_QUEUE_TEMPLATE.format(self.container.service_name, self.routing_key),
+            exchange=get_rpc_exchange(self.container.config),
+            routing_key=self.routing_key,
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+        )
+        self.consumer.listen(queue, self.on_reply)
+
+    def expect(self, correlation_id):
+        """The event that will carry the reply to `correlation_id`."""
+        event = self.waiting[correlation_id] = Event()
+        return event
+
+    def forget(self, correlation_id):
+        """Drop the slot of a call whose reply will not be waited for."""
+        self.waiting.pop(correlation_id, None)
+
+    def on_reply(self, correlation_id, body):
+        event = self.waiting.pop(correlation_id, None)
+        if event is not None:  # else the call has given up
+            event.send(body)
+
+
+def reply_result(body):
+    """The result a reply body carries, or the remote error it carries, raised."""
+    error = body.get("error")
+    if error:
+        raise deserialize(error)
+    return body["result"]
+
+
+class TimedMethodProxy(HeaderEncoder):
+    """One method of a target service; calling it makes the call (see the module docstring)."""
+
+    def __init__(self, service_proxy, method_name, retry=False):
+        self.service_proxy = service_proxy
+        self.worker_ctx = service_proxy.worker_ctx
+        self.service_name = service_proxy.service_name
+        self.method_name = method_name
+        self.retry = retry
 
     def __call__(self, *args, **kwargs):
         try:
@@ -124,11 +195,12 @@ class TimedMethodProxy(MethodProxy):
             if not self.resend:
                 raise
         metrics.rpc_call_retried(self.worker_ctx.service_name, self.service_name)
-        eventlet.sleep(random.uniform(0, self.retry_jitter))  # callers that failed together retry apart
+        eventlet.sleep(random.uniform(0, self.service_proxy.retry_jitter))  # callers that failed together retry apart
         return self._guarded_call(*args, **kwargs)
 
     def _guarded_call(self, *args, **kwargs):
-        guard = self.breaker.calling(is_no_answer) if self.breaker is not None else nullcontext()
+        breaker = self.service_proxy.breaker
+        guard = breaker.calling(is_no_answer) if breaker is not None else nullcontext()
         try:
             with guard:
                 # Timed, counted (timeout / unavailable) and traced as a CLIENT span: services.common.metrics.
@@ -139,86 +211,121 @@ class TimedMethodProxy(MethodProxy):
             raise
 
     def _timed_call(self, *args, **kwargs):
-        reply = self._publish(*args, **kwargs)
+        proxy = self.service_proxy
+        correlation_id, reply = self._publish(args, kwargs)
         try:
-            with eventlet.Timeout(self.timeout):
-                return reply.result()
+            with eventlet.Timeout(proxy.timeout):
+                return reply_result(reply.wait())
         except eventlet.Timeout:
-            self._forget(reply)
-            if consumer_count(self.amqp_uri, self.service_name, self.ssl) == 0:
+            proxy.reply_queue.forget(correlation_id)  # the reply may never come (the request expired)
+            if consumer_count(proxy.amqp_uri, self.service_name, proxy.ssl) == 0:
+                _known_queues.discard((proxy.amqp_uri, self.service_name))  # confirm the next call again
                 raise ServiceUnavailable(f"the {self.service_name} service is not available")
             raise ServiceTimeout(f"the {self.service_name} service did not answer in time")
 
-    def _publish(self, *args, **kwargs):
-        """nameko's `MethodProxy._call`, bounded, and forgetting the reply slot of a request never sent."""
+    def _publish(self, args, kwargs):
+        """Send the request; (correlation id, the event its reply will come on). Bounded by the timeout."""
+        proxy = self.service_proxy
+        target = (proxy.amqp_uri, self.service_name)
         correlation_id = str(uuid.uuid4())
-        reply_event = self.reply_listener.get_reply_event(correlation_id)
+        reply = proxy.reply_queue.expect(correlation_id)
+        routing_key = f"{self.service_name}.{self.method_name}"
+        # The CLIENT span's traceparent replaces the worker's, so the callee's span is the call's child.
+        headers = outgoing_headers(self.get_message_headers(self.worker_ctx))
         try:
-            with eventlet.Timeout(self.timeout):
-                self.publisher.publish(
-                    {"args": args, "kwargs": kwargs},
-                    exchange=get_rpc_exchange(self.container.config),
-                    routing_key=f"{self.service_name}.{self.method_name}",
-                    mandatory=True,
-                    reply_to=self.reply_listener.routing_key,
-                    correlation_id=correlation_id,
-                    extra_headers=self.get_message_headers(self.worker_ctx),
-                )
-        except UndeliverableMessage:  # no queue bound for the service: publisher confirms tell at once
-            self.reply_listener._reply_events.pop(correlation_id, None)
+            with eventlet.Timeout(proxy.timeout):
+                if target in _known_queues:
+                    content_type, encoding, body = kombu.serialization.dumps(
+                        {"args": args, "kwargs": kwargs}, proxy.serializer
+                    )
+                    proxy.channel.publish(
+                        body,
+                        content_type,
+                        encoding,
+                        proxy.exchange.name,
+                        routing_key,
+                        reply_to=proxy.reply_queue.routing_key,
+                        correlation_id=correlation_id,
+                        expiration=proxy.expiration,
+                        application_headers=headers,
+                    )
+                else:  # confirmed and mandatory: a target with no queue is known at once
+                    proxy.confirmed_publisher.publish(
+                        {"args": args, "kwargs": kwargs},
+                        exchange=proxy.exchange,
+                        routing_key=routing_key,
+                        mandatory=True,
+                        expiration=proxy.timeout,
+                        reply_to=proxy.reply_queue.routing_key,
+                        correlation_id=correlation_id,
+                        extra_headers=headers,
+                    )
+                    _known_queues.add(target)
+        except UndeliverableMessage:  # no queue bound for the service: the publisher confirm tells at once
+            proxy.reply_queue.forget(correlation_id)
             raise ServiceUnavailable(f"the {self.service_name} service is not available")
         except (eventlet.Timeout,) + BROKER_ERRORS:
-            self.reply_listener._reply_events.pop(correlation_id, None)
+            proxy.reply_queue.forget(correlation_id)
             raise ServiceUnavailable(
                 f"the {self.service_name} service is not available (the message broker is not reachable)"
             )
-        return RpcReply(reply_event)
-
-    def get_message_headers(self, worker_ctx):
-        # The CLIENT span's traceparent replaces the worker's, so the callee's span is the call's child.
-        return outgoing_headers(super().get_message_headers(worker_ctx))
-
-    def _forget(self, reply):
-        # The reply may never come (the request expired); drop its slot in the shared reply listener.
-        events = self.reply_listener._reply_events
-        for correlation_id, event in list(events.items()):
-            if event is reply.reply_event:
-                events.pop(correlation_id, None)
+        return correlation_id, reply
 
 
-class TimedServiceProxy(ServiceProxy):
+class TimedServiceProxy:
+    """The proxy to one service that a worker is given: `proxy.method(*args)` calls it."""
+
     def __init__(
         self,
         worker_ctx,
         service_name,
-        reply_listener,
+        calls,
         timeout,
         breaker=None,
         idempotent=(),
         retry_jitter=DEFAULT_RETRY_JITTER_SECONDS,
-        **options,
     ):
-        super().__init__(worker_ctx, service_name, reply_listener, **options)
+        config = worker_ctx.container.config
+        self.worker_ctx = worker_ctx
+        self.service_name = service_name
+        self.reply_queue = calls.reply_queue
+        self.channel = calls.channel
+        self.confirmed_publisher = calls.confirmed_publisher
+        self.serializer = calls.serializer
         self.timeout = timeout
+        self.expiration = str(int(timeout * 1000))  # ms: the request expires with the call
         self.breaker = breaker
         self.idempotent = idempotent
         self.retry_jitter = retry_jitter
+        self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
+        self.ssl = config.get(AMQP_SSL_CONFIG_KEY)
+        self.exchange = get_rpc_exchange(config)
 
     def __getattr__(self, name):
-        return TimedMethodProxy(
-            self.worker_ctx,
-            self.service_name,
-            name,
-            self.reply_listener,
-            self.timeout,
-            breaker=self.breaker,
-            retry=name in self.idempotent,
-            retry_jitter=self.retry_jitter,
-            **self.options,
+        return TimedMethodProxy(self, name, retry=name in self.idempotent)
+
+
+class RpcCalls(SharedExtension):
+    """What every RPC caller of a container shares: the reply queue, the channel for requests, and a confirming
+    publisher for a target's first request."""
+
+    reply_queue = ReplyQueue()
+    channel = RpcChannel()
+
+    def setup(self):
+        config = self.container.config
+        self.serializer = config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER)
+        self.confirmed_publisher = fast_publisher(
+            config[AMQP_URI_CONFIG_KEY],
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+            serializer=self.serializer,
+            use_confirms=True,
+            delivery_mode=TRANSIENT,
         )
 
 
-class Rpc(RpcProxy):
+class Rpc(DependencyProvider):
     """Injects a proxy to `target_service` whose calls time out, fail fast and may be retried (see the module
     docstring).
 
@@ -228,14 +335,15 @@ class Rpc(RpcProxy):
     breaker, whose state is the gauge `cartmesh_circuit_state`.
     """
 
-    def __init__(self, target_service, timeout=None, idempotent=(), **options):
-        super().__init__(target_service, **options)
+    calls = RpcCalls()
+
+    def __init__(self, target_service, timeout=None, idempotent=()):
+        self.target_service = target_service
         self.timeout = timeout
         self.idempotent = frozenset(idempotent)
         self.breaker = None
 
     def setup(self):
-        super().setup()
         config = self.container.config
         if self.timeout is None:
             self.timeout = rpc_timeout(config, self.target_service)
@@ -254,35 +362,73 @@ class Rpc(RpcProxy):
     def _circuit_changed(self, old, new):
         metrics.set_circuit_state(self.container.service_name, self.target_service, new)
         log.log(
-            logging.INFO if new == CLOSED else logging.WARNING, "circuit to %s: %s -> %s", self.target_service, old, new
+            logging.INFO if new == CLOSED else logging.WARNING,
+            "circuit to %s: %s -> %s",
+            self.target_service,
+            old,
+            new,
         )
 
     def get_dependency(self, worker_ctx):
         return TimedServiceProxy(
             worker_ctx,
             self.target_service,
-            self.rpc_reply_listener,
+            self.calls,
             self.timeout,
             breaker=self.breaker,
             idempotent=self.idempotent,
             retry_jitter=self.retry_jitter,
-            **self.options,
         )
 
 
+# --- the serving side -------------------------------------------------------------------------------------------
+
+
 class ResilientRpc(RpcEntrypoint):
-    """nameko's RPC entrypoint that survives a reply it cannot send (see the module docstring). Use `rpc`."""
+    """nameko's RPC entrypoint with the cheaper reply path, surviving a reply it cannot send (see the module
+    docstring). Use `rpc`."""
+
+    channel = RpcChannel()
+
+    def setup(self):
+        super().setup()
+        self.reply_exchange = get_rpc_exchange(self.container.config).name
 
     def handle_result(self, message, worker_ctx, result, exc_info):
         try:
-            return super().handle_result(message, worker_ctx, result, exc_info)
+            result, exc_info = self.reply(message, result, exc_info)
         except BROKER_ERRORS as exc:
             log.warning(
                 "the reply of %s could not be sent (the message broker is not reachable): %s",
                 message.delivery_info.get("routing_key"),
                 exc,
             )
-            return result, exc_info
+        try:  # acknowledged even when the reply was lost: the work is done, and running it again is worse
+            self.rpc_consumer.queue_consumer.ack_message(message)
+        except BROKER_ERRORS:
+            pass  # the connection is gone, and the broker gives the request to another instance
+        return result, exc_info
+
+    def reply(self, message, result, exc_info):
+        """Send the answer to the caller's reply queue, encoded as the request was; (result, exc_info) as sent."""
+        serializer = kombu.serialization.registry.type_to_name[message.properties["content_type"]]
+        error = serialize(exc_info[1]) if exc_info is not None else None
+        try:
+            content_type, encoding, body = kombu.serialization.dumps({"result": result, "error": error}, serializer)
+        except Exception:  # the result cannot be sent: the caller gets an error that can
+            exc_info = sys.exc_info()
+            error = serialize(UnserializableValueError(result))
+            result = None
+            content_type, encoding, body = kombu.serialization.dumps({"result": None, "error": error}, serializer)
+        self.channel.publish(
+            body,
+            content_type,
+            encoding,
+            self.reply_exchange,
+            message.properties["reply_to"],
+            correlation_id=message.properties.get("correlation_id"),
+        )
+        return result, exc_info
 
 
 rpc = ResilientRpc.decorator

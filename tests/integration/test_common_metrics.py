@@ -30,7 +30,7 @@ from services.common.context import RequestId
 from services.common.db import Database, make_engine
 from services.common.errors import EXPECTED, Conflict, ServiceTimeout, ServiceUnavailable
 from services.common.metrics import Telemetry, entrypoint_kind, observe_http, set_outbox_backlog
-from tests.integration.test_common_tracing import ObservedRpc
+from services.common.rpc import Rpc
 from tests.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ class MeteredService:
 class CallerService:
     name = "meter_caller"
     telemetry = Telemetry()
-    metered = ObservedRpc("metered", timeout=0.3)
-    absent = ObservedRpc("absent", timeout=0.3)
+    metered = Rpc("metered", timeout=0.3)
+    absent = Rpc("absent", timeout=0.3)
 
     @rpc
     def call(self, mode):

@@ -20,18 +20,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import MetaData
 
-from services.common import rpc as rpc_module
 from services.common import tracing
 from services.common.context import RequestId
 from services.common.db import Database, make_engine
 from services.common.messages import Message
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox, outbox_table
+from services.common.rpc import Rpc
 from tests.waiting import wait_until
-
-# services.common.rpc.Rpc measures (metrics.rpc_call) and traces (tracing.outgoing_headers) every call it makes.
-ObservedRpc = rpc_module.Rpc
-
 
 # --- test services -----------------------------------------------------------------------------------------
 
@@ -45,7 +41,7 @@ class FrontService:
     name = "front"
     telemetry = Telemetry()
     request_id = RequestId()
-    middle = ObservedRpc("middle")
+    middle = Rpc("middle")
 
     @http("GET", "/work")
     def work(self, request):
@@ -218,8 +214,8 @@ class FailingService:
 class CallsFailing:
     name = "calls_failing"
     telemetry = Telemetry()
-    failing = ObservedRpc("failing")
-    absent = ObservedRpc("absent", timeout=0.5)
+    failing = Rpc("failing")
+    absent = Rpc("absent", timeout=0.5)
 
     @rpc
     def call(self):
