@@ -56,6 +56,15 @@ def connection_for(config, **options):
     )
 
 
+def connect(connection):
+    """Connect `connection` now, trying each of its broker addresses once without pausing (kombu's `connect()`
+    waits 2 s before its one retry); raises one of `BROKER_ERRORS` when none answers."""
+    connection.ensure_connection(
+        max_retries=max(1, len(connection.alt)), interval_start=0, interval_step=0, interval_max=0
+    )
+    return connection
+
+
 class RpcChannel(SharedExtension):
     """The container's channel for RPC requests and replies: unconfirmed publishes of ready-made bodies."""
 
@@ -82,8 +91,7 @@ class RpcChannel(SharedExtension):
         if self.channel is None:
             connection = connection_for(self.container.config)
             try:
-                connection.connect()
-                self.channel = connection.channel()
+                self.channel = connect(connection).channel()
             except BaseException:
                 connection.collect()
                 raise
@@ -156,8 +164,7 @@ class ReplyConsumer(SharedExtension):
     def _consume(self):
         config = self.container.config
         self.connection = connection_for(config, heartbeat=config.get(HEARTBEAT_CONFIG_KEY, DEFAULT_HEARTBEAT))
-        self.connection.connect()
-        channel = self.connection.channel()
+        channel = connect(self.connection).channel()
         self.queue.bind(channel).declare()
         channel.basic_consume(queue=self.queue.name, no_ack=True, callback=self._deliver)
         if not self.ready.ready():
