@@ -33,7 +33,7 @@ RPC_CALLS = {
 EMITS = ("catalog", "orders")  # apps with an Outbox, publishing to <app>.events
 # app → the services whose events it handles; RETRIES: the apps whose handlers retry and park
 # (services/common/events.py reliable_event_handler).
-HANDLES = {"carts": ("orders",), "orders": ("orders",), "gateway": ("catalog",)}
+HANDLES = {"carts": ("catalog", "orders"), "orders": ("orders",), "gateway": ("catalog",)}
 RETRIES = ("carts", "orders")
 APPS = RPC_SERVERS + ("gateway",)
 

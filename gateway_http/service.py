@@ -66,3 +66,8 @@ class GatewayService:
     def on_product_changed(self, payload):
         """Every instance hears every change (a broadcast): drop what it makes stale (cache.py)."""
         self.product_cache.changed((payload.get("product") or {}).get("sku"))
+
+    @product_events("catalog", "stock_changed")
+    def on_stock_changed(self, payload):
+        """An order's stock hold changed a product's stock: the same as any change, for the cache."""
+        self.product_cache.changed(payload.get("sku"))

@@ -1,11 +1,12 @@
 """The carts service's tables: a cart per row in `carts`, one row per sku in `cart_lines`, the orders that
-released their cart in `released_orders`, and the shared `processed_events`.
+released their cart in `released_orders`, carts' copy of the catalog's names and prices in `products`, and the
+shared `processed_events`.
 
-A line stores the name and unit price the catalog last gave for its sku: an open cart shows the catalog's
-current values and falls back to these; a checked-out cart shows these (frozen at checkout).
+A line stores the name and unit price the catalog last gave for its sku: an open cart shows the copy's current
+values and falls back to these; a checked-out cart shows these (frozen at checkout).
 """
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String
 from sqlalchemy.orm import declarative_base
 
 from services.carts.domain import STATUSES
@@ -72,6 +73,19 @@ class ReleasedOrder(Base):
     released_at = Column(UtcDateTime, nullable=False)
 
 
+class Product(Base):
+    """What carts needs of a catalog product: its name and price as catalog last announced them, and the
+    product's `version` then (catalog's, only ever growing), so that an older event never overwrites a newer one."""
+
+    __tablename__ = "products"
+
+    sku = Column(String(64), primary_key=True)
+    name = Column(String(200), nullable=False)
+    price_cents = Column(BigInteger, nullable=False)
+    version = Column(BigInteger, nullable=False)
+
+
 carts = Cart.__table__
+products = Product.__table__
 cart_lines = CartLine.__table__
 released_orders = ReleasedOrder.__table__

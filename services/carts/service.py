@@ -1,9 +1,16 @@
-"""The carts service: users' carts and their lines, priced with the catalog's current prices; checkout hands
-a cart to an order, which freezes its lines, and a failed order's cart opens again.
+"""The carts service: users' carts and their lines; checkout hands a cart to an order, which freezes its lines,
+and a failed order's cart opens again.
+
+An open cart shows the names and prices catalog last announced: carts keeps a copy of them (`products`), kept
+by catalog's `product_changed` events (a newer version only), and asks catalog once, for all of them at once,
+for the skus it has never seen. So a cart read is one RPC call, and a price change reaches open carts as soon as
+its event does (well within a second while the broker is up). Checkout alone asks catalog itself: an order's
+prices are catalog's at that moment, never the copy's.
 
 Every change follows the same order, because under eventlet a SQLite write lock must not be held across a
-yield (see `services.common.db.Database`): read without locks, ask the catalog for everything the answer
-needs, then write (the first write locks the cart), re-read and return; the session commits on return.
+yield (see `services.common.db.Database`): read without locks, ask the catalog for anything the answer needs
+that the copy lacks, then write (the copy first, then the cart, whose first write locks it), re-read and
+return; the session commits on return.
 """
 
 from services.carts import store
@@ -40,7 +47,7 @@ from services.common.errors import (
 
 # A decorator function, not a class with entrypoints: safe to import by name (see the note on `health`).
 from services.common.events import first_delivery, reliable_event_handler
-from services.common.messages import EVENT_ID, OrderFailed
+from services.common.messages import EVENT_ID, OrderFailed, ProductChanged
 from services.common.metrics import Telemetry
 from services.common.rpc import Rpc, rpc
 from services.common.rules import (
@@ -181,7 +188,7 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         cart, lines = self._read(user_id, cart_id)
         if checkout_step(cart, lines, order_id) == ALREADY_CHECKED_OUT:
             return build_cart(cart, lines, {})
-        products = self._products({line["sku"] for line in lines})
+        products = self._catalog_products({line["sku"] for line in lines})  # catalog's own, not the copy's
         # Writes start here: no more RPC calls until the method returns.
         if not store.check_out(self.db, user_id, cart["id"], order_id, utcnow()):
             # Another checkout (or a deletion) got there first; only a repeat of this very order is not a conflict.
@@ -203,6 +210,24 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         """Order `order_id` gives its cart up: a cart it checked out is open again; any other cart is left
         alone. Internal (no owner check): only orders calls it."""
         self._release(cart_id, order_id)
+
+    @reliable_event_handler(ProductChanged.source, ProductChanged.event_type)
+    def remember_product(self, payload):
+        """Keep the product's name and price as catalog announced them; an event older than the copy changes
+        nothing (so a repeated or late one is harmless)."""
+        event = ProductChanged.from_dict(payload)
+        product = event.product
+        store.remember_products(
+            self.db,
+            [
+                {
+                    "sku": product.sku,
+                    "name": product.name,
+                    "price_cents": product.price_cents,
+                    "version": event.product_version,
+                }
+            ],
+        )
 
     @reliable_event_handler(OrderFailed.source, OrderFailed.event_type)
     def reopen_after_failed_order(self, payload):
@@ -256,7 +281,18 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
             store.reopen(self.db, cart_id, order_id, now)
 
     def _products(self, skus):
-        """`{sku: product}` of the catalog's current products among `skus`; no call for no skus."""
+        """`{sku: product}` among `skus` from carts' copy; the skus the copy lacks are asked of catalog in one
+        call and kept. A sku neither knows is left out."""
+        known = store.known_products(self.db, skus)
+        unseen = set(skus) - set(known)
+        if unseen:
+            found = self._catalog_products(unseen)
+            store.remember_products(self.db, list(found.values()))  # a write: after the call, as every write
+            known.update(found)
+        return known
+
+    def _catalog_products(self, skus):
+        """`{sku: product}` of catalog's current products among `skus`, asked now; no call for no skus."""
         if not skus:
             return {}
         return products_by_sku(self.catalog.get_products(sorted(skus)))

@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.carts.domain import CHECKED_OUT, OPEN
-from services.carts.models import cart_lines, carts, released_orders
+from services.carts.models import cart_lines, carts, products, released_orders
 from services.common.rules import MAX_QUANTITY
 
 _DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -175,3 +175,35 @@ def reopen(session, cart_id, order_id, now):
         .values(status=OPEN, checked_out_by=None, updated_at=now)
     )
     return result.rowcount == 1
+
+
+# --- the copy of the catalog's names and prices -------------------------------------------------------------------
+
+
+def known_products(session, skus):
+    """`{sku: {"sku", "name", "price_cents", "version"}}` of the copy's products among `skus`."""
+    if not skus:
+        return {}
+    rows = session.execute(select(products).where(products.c.sku.in_(sorted(skus)))).mappings()
+    return {row["sku"]: dict(row) for row in rows}
+
+
+def remember_products(session, found):
+    """Keep the name, price and version of each product in `found` (dicts with those keys and `sku`) unless the
+    copy has that version or a newer one. One statement; rows in sku order, so concurrent writers lock them in the
+    same order."""
+    if not found:
+        return
+    rows = sorted(
+        ({key: product[key] for key in ("sku", "name", "price_cents", "version")} for product in found),
+        key=lambda row: row["sku"],
+    )
+    statement = _DIALECT_INSERTS[session.get_bind().dialect.name](products).values(rows)
+    newer = statement.excluded
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[products.c.sku],
+            set_={"name": newer.name, "price_cents": newer.price_cents, "version": newer.version},
+            where=newer.version > products.c.version,
+        )
+    )

@@ -43,6 +43,8 @@ class Product(Base):
     price_cents: Mapped[int] = mapped_column(BigInteger, nullable=False)
     stock: Mapped[int] = mapped_column(BigInteger, nullable=False)
     on_hand: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Grows with every change of the row (store.py), so a reader of product events keeps the newest.
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
@@ -54,6 +56,10 @@ class Product(Base):
     def to_dict(self):
         """The product as the RPC methods answer it (on_hand stays internal)."""
         return {field: getattr(self, field) for field in PUBLIC_FIELDS}
+
+    def versioned(self):
+        """The product as events carry it: its public fields and its version."""
+        return dict(self.to_dict(), version=self.version)
 
 
 class StockHold(Base):

@@ -28,7 +28,7 @@ from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database, commit_step
 from services.common.errors import EXPECTED, Conflict, NotFound, ValidationFailed
-from services.common.messages import Product, ProductChanged
+from services.common.messages import Product, ProductChanged, StockChanged
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 from services.common.rpc import rpc
@@ -186,7 +186,7 @@ class CatalogService(health.HealthRpc):
     def _stock_changed(self, skus):
         """Announce the products whose stock this transaction changed."""
         for product in store.products_by_sku(self.db, skus):
-            self._changed(product)
+            self.emit(StockChanged(sku=product["sku"], stock=product["stock"], product_version=product["version"]))
 
     def _get(self, sku):
         """The product with `sku` as a dict; NotFound for an unknown or malformed sku."""
@@ -195,7 +195,9 @@ class CatalogService(health.HealthRpc):
             raise NotFound("no such product")
         return product
 
-    def _changed(self, product):
-        """`product` (a dict), announced with `product_changed` in this transaction (through the outbox)."""
-        self.emit(ProductChanged(product=Product(**product)))
+    def _changed(self, versioned):
+        """The product (`versioned` without its version), announced with `product_changed` in this transaction
+        (through the outbox)."""
+        product = {field: value for field, value in versioned.items() if field != "version"}
+        self.emit(ProductChanged(product=Product(**product), product_version=versioned["version"]))
         return product

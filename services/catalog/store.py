@@ -20,6 +20,8 @@ SKUS_PER_QUERY = 500
 # turn them into dicts was about half of `get_products`' time under the cart read load.
 PRODUCTS = Product.__table__
 PUBLIC_COLUMNS = [PRODUCTS.c[field] for field in PUBLIC_FIELDS]
+# Every change of a product's row takes the next version (models.Product.version).
+NEXT_VERSION = Product.version + 1
 
 
 # --- products ---------------------------------------------------------------------------------------------------
@@ -50,11 +52,13 @@ def find_product(session, sku):
 
 
 def products_among(session, skus):
-    """The products whose sku is among the (sorted, well-formed) `skus`, as dicts."""
+    """The products whose sku is among the (sorted, well-formed) `skus`, as dicts with their version."""
     found = []
     for start in range(0, len(skus), SKUS_PER_QUERY):
         chunk = skus[start : start + SKUS_PER_QUERY]
-        found.extend(session.execute(select(*PUBLIC_COLUMNS).where(PRODUCTS.c.sku.in_(chunk))).mappings())
+        found.extend(
+            session.execute(select(*PUBLIC_COLUMNS, PRODUCTS.c.version).where(PRODUCTS.c.sku.in_(chunk))).mappings()
+        )
     return [dict(product) for product in found]
 
 
@@ -63,18 +67,18 @@ def product_exists(session, sku):
 
 
 def insert_product(session, fields):
-    """Write the new product `fields` (all of its stock on hand); the product as a dict. IntegrityError when its
-    sku exists (a concurrent create won)."""
-    created = Product(**fields, on_hand=fields["stock"])
+    """Write the new product `fields` (all of its stock on hand, version 1); the product as a dict with its
+    version. IntegrityError when its sku exists (a concurrent create won)."""
+    created = Product(**fields, on_hand=fields["stock"], version=1)
     session.add(created)
     session.flush()
-    return created.to_dict()
+    return created.versioned()
 
 
 def update_product(session, sku, changes, now):
     """Apply `changes` to the product; False when there is no such product. Setting `stock` moves `on_hand` by
     the same difference: held and sold units stay counted."""
-    values = dict(changes, updated_at=now)
+    values = dict(changes, updated_at=now, version=NEXT_VERSION)
     if "stock" in changes:
         # One statement, evaluated on the row as it is when locked (both sides of `=` read the old values), so a
         # concurrent reserve or release cannot slip between reading and writing the stock.
@@ -101,7 +105,7 @@ def take_stock(session, lines, now):
         taken = session.execute(
             update(Product)
             .where(Product.sku == line["sku"], Product.stock >= line["quantity"])
-            .values(stock=Product.stock - line["quantity"], updated_at=now)
+            .values(stock=Product.stock - line["quantity"], updated_at=now, version=NEXT_VERSION)
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:
@@ -160,7 +164,7 @@ def release_hold(session, order_id, now, expired_only=False):
         session.execute(
             update(Product)
             .where(Product.sku == sku)
-            .values(stock=Product.stock + quantity, updated_at=now)
+            .values(stock=Product.stock + quantity, updated_at=now, version=NEXT_VERSION)
             .execution_options(synchronize_session=False)
         )
     return [sku for sku, _quantity in lines]
@@ -187,15 +191,15 @@ def expired_holds(session, now, limit=100):
 
 
 def products_by_sku(session, skus):
-    """The products among `skus` as dicts, in sku order, read fresh from the database (this transaction's
-    writes included)."""
+    """The products among `skus` as dicts with their version, in sku order, read fresh from the database (this
+    transaction's writes included)."""
     products = session.scalars(
         select(Product)
         .where(Product.sku.in_(sorted(skus)))
         .order_by(Product.sku)
         .execution_options(populate_existing=True)
     )
-    return [product.to_dict() for product in products]
+    return [product.versioned() for product in products]
 
 
 def all_holds(session):

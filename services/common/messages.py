@@ -116,13 +116,35 @@ class Order(Record):
 
 @dataclass(frozen=True)
 class ProductChanged(Message):
-    """After a product is created or updated, and after every change of its stock."""
+    """After a product is created, or changed by an operator (name, description, price, stock).
+
+    `product_version` is the product row's version, which grows with every change of it (stock holds included): a
+    reader that keeps a copy keeps the highest version it has seen, so events that arrive out of order cannot
+    undo a newer one. 0 in bodies written before products had versions.
+    """
 
     event_type = "product_changed"
     source = "catalog"
-    consumers = ("gateway: drops the product and every list page from its cache",)
+    consumers = (
+        "gateway: drops the product and every list page from its cache",
+        "carts: keeps the name and price for open carts",
+    )
 
     product: Product
+    product_version: int = 0
+
+
+@dataclass(frozen=True)
+class StockChanged(Message):
+    """After an order's stock hold takes units out of a product's stock or gives them back."""
+
+    event_type = "stock_changed"
+    source = "catalog"
+    consumers = ("gateway: drops the product and every list page from its cache",)
+
+    sku: str
+    stock: int
+    product_version: int
 
 
 @dataclass(frozen=True)
@@ -169,7 +191,7 @@ class OrderCancelled(Message):
     order: Order
 
 
-MESSAGES = (ProductChanged, OrderPlaced, OrderConfirmed, OrderFailed, OrderCancelled)
+MESSAGES = (ProductChanged, StockChanged, OrderPlaced, OrderConfirmed, OrderFailed, OrderCancelled)
 PARTS = (Product, Order, OrderLine)
 
 

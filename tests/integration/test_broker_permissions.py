@@ -195,10 +195,13 @@ def test_services_work_with_their_own_users_and_no_more(services_as_their_users,
     )
 
     carts_uri = uris["carts"]
+    # An events exchange carts handles nothing from (carts now reads catalog's and orders' events).
+    with Connection(rabbit_config["AMQP_URI"]) as connection:
+        Exchange("payments.events", type="topic", durable=True)(connection.channel()).declare()
     refusals = [
         lambda channel: channel.basic_consume("rpc-catalog", callback=lambda message: None),
         lambda channel: channel.queue_declare("rpc-catalog", durable=True),
-        lambda channel: channel.queue_bind("parked-carts", "catalog.events", "#"),
+        lambda channel: channel.queue_bind("parked-carts", "payments.events", "#"),
         lambda channel: Queue(
             f"rpc.reply-orders-{uuid.uuid4()}", Exchange("nameko-rpc", type="topic", durable=True), routing_key="x"
         )(channel).declare(),

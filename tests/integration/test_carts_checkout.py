@@ -7,6 +7,7 @@ import uuid
 import pytest
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
+from nameko.testing.services import entrypoint_waiter
 from sqlalchemy import insert, select
 
 from services.carts.models import carts, processed_events
@@ -17,6 +18,8 @@ from tests.integration.test_carts_service import (  # noqa: F401 -- fixtures are
     ALICE,
     BOB,
     FakeCatalog,
+    announce,
+    carts_container,
     catalog,
     config,
     db,
@@ -168,11 +171,13 @@ def test_concurrent_repeats_of_one_orders_checkout_all_answer_the_same_cart(two_
 # --- reopen_cart ----------------------------------------------------------------------------------------------
 
 
-def test_reopen_cart_by_the_order_that_checked_it_out_opens_it(service, db, catalog):
+def test_reopen_cart_by_the_order_that_checked_it_out_opens_it(service, carts_container, config, db, catalog):
     cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 2}])
     order_id = new_order_id()
     service.checkout_cart(ALICE, cart["id"], order_id)
-    catalog["APPLE"] = product("APPLE", "Apple", 140)
+    catalog["APPLE"] = product("APPLE", "Apple", 140, version=2)
+    with entrypoint_waiter(carts_container, "remember_product"):
+        announce(config, catalog["APPLE"])
 
     assert service.reopen_cart(cart["id"], order_id) is None
 

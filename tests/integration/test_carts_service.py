@@ -1,5 +1,6 @@
 """The carts service in real containers on the real broker and a real database (SQLite and PostgreSQL),
-with a small in-memory stand-in for the catalog at the RPC boundary."""
+with a small in-memory stand-in for the catalog at the RPC boundary, and catalog's product_changed events sent
+by the tests."""
 
 import uuid
 from datetime import UTC, datetime
@@ -10,10 +11,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
+from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
+from nameko.testing.services import entrypoint_waiter
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from services.carts.models import Base, cart_lines, carts
+from services.carts import store
+from services.carts.models import Base, cart_lines, carts, products
 from services.carts.service import CartsService
 from services.common.db import make_engine
 from services.common.errors import Conflict, NotFound, ServiceUnavailable, UnknownProduct, ValidationFailed
@@ -24,10 +29,13 @@ BOB = str(uuid.uuid4())
 
 # What the fake catalog serves; reset for every test, changed by tests to play "the catalog changed".
 PRODUCTS = {}
+# The sku lists carts asked the fake catalog's get_products for, in order.
+ASKED = []
 
 
-def product(sku, name, price_cents):
-    return {"sku": sku, "name": name, "description": "", "price_cents": price_cents, "stock": 100}
+def product(sku, name, price_cents, version=1):
+    """A product as catalog's get_products answers it (with its version)."""
+    return {"sku": sku, "name": name, "description": "", "price_cents": price_cents, "stock": 100, "version": version}
 
 
 class FakeCatalog:
@@ -37,6 +45,7 @@ class FakeCatalog:
 
     @rpc
     def get_products(self, skus):
+        ASKED.append(sorted(skus))
         return [dict(PRODUCTS[sku]) for sku in sorted(set(skus)) if sku in PRODUCTS]
 
     @rpc(expected_exceptions=NotFound)
@@ -52,6 +61,7 @@ class FakeCatalog:
 
 @pytest.fixture(autouse=True)
 def catalog():
+    ASKED.clear()
     PRODUCTS.clear()
     PRODUCTS.update(
         {
@@ -82,12 +92,28 @@ def config(service_config, db_url):
 
 
 @pytest.fixture
-def service(container_factory, config):
+def carts_container(container_factory, config):
+    container = container_factory(CartsService, config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def service(carts_container, container_factory, config):
     """A proxy to one carts container, with the fake catalog running."""
-    container_factory(CartsService, config).start()
     container_factory(FakeCatalog, config).start()
     with ServiceRpcProxy("carts", config) as proxy:
         yield proxy
+
+
+def announce(config, changed):
+    """Send catalog's product_changed event for `changed` (a product as `product` makes it)."""
+    fields = {key: value for key, value in changed.items() if key != "version"}
+    event_dispatcher(config)(
+        "catalog",
+        "product_changed",
+        {"product": fields, "product_version": changed["version"], "event_id": str(uuid.uuid4())},
+    )
 
 
 def set_status(db, cart_id, status):
@@ -189,10 +215,14 @@ def test_create_cart_refuses_bad_items_and_writes_nothing(service):
 # --- prices ---------------------------------------------------------------------------------------------------
 
 
-def test_open_cart_shows_current_catalog_values_and_falls_back_to_the_last_seen(service, catalog):
+def test_open_cart_shows_the_prices_catalog_last_announced(service, carts_container, config, catalog):
     cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 2}, {"sku": "BREAD", "quantity": 1}])
 
-    catalog["APPLE"] = product("APPLE", "Green apple", 150)
+    # Catalog changes a price: carts shows it once the announcement arrives, not before.
+    catalog["APPLE"] = product("APPLE", "Green apple", 150, version=2)
+    assert service.get_cart(ALICE, cart["id"])["items"][0]["unit_price_cents"] == 120
+    with entrypoint_waiter(carts_container, "remember_product"):
+        announce(config, catalog["APPLE"])
     cart = service.get_cart(ALICE, cart["id"])
     assert cart["items"][0] == {
         "sku": "APPLE",
@@ -204,15 +234,48 @@ def test_open_cart_shows_current_catalog_values_and_falls_back_to_the_last_seen(
     assert cart["total_cents"] == 550
     assert service.list_carts(ALICE)["items"] == [cart]
 
-    # Writing a line stores what the catalog says now; a sku the catalog stopped returning shows that.
+    # An announcement older than what carts has changes nothing (it arrived late, or twice).
+    with entrypoint_waiter(carts_container, "remember_product"):
+        announce(config, product("APPLE", "Old apple", 99, version=1))
+    assert service.get_cart(ALICE, cart["id"]) == cart
+
+
+def test_catalog_is_asked_once_for_a_sku_carts_has_never_seen(service, catalog):
+    cart = service.create_cart(ALICE, [{"sku": "APPLE", "quantity": 2}])
+    assert ASKED == [["APPLE"]]
+    service.get_cart(ALICE, cart["id"])
     service.add_item(ALICE, cart["id"], "APPLE", 1)
-    del catalog["APPLE"]
-    catalog["BREAD"] = product("BREAD", "Rye bread", 300)
-    cart = service.get_cart(ALICE, cart["id"])
-    assert [(i["name"], i["unit_price_cents"], i["line_total_cents"]) for i in cart["items"]] == [
-        ("Green apple", 150, 450),
-        ("Rye bread", 300, 300),
+    service.list_carts(ALICE)
+    assert ASKED == [["APPLE"]]  # read from carts' copy since
+
+    service.add_item(ALICE, cart["id"], "BREAD", 1)
+    assert ASKED == [["APPLE"], ["BREAD"]]  # only the sku it lacked
+    service.set_item(ALICE, cart["id"], "CHEESE", 3)
+    assert ASKED[-1] == ["CHEESE"]
+    assert [(i["sku"], i["unit_price_cents"]) for i in service.get_cart(ALICE, cart["id"])["items"]] == [
+        ("APPLE", 120),
+        ("BREAD", 250),
+        ("CHEESE", 799),
     ]
+    with pytest.raises(UnknownProduct):
+        service.add_item(ALICE, cart["id"], "NOPE", 1)
+    assert len(ASKED) == 4
+
+
+def test_the_copy_keeps_the_newest_version_of_each_product(db):
+    def remember(*found):
+        with Session(db) as session, session.begin():
+            store.remember_products(session, list(found))
+
+    def copy():
+        with db.connect() as connection:
+            rows = connection.execute(select(products).order_by(products.c.sku)).mappings()
+            return [(row["sku"], row["name"], row["price_cents"], row["version"]) for row in rows]
+
+    remember(product("APPLE", "Apple", 120, version=3), product("BREAD", "Bread", 250, version=1))
+    remember(product("APPLE", "Older apple", 100, version=2), product("BREAD", "Rye bread", 300, version=2))
+    remember(product("APPLE", "Same version", 1, version=3))
+    assert copy() == [("APPLE", "Apple", 120, 3), ("BREAD", "Rye bread", 300, 2)]
 
 
 def test_checked_out_cart_shows_its_stored_values(service, db, catalog):

@@ -75,7 +75,13 @@ def test_create_get_and_get_products(catalog):
     plate = catalog.create_product({"sku": "PLATE", "name": "Plate", "price_cents": 0, "stock": 0})
     assert plate == {"sku": "PLATE", "name": "Plate", "description": "", "price_cents": 0, "stock": 0}
     assert catalog.get_product("MUG-1") == MUG
-    assert catalog.get_products(["PLATE", "nope", "MUG-1", "bad sku", 7, "MUG-1"]) == [MUG, plate]
+    # For carts' copy, get_products also answers each product's version (1: as created).
+    assert catalog.get_products(["PLATE", "nope", "MUG-1", "bad sku", 7, "MUG-1"]) == [
+        dict(MUG, version=1),
+        dict(plate, version=1),
+    ]
+    catalog.update_product("MUG-1", {"name": "Red mug"})
+    assert catalog.get_products(["MUG-1"]) == [dict(MUG, name="Red mug", version=2)]
     assert catalog.get_products([]) == []
     assert catalog.health() == "ok"
 
@@ -202,15 +208,15 @@ def test_bad_list_arguments(catalog):
 def test_product_changed_after_create_and_update_but_not_after_a_failure(product_events):
     catalog, received = product_events
     catalog.create_product(MUG)
-    assert next_event(received) == {"product": MUG}
+    assert next_event(received) == {"product": MUG, "product_version": 1}
 
     with pytest.raises(Conflict):
         catalog.create_product(MUG)
     with pytest.raises(ValidationFailed):
         catalog.update_product("MUG-1", {"stock": -1})
     catalog.update_product("MUG-1", {"stock": 7})
-    # The next event is the update's: the refused calls announced nothing.
-    assert next_event(received) == {"product": dict(MUG, stock=7)}
+    # The next event is the update's, with the next version: the refused calls announced nothing.
+    assert next_event(received) == {"product": dict(MUG, stock=7), "product_version": 2}
     assert received.empty()
 
 

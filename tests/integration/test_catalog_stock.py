@@ -262,28 +262,32 @@ def test_stock_changes_are_announced(runner_factory, catalog_config):
 
         @event_handler("catalog", "product_changed")
         def on_product_changed(self, payload):
-            received.put(payload)
+            received.put(("product_changed", payload["product"], payload["product_version"]))
 
-    def next_product():
+        @event_handler("catalog", "stock_changed")
+        def on_stock_changed(self, payload):
+            received.put(("stock_changed", payload["sku"], payload["stock"], payload["product_version"]))
+
+    def next_event():
         try:
-            return received.get(timeout=EVENT_TIMEOUT)["product"]
+            return received.get(timeout=EVENT_TIMEOUT)
         except Empty:
-            pytest.fail(f"no product_changed event within {EVENT_TIMEOUT} s")
+            pytest.fail(f"no product_changed or stock_changed event within {EVENT_TIMEOUT} s")
 
     runner = runner_factory(catalog_config, CatalogService, Listener)
     runner.start()
     order = new_order()
     with ServiceRpcProxy("catalog", catalog_config) as catalog:
         catalog.create_product(product("MUG", 5))
-        assert next_product() == product("MUG", 5)
+        assert next_event() == ("product_changed", product("MUG", 5), 1)
         catalog.reserve_stock(order, [{"sku": "MUG", "quantity": 2}])
-        assert next_product() == product("MUG", 3)
+        assert next_event() == ("stock_changed", "MUG", 3, 2)
         with pytest.raises(OutOfStock):
             catalog.reserve_stock(new_order(), [{"sku": "MUG", "quantity": 4}])
         catalog.commit_stock(order)  # stock does not move: nothing to announce
         catalog.release_stock(order)
         # The next event is the release's: the refused reserve and the commit announced nothing.
-        assert next_product() == product("MUG", 5)
+        assert next_event() == ("stock_changed", "MUG", 5, 3)
         assert received.empty()
     stop_background_work(*runner.containers)
 

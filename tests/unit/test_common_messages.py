@@ -28,8 +28,16 @@ ORDER = {
 
 
 def test_the_body_is_the_json_the_events_always_had():
-    product_changed = messages.ProductChanged(product=messages.Product(**PRODUCT))
-    assert (product_changed.event_type, product_changed.to_dict()) == ("product_changed", {"product": PRODUCT})
+    product_changed = messages.ProductChanged(product=messages.Product(**PRODUCT), product_version=4)
+    assert (product_changed.event_type, product_changed.to_dict()) == (
+        "product_changed",
+        {"product": PRODUCT, "product_version": 4},
+    )
+    stock_changed = messages.StockChanged(sku="MUG", stock=3, product_version=5)
+    assert (stock_changed.event_type, stock_changed.to_dict()) == (
+        "stock_changed",
+        {"sku": "MUG", "stock": 3, "product_version": 5},
+    )
     placed = messages.OrderPlaced(order_id=ORDER["id"])
     assert (placed.event_type, placed.to_dict()) == ("order_placed", {"order_id": ORDER["id"]})
     failed = orders.settled_message(ORDER)
@@ -52,6 +60,8 @@ def test_handlers_read_a_body_back_ignoring_what_they_do_not_know():
     assert failed == orders.settled_message(ORDER)
     assert failed.order.cart_id == ORDER["cart_id"] and failed.order.items[0].quantity == 2
     assert messages.ProductChanged.from_dict({"product": PRODUCT, "event_id": "e-2"}).product.sku == "MUG"
+    # A body written before products had versions reads as version 0, older than any product's.
+    assert messages.ProductChanged.from_dict({"product": PRODUCT}).product_version == 0
 
 
 @pytest.mark.parametrize(
