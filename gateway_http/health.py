@@ -6,7 +6,7 @@ import eventlet
 from nameko.extensions import DependencyProvider
 
 from services.common.errors import ServiceTimeout, ServiceUnavailable
-from services.common.rpc import Rpc, RpcCalls, TimedServiceProxy
+from services.common.rpc import CallTarget, Rpc, RpcCalls, TimedServiceProxy
 
 DEFAULT_HEALTH_TIMEOUT = 1.0
 
@@ -29,6 +29,7 @@ class HealthProbe(DependencyProvider):
         self.backends = sorted(
             {dependency.target_service for dependency in self.container.dependencies if isinstance(dependency, Rpc)}
         )
+        self.targets = {name: CallTarget(name, self.calls, self.timeout) for name in self.backends}
 
     def get_dependency(self, worker_ctx):
         return lambda: self.check(worker_ctx)
@@ -39,7 +40,7 @@ class HealthProbe(DependencyProvider):
         return dict(zip(self.backends, states, strict=True))
 
     def probe(self, worker_ctx, name):
-        proxy = TimedServiceProxy(worker_ctx, name, self.calls, self.timeout)
+        proxy = TimedServiceProxy(worker_ctx, self.targets[name])
         try:
             answer = proxy.health()
         except ServiceUnavailable:

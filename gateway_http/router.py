@@ -136,26 +136,30 @@ class Router:
         )
 
     def dispatch(self, service, request):
-        """The answer to `request`: always a response, never an exception."""
+        """The answer to `request`: always a response, never an exception. (The request's log line is the
+        worker's, services.common.metrics.Telemetry: method, path, status and duration.)"""
         started = time.monotonic()
-        # The caller chose the path: escape it so that it cannot forge log lines.
-        target = f"{request.method} {request.path}".encode("unicode_escape").decode("ascii")
         try:
             response = self.serve(service, request)
         except Exception as exc:
             error = http_error(exc)
-            if not is_expected(exc):
-                log.exception("unhandled error in %s (request %s)", target, service.request_id)
-            elif error.status >= 500:
-                log.warning("%s: %s", target, error.message)
+            if not is_expected(exc) or error.status >= 500:
+                # The caller chose the path: escape it so that it cannot forge log lines.
+                target = f"{request.method} {request.path}".encode("unicode_escape").decode("ascii")
+                if not is_expected(exc):
+                    log.exception("unhandled error in %s (request %s)", target, service.request_id)
+                else:
+                    log.warning("%s: %s", target, error.message)
             response = self.error_response(error)
         response.headers[REQUEST_ID_HEADER] = service.request_id
-        elapsed = time.monotonic() - started
         # By route template, never the raw path: the label values must stay few.
         observe_http(
-            "gateway", request.method, request.environ.get(_ROUTE_KEY, UNMATCHED), response.status_code, elapsed
+            "gateway",
+            request.method,
+            request.environ.get(_ROUTE_KEY, UNMATCHED),
+            response.status_code,
+            time.monotonic() - started,
         )
-        log.info("%s %s %.1f ms", target, response.status_code, elapsed * 1000)
         return response
 
     @staticmethod

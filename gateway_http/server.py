@@ -54,6 +54,10 @@ class EnvelopedWsgiApp(WsgiApp):
     def __init__(self, server, cors=None):
         super().__init__(server)
         self.cors = cors or CorsPolicy()
+        # The EveryRequest entrypoint, when it is the server's only one: it takes every path and method.
+        endpoints = {rule.endpoint for rule in self.url_map.iter_rules()}
+        sole = endpoints.pop() if len(endpoints) == 1 else None
+        self.sole_provider = sole if isinstance(sole, EveryRequest) else None
 
     def __call__(self, environ, start_response):
         request = Request(environ, shallow=True)
@@ -69,8 +73,11 @@ class EnvelopedWsgiApp(WsgiApp):
 
     def serve(self, request, environ):
         try:
-            provider, values = self.url_map.bind_to_environ(environ).match()
-            request.path_values = values
+            provider = self.sole_provider
+            if provider is not None:  # it takes every path and method: nothing to match
+                request.path_values = {}
+            else:
+                provider, request.path_values = self.url_map.bind_to_environ(environ).match()
             return provider.handle_request(request)
         except MethodNotAllowed as exc:
             return error_response(method_not_allowed(exc.valid_methods or ()))
@@ -313,6 +320,9 @@ class EveryRequest(HttpRequestHandler):
 
     def get_entrypoint_parameters(self, request):
         return (request,), {}
+
+    def check_signature(self, args, kwargs):
+        pass  # always (request,): nothing for nameko's inspect.getcallargs to find, on every request
 
     def response_from_exception(self, exc):
         # The worker's method answers every error itself; this is for a worker that could not run at all.

@@ -254,17 +254,19 @@ def logging_config(level="INFO", log_format=None):
 worker_log = logging.getLogger("cartmesh.worker")
 
 
-def log_worker_end(kind, service, entrypoint, duration, outcome):
-    """The one line per finished worker. Successful timer runs (a sweep every second) go to DEBUG, so the log
-    is not a clock; everything else is INFO."""
+def log_worker_end(kind, service, entrypoint, duration, outcome, detail=None):
+    """The one line per finished worker; `detail` (an HTTP worker's `GET /path 200`) goes after its name.
+    Successful timer runs (a sweep every second) go to DEBUG, so the log is not a clock; everything else is
+    INFO."""
     level = logging.DEBUG if kind == "timer" and outcome == "success" else logging.INFO
     if worker_log.isEnabledFor(level):
         worker_log.log(
             level,
-            "%s %s.%s %s in %.1f ms",
+            "%s %s.%s %s%s in %.1f ms",
             kind,
             service,
             entrypoint,
+            f"{detail} " if detail else "",
             outcome,
             duration * 1000,
             extra={"kind": kind, "duration": round(duration, 6), "outcome": outcome},

@@ -21,12 +21,12 @@ from contextlib import contextmanager
 from nameko.events import EventHandler
 from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer
-from nameko.rpc import Rpc, RpcProxy
+from nameko.rpc import Rpc
 from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from services.common import logs, probes, publishing, tracing
+from services.common import logs, probes, tracing
 from services.common.errors import CartmeshError, ServiceTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,16 @@ def _http_status(result):
     return status or 200
 
 
+def _http_detail(worker_ctx, result):
+    """`GET /carts/... 200` for the log line of an HTTP worker; the path escaped (the caller chose it: it must
+    not forge log lines)."""
+    request = worker_ctx.args[0] if worker_ctx.args else None
+    if request is None:
+        return None
+    target = f"{request.method} {request.path}".encode("unicode_escape").decode("ascii")
+    return f"{target} {_http_status(result)}"
+
+
 def outcome_of(entrypoint, kind, result, exc_info):
     """success, expected_error or error, for a worker of `entrypoint` that ended with `result`/`exc_info`."""
     if exc_info is not None:
@@ -135,6 +145,14 @@ def outcome_of(entrypoint, kind, result, exc_info):
 def _is_call_failure(exc):
     # A service's own expected error (NotFound, Conflict...) is an answer, not a failed call.
     return not isinstance(exc, CartmeshError) or isinstance(exc, (ServiceTimeout, ServiceUnavailable))
+
+
+def rpc_client_series(service, target_service):
+    """Make the outgoing-call series of `service` to `target_service` exist (at 0) from the start, so rates and
+    dashboards do not wait for the first failure (the `Rpc` dependency calls it at set-up)."""
+    RPC_CLIENT_DURATION.labels(service, target_service)
+    for reason in RPC_FAILURE_REASONS:
+        RPC_CLIENT_FAILURES.labels(service, target_service, reason)
 
 
 @contextmanager
@@ -154,9 +172,21 @@ def rpc_call(worker_ctx, target_service, method_name):
         raise
     finally:
         service = worker_ctx.service_name
-        RPC_CLIENT_DURATION.labels(service, target_service).observe(time.perf_counter() - started)
+        _child(RPC_CLIENT_DURATION, service, target_service).observe(time.perf_counter() - started)
         if reason:
             RPC_CLIENT_FAILURES.labels(service, target_service, reason).inc()
+
+
+_children = {}
+
+
+def _child(metric, *labels):
+    """`metric.labels(*labels)`, looked up once (prometheus_client takes a lock and builds a key every time)."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def rpc_call_refused(service, target_service):
@@ -190,8 +220,8 @@ def observe_http(service, method, route, status, seconds):
     """One answered HTTP request. `route` must be the route *template* (`/carts/{id}`), or `unmatched`
     for a path no route matches, never the raw path: label values must stay few."""
     method = method.upper() if method and method.upper() in HTTP_METHODS else "other"
-    HTTP_REQUESTS.labels(service, method, route, str(int(status))).inc()
-    HTTP_DURATION.labels(service, method, route).observe(seconds)
+    _child(HTTP_REQUESTS, service, method, route, str(int(status))).inc()
+    _child(HTTP_DURATION, service, method, route).observe(seconds)
 
 
 class Telemetry(DependencyProvider):
@@ -199,34 +229,40 @@ class Telemetry(DependencyProvider):
 
     Per worker: `cartmesh_workers_in_flight` while it runs; when it ends, `cartmesh_entrypoint_calls_total`
     by outcome and `cartmesh_entrypoint_duration_seconds`, its span ended (tracing.start_worker_span), and the
-    log line `rpc carts.get_cart success in 3.2 ms` with `duration` and `outcome` as fields. Log lines the
-    worker writes carry its service, entrypoint and request id. Injects nothing (the attribute is None).
-    Never fails a worker: a fault here is logged and the worker goes on.
+    one log line `rpc carts.get_cart success in 3.2 ms` with `duration` and `outcome` as fields (for an HTTP
+    worker the request's method, path and status too: `http gateway.handle GET /carts/... 200 success in 3.2 ms`,
+    the request's only line). Log lines the worker writes carry its service, entrypoint and request id. Injects
+    nothing (the attribute is None). Never fails a worker: a fault here is logged and the worker goes on.
+
+    At set-up, for the whole process: tracing is configured from the environment (services.common.tracing, once
+    per process), the service's name is registered for log lines written outside workers (services.common.logs),
+    and the process's probe server is started or joined (services.common.probes, `METRICS_PORT`).
     """
 
     def __init__(self):
         self.started_at = {}  # worker_ctx -> (perf_counter at setup, kind)
         self.in_flight = set()
         self.probe_server = None
+        self.series = {}  # (entrypoint, kind) -> (calls by outcome, duration): the label lookups done once
 
     def setup(self):
         tracing.configure_from_env()
-        publishing.install()  # every publisher of the process skips a Connection per message (publishing.py)
         service = self.container.service_name
         logs.register_service(service)
         # Series exist (at 0) from the start, so rates and dashboards do not wait for the first failure.
-        WORKERS_IN_FLIGHT.labels(service)
+        self.in_flight_gauge = WORKERS_IN_FLIGHT.labels(service)
         for entrypoint in self.container.entrypoints:
-            kind = entrypoint_kind(entrypoint)
-            for outcome in OUTCOMES:
-                ENTRYPOINT_CALLS.labels(service, entrypoint.method_name, kind, outcome)
-            ENTRYPOINT_DURATION.labels(service, entrypoint.method_name, kind)
-        for dependency in self.container.dependencies:
-            if isinstance(dependency, RpcProxy):
-                RPC_CLIENT_DURATION.labels(service, dependency.target_service)
-                for reason in RPC_FAILURE_REASONS:
-                    RPC_CLIENT_FAILURES.labels(service, dependency.target_service, reason)
+            self._series(entrypoint)
         self.probe_server = probes.attach(self)
+
+    def _series(self, entrypoint):
+        key = (entrypoint.method_name, entrypoint_kind(entrypoint))
+        series = self.series.get(key)
+        if series is None:
+            service, (name, kind) = self.container.service_name, key
+            calls = {outcome: ENTRYPOINT_CALLS.labels(service, name, kind, outcome) for outcome in OUTCOMES}
+            series = self.series[key] = (kind, calls, ENTRYPOINT_DURATION.labels(service, name, kind))
+        return series
 
     def stop(self):
         probes.detach(self)
@@ -239,29 +275,31 @@ class Telemetry(DependencyProvider):
 
     def worker_setup(self, worker_ctx):
         try:
-            service = worker_ctx.service_name
-            kind = entrypoint_kind(worker_ctx.entrypoint)
-            WORKERS_IN_FLIGHT.labels(service).inc()
+            kind = self._series(worker_ctx.entrypoint)[0]
+            self.in_flight_gauge.inc()
             self.in_flight.add(worker_ctx)
             trace_id = tracing.start_worker_span(worker_ctx, kind)
-            logs.bind_worker(service, worker_ctx.entrypoint.method_name, worker_ctx.data.get("request_id"), trace_id)
-            self.started_at[worker_ctx] = (time.perf_counter(), kind)
+            logs.bind_worker(
+                worker_ctx.service_name, worker_ctx.entrypoint.method_name, worker_ctx.data.get("request_id"), trace_id
+            )
+            self.started_at[worker_ctx] = time.perf_counter()
         except Exception:
             log.exception("telemetry could not set up %s", worker_ctx)
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
-        started = self.started_at.pop(worker_ctx, None)
-        if started is None:
+        started_at = self.started_at.pop(worker_ctx, None)
+        if started_at is None:
             return
         try:
-            started_at, kind = started
             duration = time.perf_counter() - started_at
-            service, entrypoint = worker_ctx.service_name, worker_ctx.entrypoint
+            entrypoint = worker_ctx.entrypoint
+            kind, calls, duration_histogram = self._series(entrypoint)
             outcome = outcome_of(entrypoint, kind, result, exc_info)
-            ENTRYPOINT_CALLS.labels(service, entrypoint.method_name, kind, outcome).inc()
-            ENTRYPOINT_DURATION.labels(service, entrypoint.method_name, kind).observe(duration)
+            calls[outcome].inc()
+            duration_histogram.observe(duration)
             tracing.end_worker_span(worker_ctx, outcome, exc_info[1] if exc_info else None)
-            logs.log_worker_end(kind, service, entrypoint.method_name, duration, outcome)
+            detail = _http_detail(worker_ctx, result) if kind == "http" else None
+            logs.log_worker_end(kind, worker_ctx.service_name, entrypoint.method_name, duration, outcome, detail)
         except Exception:
             log.exception("telemetry could not record %s", worker_ctx)
 
@@ -269,6 +307,6 @@ class Telemetry(DependencyProvider):
         self.started_at.pop(worker_ctx, None)
         if worker_ctx in self.in_flight:
             self.in_flight.discard(worker_ctx)
-            WORKERS_IN_FLIGHT.labels(worker_ctx.service_name).dec()
+            self.in_flight_gauge.dec()
         tracing.end_worker_span(worker_ctx, "error")  # only if worker_result never ran
         logs.unbind_worker()

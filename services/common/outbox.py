@@ -31,6 +31,7 @@ from nameko.messaging import HeaderEncoder
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import Column, Index, MetaData, String, Table, Text, func, insert, select, update
 
+from services.common import publishing
 from services.common.clock import utcnow
 from services.common.db import Database, UtcDateTime, after_commit
 from services.common.messages import EVENT_ID
@@ -71,6 +72,9 @@ class Outbox(DependencyProvider, HeaderEncoder):
     `message` is a `services.common.messages.Message`: its `event_type` is the routing key, its `to_dict()` the JSON
     body, with `event_id` added. Config: `OUTBOX_POLL_SECONDS` (default 1), how often the relay looks for rows when
     no commit has woken it.
+
+    At set-up, for the whole process: nameko's publishers keep their kombu `Connection` objects
+    (services.common.publishing) instead of building one per message.
     """
 
     batch_size = 100
@@ -85,6 +89,7 @@ class Outbox(DependencyProvider, HeaderEncoder):
         self._count_backlog_at = 0.0
 
     def setup(self):
+        publishing.install()
         config = self.container.config
         self.poll_seconds = float(config.get("OUTBOX_POLL_SECONDS", 1))
         self.exchange = get_event_exchange(self.container.service_name, config)

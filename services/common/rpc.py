@@ -43,6 +43,7 @@ and dropped. nameko lets that error end the worker's managed thread, which kills
 its own timeout, and the unacknowledged request goes back to the queue with the connection.
 """
 
+import inspect
 import logging
 import random
 import sys
@@ -154,17 +155,20 @@ class ReplyQueue(SharedExtension):
         self.consumer.listen(queue, self.on_reply)
 
     def expect(self, correlation_id):
-        """The event that will carry the reply to `correlation_id`."""
-        event = self.waiting[correlation_id] = Event()
-        return event
+        """Make ready to receive the reply to `correlation_id` (before its request leaves)."""
+        self.waiting[correlation_id] = Event()
+
+    def wait(self, correlation_id):
+        """The body of the reply to `correlation_id`, when it comes."""
+        return self.waiting[correlation_id].wait()
 
     def forget(self, correlation_id):
         """Drop the slot of a call whose reply will not be waited for."""
         self.waiting.pop(correlation_id, None)
 
     def on_reply(self, correlation_id, body):
-        event = self.waiting.pop(correlation_id, None)
-        if event is not None:  # else the call has given up
+        event = self.waiting.get(correlation_id)
+        if event is not None and not event.ready():  # else the call has given up (or it is a duplicate)
             event.send(body)
 
 
@@ -176,15 +180,29 @@ def reply_result(body):
     return body["result"]
 
 
+class CallTarget:
+    """Everything about calling one service that does not change from one worker to the next."""
+
+    def __init__(
+        self, service_name, calls, timeout, breaker=None, idempotent=(), retry_jitter=DEFAULT_RETRY_JITTER_SECONDS
+    ):
+        self.service_name = service_name
+        self.calls = calls
+        self.timeout = timeout
+        self.expiration = str(int(timeout * 1000))  # ms: the request expires with the call
+        self.breaker = breaker
+        self.idempotent = frozenset(idempotent)
+        self.retry_jitter = retry_jitter
+
+
 class TimedMethodProxy(HeaderEncoder):
     """One method of a target service; calling it makes the call (see the module docstring)."""
 
-    def __init__(self, service_proxy, method_name, retry=False):
-        self.service_proxy = service_proxy
-        self.worker_ctx = service_proxy.worker_ctx
-        self.service_name = service_proxy.service_name
+    def __init__(self, worker_ctx, target, method_name):
+        self.worker_ctx = worker_ctx
+        self.target = target
+        self.service_name = target.service_name
         self.method_name = method_name
-        self.retry = retry
 
     def __call__(self, *args, **kwargs):
         try:
@@ -192,14 +210,14 @@ class TimedMethodProxy(HeaderEncoder):
         except CircuitOpen:
             raise
         except (ServiceTimeout, ServiceUnavailable):
-            if not self.resend:
+            if self.method_name not in self.target.idempotent:
                 raise
         metrics.rpc_call_retried(self.worker_ctx.service_name, self.service_name)
-        eventlet.sleep(random.uniform(0, self.service_proxy.retry_jitter))  # callers that failed together retry apart
+        eventlet.sleep(random.uniform(0, self.target.retry_jitter))  # callers that failed together retry apart
         return self._guarded_call(*args, **kwargs)
 
     def _guarded_call(self, *args, **kwargs):
-        breaker = self.service_proxy.breaker
+        breaker = self.target.breaker
         guard = breaker.calling(is_no_answer) if breaker is not None else nullcontext()
         try:
             with guard:
@@ -211,113 +229,100 @@ class TimedMethodProxy(HeaderEncoder):
             raise
 
     def _timed_call(self, *args, **kwargs):
-        proxy = self.service_proxy
-        correlation_id, reply = self._publish(args, kwargs)
-        try:
-            with eventlet.Timeout(proxy.timeout):
-                return reply_result(reply.wait())
-        except eventlet.Timeout:
-            proxy.reply_queue.forget(correlation_id)  # the reply may never come (the request expired)
-            if consumer_count(proxy.amqp_uri, self.service_name, proxy.ssl) == 0:
-                _known_queues.discard((proxy.amqp_uri, self.service_name))  # confirm the next call again
-                raise ServiceUnavailable(f"the {self.service_name} service is not available")
-            raise ServiceTimeout(f"the {self.service_name} service did not answer in time")
+        target, calls = self.target, self.target.calls
+        correlation_id = None
+        with eventlet.Timeout(target.timeout, False):  # publishing and waiting together
+            correlation_id = self._publish(args, kwargs)
+            try:
+                return reply_result(calls.reply_queue.wait(correlation_id))
+            finally:
+                calls.reply_queue.forget(correlation_id)  # a reply that never came (the request expired)
+        if correlation_id is None:  # the publish itself did not end in time
+            raise ServiceUnavailable(
+                f"the {self.service_name} service is not available (the message broker is not reachable)"
+            )
+        if consumer_count(calls.amqp_uri, self.service_name, calls.ssl) == 0:
+            _known_queues.discard((calls.amqp_uri, self.service_name))  # confirm the next call again
+            raise ServiceUnavailable(f"the {self.service_name} service is not available")
+        raise ServiceTimeout(f"the {self.service_name} service did not answer in time")
 
     def _publish(self, args, kwargs):
-        """Send the request; (correlation id, the event its reply will come on). Bounded by the timeout."""
-        proxy = self.service_proxy
-        target = (proxy.amqp_uri, self.service_name)
+        """Send the request; its correlation id, expected on the reply queue."""
+        target, calls = self.target, self.target.calls
+        known = (calls.amqp_uri, self.service_name)
         correlation_id = str(uuid.uuid4())
-        reply = proxy.reply_queue.expect(correlation_id)
+        calls.reply_queue.expect(correlation_id)
         routing_key = f"{self.service_name}.{self.method_name}"
         # The CLIENT span's traceparent replaces the worker's, so the callee's span is the call's child.
         headers = outgoing_headers(self.get_message_headers(self.worker_ctx))
         try:
-            with eventlet.Timeout(proxy.timeout):
-                if target in _known_queues:
-                    content_type, encoding, body = kombu.serialization.dumps(
-                        {"args": args, "kwargs": kwargs}, proxy.serializer
-                    )
-                    proxy.channel.publish(
-                        body,
-                        content_type,
-                        encoding,
-                        proxy.exchange.name,
-                        routing_key,
-                        reply_to=proxy.reply_queue.routing_key,
-                        correlation_id=correlation_id,
-                        expiration=proxy.expiration,
-                        application_headers=headers,
-                    )
-                else:  # confirmed and mandatory: a target with no queue is known at once
-                    proxy.confirmed_publisher.publish(
-                        {"args": args, "kwargs": kwargs},
-                        exchange=proxy.exchange,
-                        routing_key=routing_key,
-                        mandatory=True,
-                        expiration=proxy.timeout,
-                        reply_to=proxy.reply_queue.routing_key,
-                        correlation_id=correlation_id,
-                        extra_headers=headers,
-                    )
-                    _known_queues.add(target)
+            if known in _known_queues:
+                content_type, encoding, body = kombu.serialization.dumps(
+                    {"args": args, "kwargs": kwargs}, calls.serializer
+                )
+                calls.channel.publish(
+                    body,
+                    content_type,
+                    encoding,
+                    calls.exchange.name,
+                    routing_key,
+                    reply_to=calls.reply_queue.routing_key,
+                    correlation_id=correlation_id,
+                    expiration=target.expiration,
+                    application_headers=headers,
+                )
+            else:  # confirmed and mandatory: a target with no queue is known at once
+                calls.confirmed_publisher.publish(
+                    {"args": args, "kwargs": kwargs},
+                    exchange=calls.exchange,
+                    routing_key=routing_key,
+                    mandatory=True,
+                    expiration=target.timeout,
+                    reply_to=calls.reply_queue.routing_key,
+                    correlation_id=correlation_id,
+                    extra_headers=headers,
+                )
+                _known_queues.add(known)
         except UndeliverableMessage:  # no queue bound for the service: the publisher confirm tells at once
-            proxy.reply_queue.forget(correlation_id)
+            calls.reply_queue.forget(correlation_id)
             raise ServiceUnavailable(f"the {self.service_name} service is not available")
-        except (eventlet.Timeout,) + BROKER_ERRORS:
-            proxy.reply_queue.forget(correlation_id)
+        except BROKER_ERRORS:
+            calls.reply_queue.forget(correlation_id)
             raise ServiceUnavailable(
                 f"the {self.service_name} service is not available (the message broker is not reachable)"
             )
-        return correlation_id, reply
+        return correlation_id
 
 
 class TimedServiceProxy:
     """The proxy to one service that a worker is given: `proxy.method(*args)` calls it."""
 
-    def __init__(
-        self,
-        worker_ctx,
-        service_name,
-        calls,
-        timeout,
-        breaker=None,
-        idempotent=(),
-        retry_jitter=DEFAULT_RETRY_JITTER_SECONDS,
-    ):
-        config = worker_ctx.container.config
+    __slots__ = ("worker_ctx", "target")
+
+    def __init__(self, worker_ctx, target):
         self.worker_ctx = worker_ctx
-        self.service_name = service_name
-        self.reply_queue = calls.reply_queue
-        self.channel = calls.channel
-        self.confirmed_publisher = calls.confirmed_publisher
-        self.serializer = calls.serializer
-        self.timeout = timeout
-        self.expiration = str(int(timeout * 1000))  # ms: the request expires with the call
-        self.breaker = breaker
-        self.idempotent = idempotent
-        self.retry_jitter = retry_jitter
-        self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
-        self.ssl = config.get(AMQP_SSL_CONFIG_KEY)
-        self.exchange = get_rpc_exchange(config)
+        self.target = target
 
     def __getattr__(self, name):
-        return TimedMethodProxy(self, name, retry=name in self.idempotent)
+        return TimedMethodProxy(self.worker_ctx, self.target, name)
 
 
 class RpcCalls(SharedExtension):
-    """What every RPC caller of a container shares: the reply queue, the channel for requests, and a confirming
-    publisher for a target's first request."""
+    """What every RPC caller of a container shares: the reply queue, the channel for requests, a confirming
+    publisher for a target's first request, and the settings they all use."""
 
     reply_queue = ReplyQueue()
     channel = RpcChannel()
 
     def setup(self):
         config = self.container.config
+        self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
+        self.ssl = config.get(AMQP_SSL_CONFIG_KEY)
+        self.exchange = get_rpc_exchange(config)
         self.serializer = config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER)
         self.confirmed_publisher = fast_publisher(
-            config[AMQP_URI_CONFIG_KEY],
-            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            self.amqp_uri,
+            ssl=self.ssl,
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
             serializer=self.serializer,
             use_confirms=True,
@@ -341,23 +346,33 @@ class Rpc(DependencyProvider):
         self.target_service = target_service
         self.timeout = timeout
         self.idempotent = frozenset(idempotent)
-        self.breaker = None
+        self.target = None
 
     def setup(self):
         config = self.container.config
-        if self.timeout is None:
-            self.timeout = rpc_timeout(config, self.target_service)
-        self.retry_jitter = float(config.get("RPC_RETRY_JITTER_SECONDS", DEFAULT_RETRY_JITTER_SECONDS))
+        metrics.rpc_client_series(self.container.service_name, self.target_service)
+        breaker = None
         failures = int(config.get("BREAKER_FAILURES") or 0)
         if failures > 0:
-            service, target = self.container.service_name, self.target_service
-            self.breaker = CircuitBreaker(
-                target,
+            breaker = CircuitBreaker(
+                self.target_service,
                 failures=failures,
                 reset_seconds=float(config.get("BREAKER_RESET_SECONDS") or DEFAULT_BREAKER_RESET_SECONDS),
                 on_change=lambda old, new: self._circuit_changed(old, new),
             )
-            metrics.set_circuit_state(service, target, self.breaker.state)
+            metrics.set_circuit_state(self.container.service_name, self.target_service, breaker.state)
+        self.target = CallTarget(
+            self.target_service,
+            self.calls,
+            self.timeout if self.timeout is not None else rpc_timeout(config, self.target_service),
+            breaker=breaker,
+            idempotent=self.idempotent,
+            retry_jitter=float(config.get("RPC_RETRY_JITTER_SECONDS", DEFAULT_RETRY_JITTER_SECONDS)),
+        )
+
+    @property
+    def breaker(self):
+        return self.target.breaker
 
     def _circuit_changed(self, old, new):
         metrics.set_circuit_state(self.container.service_name, self.target_service, new)
@@ -370,15 +385,7 @@ class Rpc(DependencyProvider):
         )
 
     def get_dependency(self, worker_ctx):
-        return TimedServiceProxy(
-            worker_ctx,
-            self.target_service,
-            self.calls,
-            self.timeout,
-            breaker=self.breaker,
-            idempotent=self.idempotent,
-            retry_jitter=self.retry_jitter,
-        )
+        return TimedServiceProxy(worker_ctx, self.target)
 
 
 # --- the serving side -------------------------------------------------------------------------------------------
@@ -393,6 +400,13 @@ class ResilientRpc(RpcEntrypoint):
     def setup(self):
         super().setup()
         self.reply_exchange = get_rpc_exchange(self.container.config).name
+        self.arity = Arity(getattr(self.container.service_cls, self.method_name))
+
+    def check_signature(self, args, kwargs):
+        # nameko binds every call's arguments with inspect.getcallargs (the dearest step of receiving a call); a
+        # call that plainly fits the method needs no binding, any other gets nameko's exact check and message.
+        if not self.arity.fits(args, kwargs):
+            super().check_signature(args, kwargs)
 
     def handle_result(self, message, worker_ctx, result, exc_info):
         try:
@@ -429,6 +443,28 @@ class ResilientRpc(RpcEntrypoint):
             correlation_id=message.properties.get("correlation_id"),
         )
         return result, exc_info
+
+
+class Arity:
+    """The arguments a service method takes after `self`, to tell quickly that a call's arguments fit it."""
+
+    def __init__(self, method):
+        parameters = list(inspect.signature(method).parameters.values())[1:]
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD,)
+        self.simple = all(parameter.kind in plain for parameter in parameters)  # no *args, **kwargs, / or *
+        self.names = tuple(parameter.name for parameter in parameters)
+        self.required = frozenset(p.name for p in parameters if p.default is inspect.Parameter.empty)
+
+    def fits(self, args, kwargs):
+        """True when `method(self, *args, **kwargs)` certainly binds; False means "check it the long way"."""
+        if not self.simple or len(args) > len(self.names):
+            return False
+        positional = self.names[: len(args)]
+        if not kwargs:
+            return self.required <= set(positional)
+        if any(name not in self.names or name in positional for name in kwargs):
+            return False
+        return self.required <= set(positional).union(kwargs)
 
 
 rpc = ResilientRpc.decorator

@@ -76,9 +76,14 @@ def test_one_requests_id_is_on_the_json_lines_of_every_service_it_reaches(user, 
     cart = user.post("/carts", json={"items": [{"sku": sku, "quantity": 1}]}).json()
     request_id = f"trace-me-{uuid.uuid4().hex}"
 
-    response = user.get(f"/carts/{cart['id']}", headers={"X-Request-ID": request_id})
+    # A checkout reaches four services within the request: payments, orders, carts and (for prices) catalog.
+    response = user.post(
+        f"/carts/{cart['id']}/checkout",
+        json={"payment": {"card_number": GOOD_CARD}},
+        headers={"X-Request-ID": request_id},
+    )
 
-    assert response.status_code == 200 and response.headers["X-Request-ID"] == request_id
+    assert response.status_code == 202 and response.headers["X-Request-ID"] == request_id
 
     def ends():
         return {
@@ -87,10 +92,20 @@ def test_one_requests_id_is_on_the_json_lines_of_every_service_it_reaches(user, 
             if record["request_id"] == request_id and record["logger"] == "cartmesh.worker"
         }
 
-    # The worker-end lines come after the answer: wait for carts' and catalog's, with a deadline.
-    wait_until(lambda: {("carts", "get_cart", "success"), ("catalog", "get_products", "success")} <= ends())
+    # The worker-end lines come after the answer: wait for the backends', with a deadline.
+    wait_until(
+        lambda: (
+            {
+                ("payments", "register_card", "success"),
+                ("orders", "checkout", "success"),
+                ("carts", "checkout_cart", "success"),
+                ("catalog", "get_products", "success"),
+            }
+            <= ends()
+        )
+    )
     mine = [record for record in log_lines.records() if record["request_id"] == request_id]
-    assert {"gateway", "carts", "catalog"} <= {record["service"] for record in mine}
+    assert {"gateway", "payments", "orders", "carts", "catalog"} <= {record["service"] for record in mine}
     assert all(isinstance(record["duration"], float) for record in mine if record["logger"] == "cartmesh.worker")
 
 
