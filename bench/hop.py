@@ -114,7 +114,7 @@ def config_text(stack):
             "  formatters:",
             "    default: {(): services.common.logs.Formatter, log_format: console}",
             "  handlers:",
-            "    console: {class: logging.StreamHandler, formatter: default}",
+            "    console: {class: services.common.logs.BatchingStreamHandler, formatter: default}",
             "  root: {level: INFO, handlers: [console]}",
         ]
     return "\n".join(lines) + "\n"

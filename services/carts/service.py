@@ -116,8 +116,8 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
     @rpc(expected_exceptions=CARTS_EXPECTED)
     def get_cart(self, user_id, cart_id):
         validate_user_id(user_id)
-        cart, lines = self._read(user_id, cart_id)
-        products = self._products({line["sku"] for line in lines}) if cart["status"] == OPEN else {}
+        cart, lines, copied = self._read(user_id, cart_id)
+        products = self._products({line["sku"] for line in lines}, copied) if cart["status"] == OPEN else {}
         return build_cart(cart, lines, products)
 
     @rpc(expected_exceptions=CARTS_EXPECTED)
@@ -125,8 +125,8 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         validate_user_id(user_id)
         validate_sku(sku)
         validate_quantity(quantity, minimum=1)
-        cart, lines = self._read_open(user_id, cart_id)
-        products = self._products({line["sku"] for line in lines} | {sku})
+        cart, lines, copied = self._read_open(user_id, cart_id)
+        products = self._products({line["sku"] for line in lines} | {sku}, copied)
         product = self._known(products, sku)
         # Writes start here: no more RPC calls until the method returns.
         self._lock(user_id, cart["id"])
@@ -139,16 +139,16 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         validate_user_id(user_id)
         validate_sku(sku)
         validate_quantity(quantity, minimum=0)
-        cart, lines = self._read_open(user_id, cart_id)
+        cart, lines, copied = self._read_open(user_id, cart_id)
         skus = {line["sku"] for line in lines}
         if quantity == 0:
             if sku not in skus:
-                return build_cart(cart, lines, self._products(skus))  # nothing to remove: no write
-            products = self._products(skus - {sku})
+                return build_cart(cart, lines, self._products(skus, copied))  # nothing to remove: no write
+            products = self._products(skus - {sku}, copied)
             self._lock(user_id, cart["id"])
             store.delete_line(self.db, cart["id"], sku)  # already gone (a concurrent removal) is fine too
         else:
-            products = self._products(skus | {sku})
+            products = self._products(skus | {sku}, copied)
             product = self._known(products, sku)
             self._lock(user_id, cart["id"])
             store.set_line(self.db, cart["id"], sku, quantity, product["name"], product["price_cents"])
@@ -157,11 +157,11 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
     @rpc(expected_exceptions=CARTS_EXPECTED)
     def remove_item(self, user_id, cart_id, sku):
         validate_user_id(user_id)
-        cart, lines = self._read_open(user_id, cart_id)
+        cart, lines, copied = self._read_open(user_id, cart_id)
         skus = {line["sku"] for line in lines}
         if sku not in skus:  # also covers a malformed sku: such a line cannot exist
             raise self._line_not_found(sku)
-        products = self._products(skus - {sku})
+        products = self._products(skus - {sku}, copied)
         self._lock(user_id, cart["id"])
         if not store.delete_line(self.db, cart["id"], sku):
             raise self._line_not_found(sku)  # removed concurrently; the rollback undoes the lock's touch
@@ -185,14 +185,14 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         the same order answers the same cart."""
         validate_user_id(user_id)
         order_id = validate_order_id(order_id)
-        cart, lines = self._read(user_id, cart_id)
+        cart, lines, _copied = self._read(user_id, cart_id)
         if checkout_step(cart, lines, order_id) == ALREADY_CHECKED_OUT:
             return build_cart(cart, lines, {})
         products = self._catalog_products({line["sku"] for line in lines})  # catalog's own, not the copy's
         # Writes start here: no more RPC calls until the method returns.
         if not store.check_out(self.db, user_id, cart["id"], order_id, utcnow()):
             # Another checkout (or a deletion) got there first; only a repeat of this very order is not a conflict.
-            cart, lines = self._read(user_id, cart["id"])
+            cart, lines, _copied = self._read(user_id, cart["id"])
             if cart["status"] == CHECKED_OUT and cart["checked_out_by"] == order_id:
                 return build_cart(cart, lines, {})
             raise checked_out_conflict()
@@ -239,19 +239,20 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
     # --- steps shared by the entrypoints ---------------------------------------------------------------------
 
     def _read(self, user_id, cart_id):
-        """(cart row, lines) of the caller's cart, read without locks; NotFound otherwise."""
+        """(cart row, lines, the copy's products for its lines) of the caller's cart, read without locks in one
+        statement; NotFound otherwise."""
         cart_id = normalize_uuid(cart_id)
-        cart = store.find_cart(self.db, user_id, cart_id) if cart_id else None
+        cart, lines, copied = store.read_cart(self.db, user_id, cart_id) if cart_id else (None, [], {})
         if cart is None:
             raise cart_not_found()
-        return cart, store.lines_of(self.db, [cart_id])[cart_id]
+        return cart, lines, copied
 
     def _read_open(self, user_id, cart_id):
         """Like `_read`, and Conflict when the cart is checked out (checked again under the lock)."""
-        cart, lines = self._read(user_id, cart_id)
+        cart, lines, copied = self._read(user_id, cart_id)
         if cart["status"] != OPEN:
             raise checked_out_conflict()
-        return cart, lines
+        return cart, lines, copied
 
     def _lock(self, user_id, cart_id):
         """Lock the caller's open cart for this transaction (the first write); NotFound or Conflict if it is
@@ -264,7 +265,7 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
     def _reread(self, user_id, cart_id, products):
         """The cart as it is now inside this transaction, priced with `products` fetched before the writes
         (stored values for a sku another writer added meanwhile)."""
-        cart, lines = self._read(user_id, cart_id)
+        cart, lines, _copied = self._read(user_id, cart_id)
         return build_cart(cart, lines, products)
 
     def _release(self, cart_id, order_id):
@@ -280,10 +281,12 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
             store.lock_cart(self.db, cart_id)  # waits for a checkout of this cart in flight
             store.reopen(self.db, cart_id, order_id, now)
 
-    def _products(self, skus):
-        """`{sku: product}` among `skus` from carts' copy; the skus the copy lacks are asked of catalog in one
-        call and kept. A sku neither knows is left out."""
-        known = store.known_products(self.db, skus)
+    def _products(self, skus, copied=None):
+        """`{sku: product}` among `skus` from carts' copy (`copied`: what a read of it already found); the skus
+        the copy lacks are asked of catalog in one call and kept. A sku neither knows is left out."""
+        known = {sku: product for sku, product in (copied or {}).items() if sku in skus}
+        if len(known) < len(skus):
+            known.update(store.known_products(self.db, set(skus) - set(known)))
         unseen = set(skus) - set(known)
         if unseen:
             found = self._catalog_products(unseen)

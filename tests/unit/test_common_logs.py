@@ -12,6 +12,7 @@ from services.common import logs
 from services.common.config import load_config
 from services.common.logs import MASK, redact, redact_text
 from services.common.tokens import issue_token
+from tests.waiting import wait_until
 
 # --- redaction ---------------------------------------------------------------------------------------------
 
@@ -233,3 +234,38 @@ def test_redacting_filter_for_other_formatters():
     assert logs.RedactingFilter().filter(record)
     assert record.getMessage() == "pay with ************4242"
     assert record.card_number == MASK and record.note == f"Bearer {MASK}"
+
+
+# --- batched writes ---------------------------------------------------------------------------------------------
+
+
+class CountingStream(io.StringIO):
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text):
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_below_warning_leave_together_and_a_warning_at_once():
+    stream = CountingStream()
+    handler = logs.BatchingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("test.logs.batching")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        for number in range(3):
+            logger.info("line %d", number)
+        assert stream.getvalue() == ""  # waiting for the batch
+        logger.warning("trouble")  # leaves at once, after what waited before it
+        assert stream.getvalue() == "INFO line 0\nINFO line 1\nINFO line 2\nWARNING trouble\n"
+        assert stream.writes == 1
+        logger.info("later")
+        wait_until(lambda: stream.getvalue().endswith("INFO later\n"), timeout=2, what="the batch's flush")
+        assert stream.writes == 2
+    finally:
+        logger.removeHandler(handler)

@@ -221,3 +221,36 @@ def test_authorize_answers_401_invalid_token_for_a_forged_token():
     assert caught.value.status == 401
     assert caught.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert authorize(USER, request_with(issue_token(SECRET, USER_DICT, 60)), verify).id == USER_DICT["id"]
+
+
+# --- tokens verified once ---------------------------------------------------------------------------------------
+
+
+def test_a_verified_token_is_not_verified_again_until_it_expires():
+    from gateway_http.auth import VerifiedTokens
+    from services.common.errors import Unauthorized
+
+    now = [1000.0]
+    checked = []
+
+    def verify(token):
+        checked.append(token)
+        if token == "forged":
+            raise Unauthorized("no")
+        return {"sub": token, "exp": 1060}
+
+    verified = VerifiedTokens(verify, max_entries=2, clock=lambda: now[0])
+    assert verified("a") == {"sub": "a", "exp": 1060}
+    assert verified("a") == {"sub": "a", "exp": 1060}
+    assert checked == ["a"]
+    for _ in range(2):  # a refused token is checked every time, never kept
+        with pytest.raises(Unauthorized):
+            verified("forged")
+    assert checked == ["a", "forged", "forged"]
+    verified("b")
+    verified("c")  # over the bound: "a", used least recently, goes
+    verified("a")
+    assert checked[-3:] == ["b", "c", "a"]
+    now[0] = 1060.0  # expired: checked again (and refused by the real check, here it answers again)
+    verified("a")
+    assert checked[-1] == "a" and len(checked) == 7
