@@ -5,8 +5,11 @@ call to a service holding a dict in memory. No database, no auth, no logging, no
 the cost of Nameko itself (HTTP in, one RPC over RabbitMQ, JSON out), which every Cartmesh throughput is
 divided by, so that a noisy or slower machine moves both sides of the ratio alike.
 
+The same `@http` service also answers `GET /cached/<key>` from the dict itself, with no RPC: the ceiling of a
+gateway that answers from memory, which the gateway's cache hits are compared with.
+
     nameko run --config bench/baseline.yml bench.baseline:BaselineStore
-    nameko run --config bench/baseline.yml bench.baseline:BaselineHttp   # GET /items/<key>
+    nameko run --config bench/baseline.yml bench.baseline:BaselineHttp   # GET /items/<key>, GET /cached/<key>
 """
 
 import json
@@ -47,7 +50,14 @@ class BaselineHttp:
 
     @http("GET", "/items/<string:key>")
     def get_item(self, request, key):
-        item = self.store.get_item(key)
-        if item is None:
-            return Response(json.dumps({"error": "not found"}), status=404, mimetype="application/json")
-        return Response(json.dumps(item), mimetype="application/json")
+        return answer(self.store.get_item(key))
+
+    @http("GET", "/cached/<string:key>")
+    def get_cached_item(self, request, key):
+        return answer(ITEMS.get(key))
+
+
+def answer(item):
+    if item is None:
+        return Response(json.dumps({"error": "not found"}), status=404, mimetype="application/json")
+    return Response(json.dumps(item), mimetype="application/json")

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 
-from bench import profile, report, stats, system
+from bench import hop, profile, report, stats, system
 from bench.checkout_driver import RESULT_MARK as DRIVER_MARK
 from bench.wrk import BenchError, ensure_wrk, run_wrk, wrk_version
 
@@ -47,6 +47,10 @@ def bearer(token):
 
 def baseline_requests():
     return [{"method": "GET", "path": f"/items/ITEM-{number:03d}"} for number in range(100)]
+
+
+def ceiling_requests():
+    return [{"method": "GET", "path": f"/cached/ITEM-{number:03d}"} for number in range(100)]
 
 
 def product_requests(skus):
@@ -141,6 +145,8 @@ class Bench:
                 "database": "PostgreSQL" if options.postgres else "SQLite",
             },
             "baselines": [],
+            "ceilings": [],
+            "rpc_hop": None,
             "scenarios": [],
             "rss_mib": {},
             "warnings": [],
@@ -174,6 +180,15 @@ class Bench:
             for kind in ("add", "get", "mix")
         }
         checkout_ready = self.checkout_answers(tokens[0], skus[0])
+        if self.options.hop_calls:
+            say("measuring the CPU of one RPC round trip: Cartmesh's Rpc and rpc against stock nameko's")
+            self.results["rpc_hop"] = hop.measure(
+                self.vhost.amqp_uri,
+                self.work_dir,
+                self.broker_pids,
+                calls=self.options.hop_calls,
+                say=lambda line: say(line),
+            )
 
         self.baseline = system.Baseline(self.vhost, self.work_dir).start()
         plan = {
@@ -260,6 +275,14 @@ class Bench:
                 f"baseline ({when}): GET /items/{{key}}, 1 RPC, no DB, no auth",
                 self.baseline.pids(),
                 lambda: self.load(self.baseline.base_url, baseline_requests(), self.options.seconds),
+            )
+        )
+        self.results["ceilings"].append(
+            self.measure(
+                f"ceiling_{when}",
+                f"ceiling ({when}): GET /cached/{{key}}, the same @http answering from its dict, no RPC",
+                self.baseline.pids(),
+                lambda: self.load(self.baseline.base_url, ceiling_requests(), self.options.seconds),
             )
         )
 
@@ -527,6 +550,12 @@ def parse_args(argv):
         help="checkout: re-read interval while an order still reads pending (default 20 ms)",
     )
     parser.add_argument("--carts", type=int, default=32, help="carts per cart scenario (default 32)")
+    parser.add_argument(
+        "--hop-calls",
+        type=int,
+        default=hop.DEFAULT_CALLS,
+        help="RPC round trips per round of the hop micro-benchmark (default %(default)s; 0: not measured)",
+    )
     parser.add_argument(
         "--log-level",
         default=os.environ.get("BENCH_LOG_LEVEL", "INFO"),
