@@ -33,8 +33,8 @@ RPC_CALLS = {
 EMITS = ("catalog", "orders")  # apps with an Outbox, publishing to <app>.events
 # app → the services whose events it handles; RETRIES: the apps whose handlers retry and park
 # (services/common/events.py reliable_event_handler).
-HANDLES = {"carts": ("catalog", "orders"), "orders": ("orders",), "gateway": ("catalog",)}
-RETRIES = ("carts", "orders")
+HANDLES = {"carts": ("catalog", "orders"), "gateway": ("catalog",)}
+RETRIES = ("carts",)
 APPS = RPC_SERVERS + ("gateway",)
 
 

@@ -1,6 +1,6 @@
 """The events the services publish: one frozen dataclass per event, with its name, version and fields.
 
-An emitter builds the message and hands it to its `Outbox` (`self.emit(OrderPlaced(order_id=...))`), which
+An emitter builds the message and hands it to its `Outbox` (`self.emit(OrderFailed(order=...))`), which
 publishes `message.to_dict()` as the JSON body under the routing key `message.event_type` and adds `event_id`.
 A handler reads the body back with `Message.from_dict(payload)`, which ignores keys the message does not
 declare (`event_id`, or a field a newer emitter added), and fails with `MessageInvalid` when one it declares is
@@ -148,17 +148,6 @@ class StockChanged(Message):
 
 
 @dataclass(frozen=True)
-class OrderPlaced(Message):
-    """When checkout has taken the cart: the order's saga starts."""
-
-    event_type = "order_placed"
-    source = "orders"
-    consumers = ("orders: runs the saga",)
-
-    order_id: str
-
-
-@dataclass(frozen=True)
 class OrderConfirmed(Message):
     """When the saga has charged the order and committed its stock."""
 
@@ -191,7 +180,7 @@ class OrderCancelled(Message):
     order: Order
 
 
-MESSAGES = (ProductChanged, StockChanged, OrderPlaced, OrderConfirmed, OrderFailed, OrderCancelled)
+MESSAGES = (ProductChanged, StockChanged, OrderConfirmed, OrderFailed, OrderCancelled)
 PARTS = (Product, Order, OrderLine)
 
 

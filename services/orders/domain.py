@@ -10,6 +10,11 @@ An order is `pending` until its saga is done. Steps and what each one asks of an
 
 Every call is idempotent on the order id, so a step that is repeated (a restart, two runners) changes nothing
 twice. A pending order past its deadline in `new`, `reserving` or `charging` goes to `compensating` (`timeout`).
+
+The saga moves forward in memory and records where it got in one write: the forward steps can be repeated and
+undone, so nothing is lost if a crash makes a runner do them again. Undoing is different: a runner undoes only
+after it has recorded the decision to (`compensating`, `cancelling`) and is the one that recorded it, so two
+runners never disagree about whether an order is undone (`must_record_before`).
 Identifiers and limits shared with other services (uuid, user id, pages) are `services.common.rules`.
 """
 
@@ -36,6 +41,8 @@ OUT_OF_STOCK, PAYMENT_DECLINED, TIMEOUT = "out_of_stock", "payment_declined", "t
 
 # Steps a deadline can still cut short: nothing has been charged for good yet.
 INTERRUPTIBLE = {NEW, RESERVING, CHARGING}
+# Steps that undo what the order did: done only by the runner that recorded the decision.
+UNDOING = {COMPENSATING, CANCELLING}
 
 
 def validate_page(limit, offset):
@@ -86,6 +93,19 @@ def after(step, outcome):
 
 def timed_out(step, deadline, now):
     return step in INTERRUPTIBLE and now >= deadline
+
+
+def must_record_before(step, recorded):
+    """Whether a runner at `step` (in memory) must record it before going on, the database having `recorded`:
+    before undoing anything, the decision to undo must be recorded, by this runner."""
+    return step in UNDOING and step != recorded
+
+
+def apply(order, transition):
+    """`order` (a stored order, changed in memory) after `transition`."""
+    order.step, order.status = transition.step, transition.status
+    order.failure_reason = transition.failure_reason or order.failure_reason
+    return order
 
 
 def line_items(cart_items):

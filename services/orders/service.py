@@ -1,9 +1,10 @@
 """The orders service: turns a cart into an order and runs the checkout saga to `confirmed` or `failed`.
 
-Checkout answers at once with a `pending` order; the saga then runs from the `order_placed` event (published
-through the outbox, so it is not lost) and, for anything a crash or an outage left behind, from a sweep that
-resumes every unsettled order. Each step's outcome is committed (`commit_step`) before the next step calls
-another service: see `services.common.db` for why.
+Checkout answers at once with a `pending` order; the saga then runs in a worker of this service as soon as the
+checkout's transaction has committed (`services.common.deferred`), and, for anything a crash or an outage left
+behind, from a sweep that resumes every unsettled order. A run goes forward in memory and records where it got
+in one compare-and-set (`commit_step`), except that it records a decision to undo before undoing anything
+(services/orders/domain.py).
 """
 
 import json
@@ -17,9 +18,10 @@ from nameko.timer import timer
 from sqlalchemy.exc import IntegrityError
 
 from services.common import deadletters, health
-from services.common.clock import iso_utc, utcnow
+from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database, commit_step
+from services.common.deferred import Later, deferred
 from services.common.errors import (
     EXPECTED,
     Conflict,
@@ -29,14 +31,11 @@ from services.common.errors import (
     ServiceTimeout,
     ServiceUnavailable,
 )
-from services.common.events import reliable_event_handler
-from services.common.messages import OrderPlaced
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 from services.common.rpc import Rpc, rpc
 from services.common.rules import DEFAULT_PAGE_LIMIT, is_uuid, validate_user_id
 from services.orders import domain, store
-from services.orders.models import Order
 
 log = logging.getLogger(__name__)
 UNREACHABLE = (ServiceTimeout, ServiceUnavailable)
@@ -53,6 +52,7 @@ class OrdersService(health.HealthRpc, deadletters.ParkedEventsRpc):
     request_id = RequestId()
     telemetry = Telemetry()
     config = Config()
+    later = Later()
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
     def checkout(self, user_id, cart_id, payment_method_id, idempotency_key=None):
@@ -64,22 +64,23 @@ class OrdersService(health.HealthRpc, deadletters.ParkedEventsRpc):
             if existing is not None:
                 return {"order": domain.as_answer(self._placed(existing)), "created": False}
         now = utcnow()
-        order = Order(
-            id=str(uuid.uuid4()),
-            user_id=user_id,
-            cart_id=cart_id,
-            status=domain.PENDING,
-            step=domain.NEW,
-            items="[]",
-            total_cents=0,
-            payment_method_id=payment_method_id,
-            idempotency_key=idempotency_key,
-            created_at=now,
-            updated_at=now,
-            deadline_at=now + timedelta(seconds=self._config("ORDER_TIMEOUT_SECONDS", 30)),
-        )
-        store.add_order(self.db, order)
+        values = {
+            "id": str(uuid.uuid4()),
+            "user_id": user_id,
+            "cart_id": cart_id,
+            "status": domain.PENDING,
+            "step": domain.NEW,
+            "failure_reason": None,
+            "items": "[]",
+            "total_cents": 0,
+            "payment_method_id": payment_method_id,
+            "idempotency_key": idempotency_key,
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": now + timedelta(seconds=self._config("ORDER_TIMEOUT_SECONDS", 30)),
+        }
         try:
+            order = store.add_order(self.db, values)
             commit_step(self.db)  # the key is taken before anything else happens
         except IntegrityError:  # the same key, sent concurrently: answer the order that took it
             self.db.rollback()
@@ -90,18 +91,18 @@ class OrdersService(health.HealthRpc, deadletters.ParkedEventsRpc):
         try:
             cart = self.carts.checkout_cart(user_id, cart_id, order.id)
         except (NotFound, EmptyCart, Conflict):
-            store.delete_order(self.db, order)  # nothing was checked out: the order never existed
+            store.delete_order(self.db, order.id)  # nothing was checked out: the order never existed
             commit_step(self.db)
             raise
         except UNREACHABLE:
             # carts may still check the cart out late: fail the order, and its order_failed event reopens it.
-            self._move(order, domain.NEW, domain.after(domain.NEW, domain.TIMEOUT))
+            self._record(domain.apply(order, domain.after(domain.NEW, domain.TIMEOUT)), domain.NEW)
             commit_step(self.db)
             raise
         order.items = json.dumps(domain.line_items(cart["items"]))
         order.total_cents = cart["total_cents"]
-        self._move(order, domain.NEW, domain.after(domain.NEW, "ok"))
-        self.emit(OrderPlaced(order_id=order.id))
+        self._record(domain.apply(order, domain.after(domain.NEW, "ok")), domain.NEW)
+        self.later("run_saga", order.id)  # once this transaction has committed
         return {"order": domain.as_answer(order), "created": True}
 
     @rpc(expected_exceptions=EXPECTED)
@@ -157,9 +158,10 @@ class OrdersService(health.HealthRpc, deadletters.ParkedEventsRpc):
             "checked": {"orders": len(orders), "in_saga": in_saga, "holds": len(stock["holds"])},
         }
 
-    @reliable_event_handler(OrderPlaced.source, OrderPlaced.event_type)
-    def run_saga(self, payload):
-        self._advance(OrderPlaced.from_dict(payload).order_id)
+    @deferred
+    def run_saga(self, order_id):
+        """The saga of an order checkout has just placed (see the module docstring)."""
+        self._advance(order_id)
 
     @timer(interval=1)
     def resume_unsettled(self):
@@ -171,25 +173,36 @@ class OrdersService(health.HealthRpc, deadletters.ParkedEventsRpc):
     # The saga -------------------------------------------------------------------------------------------
 
     def _advance(self, order_id):
-        """Run the order's saga as far as it goes now. Safe to run twice at once: every call downstream is
-        idempotent on the order id, and a step is recorded only by the runner that still sees the step it did.
-        Each step is committed before the next one calls another service (`commit_step`)."""
+        """Run the order's saga as far as it goes now, and record where it got. Safe to run twice at once: every
+        call downstream is idempotent on the order id, and of two runners only the one that still finds the step
+        it started from records anything (services/orders/domain.py)."""
         while True:
             order = store.reload_order(self.db, order_id)
             if order is None or order.step == domain.DONE:
                 return
-            step = order.step
-            if domain.timed_out(step, order.deadline_at, utcnow()):
-                outcome = domain.TIMEOUT
+            recorded = order.step
+            while order.step != domain.DONE:
+                if domain.must_record_before(order.step, recorded):
+                    if not self._record(order, recorded):
+                        break  # another runner moved it first: look again
+                    recorded = order.step
+                    commit_step(self.db)
+                step = order.step
+                if domain.timed_out(step, order.deadline_at, utcnow()):
+                    outcome = domain.TIMEOUT
+                else:
+                    try:
+                        outcome = self._perform(order)
+                    except UNREACHABLE as error:
+                        log.warning("order %s waits in %s: %s", order_id, step, error)
+                        if order.step != recorded and self._record(order, recorded):
+                            commit_step(self.db)  # the way so far, so the sweep does not walk it again
+                        return
+                domain.apply(order, domain.after(step, outcome))
             else:
-                try:
-                    outcome = self._perform(order)
-                except UNREACHABLE as error:
-                    log.warning("order %s waits in %s: %s", order_id, step, error)
+                if self._record(order, recorded):
+                    commit_step(self.db)
                     return
-            if not self._move(order, step, domain.after(step, outcome)):
-                continue  # another runner moved it first: look again
-            commit_step(self.db)
 
     def _perform(self, order):
         """Do the order's current step; returns its outcome."""
@@ -224,21 +237,15 @@ class OrdersService(health.HealthRpc, deadletters.ParkedEventsRpc):
         self.catalog.release_stock(order.id)
         return "ok"
 
-    def _move(self, order, from_step, transition):
-        """Record `transition` if the order is still at `from_step` (compare and set); emit the event of a
-        settled order in the same transaction. False if another runner moved it first."""
-        now = utcnow()
-        if not store.move(self.db, order, from_step, transition, now):
+    def _record(self, order, from_step):
+        """Record `order` as it is in memory if the database still has it at `from_step` (compare and set), with
+        the event of a settled order in the same transaction; False, rolled back, if another runner moved it
+        first."""
+        if not store.move(self.db, order, from_step, utcnow()):
             self.db.rollback()  # start again from what the other runner recorded
             return False
-        if transition.step == domain.DONE:
-            settled = dict(
-                domain.as_answer(order),
-                status=transition.status,
-                updated_at=iso_utc(now),
-                failure_reason=transition.failure_reason or order.failure_reason,
-            )
-            self.emit(domain.settled_message(settled))
+        if order.step == domain.DONE:
+            self.emit(domain.settled_message(domain.as_answer(order)))
         return True
 
     # Reading --------------------------------------------------------------------------------------------

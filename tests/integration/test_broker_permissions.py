@@ -95,7 +95,7 @@ def test_each_app_may_read_only_its_own_queues():
         assert allowed(app, "write", "amq.default") == (app in RETRIES)
     assert allowed("carts", "read", "evt-orders-order_failed--carts.reopen_after_failed_order")
     assert allowed("carts", "configure", "evt-orders-order_failed--carts.reopen_after_failed_order.retry")
-    assert not allowed("carts", "read", "evt-orders-order_placed--orders.run_saga")
+    assert not allowed("carts", "read", "evt-catalog-product_changed--gateway.on_product_changed")
     assert not allowed("carts", "write", "orders.events") and allowed("orders", "write", "orders.events")
 
 
