@@ -9,7 +9,7 @@ from gateway_http.storefront.shop import PAGE_SIZE, service_errors
 from services.common.errors import Conflict, NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
 
 # The services whose event handlers retry and park (they mix in deadletters.ParkedEventsRpc).
-PARKING_SERVICES = ("carts", "orders")
+PARKING_SERVICES = ("carts",)
 ORDER_STATUSES = ("pending", "confirmed", "failed", "cancelled")
 RECENT_ORDERS = 50
 UNREACHABLE = (ServiceUnavailable, ServiceTimeout)

@@ -17,7 +17,7 @@ from nameko.dependency_providers import Config
 from nameko.timer import timer
 from sqlalchemy.exc import IntegrityError
 
-from services.common import deadletters, health
+from services.common import health
 from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database, commit_step
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 UNREACHABLE = (ServiceTimeout, ServiceUnavailable)
 
 
-class OrdersService(health.HealthRpc, deadletters.ParkedEventsRpc):
+class OrdersService(health.HealthRpc):
     name = "orders"
 
     db = Database("DATABASE_URL")

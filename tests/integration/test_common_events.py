@@ -82,7 +82,7 @@ class ListenerService:
 
 
 class ParkingListenerService(ListenerService, deadletters.ParkedEventsRpc):
-    """The listener, answering for its parked events over RPC (as carts and orders do for the console)."""
+    """The listener, answering for its parked events over RPC (as carts does for the console)."""
 
 
 @pytest.fixture
