@@ -11,10 +11,7 @@ from contextlib import contextmanager, nullcontext
 from functools import partial
 
 import eventlet
-import redis
 from nameko.extensions import DependencyProvider, SharedExtension
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from gateway_http.errors import HttpError
 from gateway_http.ratelimit.policies import LoginThrottle, RateLimiter
@@ -58,8 +55,8 @@ class LimitStore(SharedExtension):
     `REDIS_KEY_PREFIX` and a colon), falling back to this process's memory while Redis does not answer (tried
     again every `REDIS_RETRY_SECONDS`).
 
-    Set-up makes the Redis client (it connects on first use); start pings Redis once and logs which store counts;
-    stop closes the client."""
+    Set-up makes the Redis client (it connects on first use; the redis package, some 8 MiB of a gateway's memory,
+    is imported only then); start pings Redis once and logs which store counts; stop closes the client."""
 
     def setup(self):
         config = self.container.config
@@ -67,6 +64,10 @@ class LimitStore(SharedExtension):
         self.client = None
         primary, errors = None, ()
         if url:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             # No retries in the client: a failed call falls back to memory at once instead.
             self.client = redis.Redis.from_url(
                 url,

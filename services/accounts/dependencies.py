@@ -1,20 +1,90 @@
-"""accounts' own nameko dependencies: the token issuer (checks JWT_SECRET at start-up), the admin bootstrap."""
+"""accounts' own nameko dependencies: password hashing (off the event loop), the token issuer (checks JWT_SECRET
+at start-up), the admin bootstrap."""
 
+import ctypes
 import logging
 import uuid
 
+from eventlet import semaphore, tpool
 from nameko.extensions import DependencyProvider
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.accounts import store
-from services.accounts.domain import dummy_hash, hash_password, normalize_email, validate_registration
+from services.accounts.domain import (
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    normalize_email,
+    validate_registration,
+    verify_password,
+)
 from services.accounts.models import User
 from services.common.db import make_engine
 from services.common.errors import StartupRefused, ValidationFailed
 from services.common.tokens import issue_token, key_id
 
 log = logging.getLogger(__name__)
+
+
+# Hashes at once: more would not finish sooner on two cores, and each holds its argon2 memory (domain.py).
+CONCURRENT_HASHES = 2
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def keep_large_blocks_mmapped(threshold=128 * 1024):
+    """Make glibc hand out every block of `threshold` bytes or more by mmap, and unmap it when it is freed.
+
+    glibc's threshold is dynamic: freeing an mmapped block raises it to that block's size (up to 32 MiB), so
+    after the first hash every argon2 block came from a malloc arena of the tpool thread that hashed, and stayed
+    there when freed: the 20 tpool threads took the process to 380 MiB. A threshold set by mallopt is fixed.
+    False where there is no glibc (nothing to tune there).
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+class Passwords:
+    """Hashing and verifying passwords in native threads (argon2 takes tens of ms of CPU: eventlet's loop must
+    keep serving the other workers meanwhile), `CONCURRENT_HASHES` at a time."""
+
+    def __init__(self, concurrent=CONCURRENT_HASHES):
+        self.slots = semaphore.Semaphore(concurrent)
+
+    def _off_hub(self, function, *args):
+        with self.slots:
+            return tpool.execute(function, *args)
+
+    def hash(self, password):
+        return self._off_hub(hash_password, password)
+
+    def verify(self, password_hash, password):
+        return self._off_hub(verify_password, password_hash, password)
+
+    def verify_nobody(self, password):
+        """Verify `password` against a hash of nobody's, so that an unknown email takes as long as a wrong
+        password."""
+        return self._off_hub(verify_password, dummy_hash(), password)
+
+    @staticmethod
+    def needs_rehash(password_hash):
+        return needs_rehash(password_hash)
+
+
+class PasswordHashing(DependencyProvider):
+    """Injects a `Passwords`: argon2 hashing and verification in native threads, two at a time.
+
+    At set-up, for the whole process: glibc's threshold for serving large allocations by mmap is fixed at
+    128 KiB (`keep_large_blocks_mmapped`), so each argon2 block is given back to the system when freed."""
+
+    def setup(self):
+        keep_large_blocks_mmapped()
+        self.passwords = Passwords()
+
+    def get_dependency(self, worker_ctx):
+        return self.passwords
 
 
 DEFAULT_TOKEN_TTL_SECONDS = 3600

@@ -8,13 +8,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from services.common.errors import ValidationFailed
 from services.common.rules import EMAIL_MAX_LENGTH, PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
-# argon2id with OWASP's minimum recommended parameters (Password Storage Cheat Sheet: m=19 MiB, t=2, p=1),
-# not argon2-cffi's default (RFC 9106's low-memory profile: 64 MiB, t=3, p=4). The memory is allocated for every
-# hash and every verification, so 64 MiB alone put the accounts process at 140 MiB; 19 MiB with two passes is
-# the setting OWASP lists as equivalent in strength to its stronger-memory ones. Parameters are stored in each
-# hash, so hashes made with the old parameters still verify, and `needs_rehash` moves them to these on the next
-# sign-in.
-_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# argon2id with the lightest-memory row of OWASP's recommended settings (Password Storage Cheat Sheet: m=7 MiB,
+# t=5, p=1), which OWASP lists as equivalent in strength to its m=19 MiB/t=2 and m=46 MiB/t=1 rows: the same
+# work, spread over more passes of less memory. The memory is allocated for every hash and every verification,
+# so it is what the accounts process grows by per concurrent sign-in (two at a time: services.accounts.
+# dependencies.PasswordHashing); with 19 MiB the process peaked near 90 MiB. argon2-cffi's own default (RFC 9106's
+# low-memory profile: 64 MiB, t=3, p=4) put it at 140 MiB. Parameters are stored in each hash, so hashes made with
+# other parameters still verify, and `needs_rehash` moves them to these on the next sign-in.
+_hasher = PasswordHasher(time_cost=5, memory_cost=7 * 1024, parallelism=1)
 
 
 def email_problem(email):

@@ -24,12 +24,14 @@ session and ends it with `session.begin()`'s block.
 
 import functools
 import os
+import sqlite3
 from datetime import UTC
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy import DateTime, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 
@@ -137,6 +139,11 @@ class Database(DependencyProvider):
     def stop(self):
         self.engine.dispose()
 
+    def readiness_check(self):
+        """A `DatabaseCheck` of this dependency's database, for the process's readiness probe
+        (services.common.probes)."""
+        return DatabaseCheck(self)
+
     def kill(self):
         # Killed workers have rolled back and returned their connections: close them now, not at garbage
         # collection (a killed container's pool would otherwise hold its database connections open).
@@ -168,3 +175,37 @@ class Database(DependencyProvider):
         session = self.sessions.pop(worker_ctx, None)
         if session is not None:
             session.close()
+
+
+# A readiness check's own time limit on opening the database (the probe server also bounds the whole check).
+READINESS_TIMEOUT = 2.0
+
+
+class DatabaseCheck:
+    """`SELECT 1` on a fresh connection (not the service's pool, so a pooled connection to a database that has
+    gone away does not hide it). A SQLite file is opened read-write without being created: a missing file is
+    a failure, not a new empty database."""
+
+    def __init__(self, database):
+        url = database.engine.url
+        self.engine = database.engine
+        if url.get_backend_name() == "sqlite":
+            path = url.database
+            if path and path != ":memory:":
+                self.engine = create_engine(
+                    "sqlite://",
+                    poolclass=NullPool,
+                    creator=lambda: sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=READINESS_TIMEOUT),
+                )
+        else:
+            connect_args = (
+                {"connect_timeout": int(max(READINESS_TIMEOUT, 2))} if url.get_backend_name() == "postgresql" else {}
+            )
+            self.engine = create_engine(make_url(url), poolclass=NullPool, connect_args=connect_args)
+
+    def __call__(self):
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def close(self):
+        self.engine.dispose()

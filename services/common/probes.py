@@ -16,7 +16,7 @@ Served with eventlet's own WSGI server: no web framework, no access log.
 
 import json
 import logging
-import sqlite3
+import sys
 
 import eventlet
 from eventlet import wsgi
@@ -24,11 +24,7 @@ from kombu import Connection
 from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
-from services.common.db import Database
 from services.common.listening import bind_exclusive
 from services.common.logs import redact_text
 
@@ -79,38 +75,13 @@ def render_metrics(accept_header=None):
 # --- checks -----------------------------------------------------------------------------------------------
 
 
-class DatabaseCheck:
-    """`SELECT 1` on a fresh connection (not the service's pool, so a pooled connection to a database that has
-    gone away does not hide it). A SQLite file is opened read-write without being created: a missing file is
-    a failure, not a new empty database."""
-
-    def __init__(self, database):
-        url = database.engine.url
-        self.engine = database.engine
-        if url.get_backend_name() == "sqlite":
-            path = url.database
-            if path and path != ":memory:":
-                self.engine = create_engine(
-                    "sqlite://",
-                    poolclass=NullPool,
-                    creator=lambda: sqlite3.connect(
-                        f"file:{path}?mode=rw", uri=True, timeout=DEFAULT_READINESS_TIMEOUT
-                    ),
-                )
-        else:
-            connect_args = (
-                {"connect_timeout": int(max(DEFAULT_READINESS_TIMEOUT, 2))}
-                if url.get_backend_name() == "postgresql"
-                else {}
-            )
-            self.engine = create_engine(make_url(url), poolclass=NullPool, connect_args=connect_args)
-
-    def __call__(self):
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
-    def close(self):
-        self.engine.dispose()
+def databases(container):
+    """The container's `Database` dependencies (services.common.db) that have an engine. A process that never
+    imported that module has none, and need not load SQLAlchemy to find that out (the gateway has no database)."""
+    db = sys.modules.get("services.common.db")
+    if db is None:
+        return []
+    return [p for p in container.dependencies if isinstance(p, db.Database) and p.engine is not None]
 
 
 def broker_check(amqp_uri, ssl, timeout):
@@ -176,12 +147,11 @@ class ProbeServer:
             checks.setdefault(
                 "broker", (broker_check(config[AMQP_URI_CONFIG_KEY], config.get(AMQP_SSL_CONFIG_KEY), timeout), timeout)
             )
-            for provider in container.dependencies:
-                if isinstance(provider, Database) and provider.engine is not None:
-                    name = f"{container.service_name}.{provider.attr_name}"
-                    if name not in db_checks:
-                        db_checks[name] = DatabaseCheck(provider)
-                    checks[name] = (db_checks[name], timeout)
+            for provider in databases(container):
+                name = f"{container.service_name}.{provider.attr_name}"
+                if name not in db_checks:
+                    db_checks[name] = provider.readiness_check()
+                checks[name] = (db_checks[name], timeout)
         return checks
 
     def ready(self):

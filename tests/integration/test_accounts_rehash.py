@@ -57,7 +57,7 @@ def test_an_old_parameter_hash_signs_in_and_is_replaced_by_a_current_one(contain
 
         assert accounts.issue_token("old@example.com", "correct horse")["token_type"] == "bearer"
         rehashed = stored_hash(accounts_config, "old@example.com")
-        assert "$m=19456,t=2,p=1$" in rehashed
+        assert "$m=7168,t=5,p=1$" in rehashed
         # The new hash is the same password, and a current hash is left alone at the next sign-in.
         assert accounts.issue_token("old@example.com", "correct horse")["token_type"] == "bearer"
         assert stored_hash(accounts_config, "old@example.com") == rehashed
