@@ -109,7 +109,7 @@ class CatalogService(health.HealthRpc):
         if existing is not None:
             return self._hold_answer(order_id, existing)
         now = utcnow()
-        store.take_stock(self.db, lines, now)  # OutOfStock rolls the whole transaction back
+        changed = store.take_stock(self.db, lines, now)  # OutOfStock rolls the whole transaction back
         try:
             store.insert_hold(self.db, order_id, HELD, lines, now, now + self._reservation_ttl())
         except IntegrityError:
@@ -121,7 +121,7 @@ class CatalogService(health.HealthRpc):
                 raise
             log.info("reserve of order %s lost a race; the order's hold is %s", order_id, existing)
             return self._hold_answer(order_id, existing)
-        self._stock_changed([line["sku"] for line in lines])
+        self._stock_changed(changed)
         return {"status": HELD}
 
     @rpc(expected_exceptions=EXPECTED)
@@ -183,10 +183,10 @@ class CatalogService(health.HealthRpc):
     def _reservation_ttl(self):
         return timedelta(seconds=float(self.config.get("RESERVATION_TTL_SECONDS", DEFAULT_RESERVATION_TTL_SECONDS)))
 
-    def _stock_changed(self, skus):
-        """Announce the products whose stock this transaction changed."""
-        for product in store.products_by_sku(self.db, skus):
-            self.emit(StockChanged(sku=product["sku"], stock=product["stock"], product_version=product["version"]))
+    def _stock_changed(self, changed):
+        """Announce the products whose stock this transaction changed (`[(sku, stock, version)]`)."""
+        for sku, stock, version in changed:
+            self.emit(StockChanged(sku=sku, stock=stock, product_version=version))
 
     def _get(self, sku):
         """The product with `sku` as a dict; NotFound for an unknown or malformed sku."""

@@ -7,7 +7,7 @@ hold's row before its products, so concurrent holds never deadlock. On SQLite th
 database's write lock, so from there on the transaction runs alone.
 """
 
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.catalog.domain import COMMITTED, HELD, OUTSTANDING, RELEASED
@@ -22,6 +22,36 @@ PRODUCTS = Product.__table__
 PUBLIC_COLUMNS = [PRODUCTS.c[field] for field in PUBLIC_FIELDS]
 # Every change of a product's row takes the next version (models.Product.version).
 NEXT_VERSION = Product.version + 1
+
+# The statements of every order's stock hold, built once (putting them together again was a good part of
+# catalog's CPU per order); the stock changes answer the product's new stock and version (RETURNING) for the
+# stock_changed event, instead of reading the products again.
+_HOLD_STATUS = select(StockHold.status).where(StockHold.order_id == bindparam("order_id"))
+_TAKE_STOCK = (
+    update(PRODUCTS)
+    .where(PRODUCTS.c.sku == bindparam("line_sku"), PRODUCTS.c.stock >= bindparam("line_quantity"))
+    .values(stock=PRODUCTS.c.stock - bindparam("line_quantity"), updated_at=bindparam("now"), version=NEXT_VERSION)
+    .returning(PRODUCTS.c.sku, PRODUCTS.c.stock, PRODUCTS.c.version)
+)
+_GIVE_BACK = (
+    update(PRODUCTS)
+    .where(PRODUCTS.c.sku == bindparam("line_sku"))
+    .values(stock=PRODUCTS.c.stock + bindparam("line_quantity"), updated_at=bindparam("now"), version=NEXT_VERSION)
+    .returning(PRODUCTS.c.sku, PRODUCTS.c.stock, PRODUCTS.c.version)
+)
+_COMMIT_HOLD = (
+    update(StockHold.__table__)
+    .where(StockHold.order_id == bindparam("order_id"), StockHold.status == HELD)
+    .values(status=COMMITTED, updated_at=bindparam("now"))
+)
+_HOLD_LINES = (
+    select(StockHoldLine.sku, StockHoldLine.quantity)
+    .where(StockHoldLine.order_id == bindparam("order_id"))
+    .order_by(StockHoldLine.sku)
+)
+_PRODUCTS_AMONG = select(*PUBLIC_COLUMNS, PRODUCTS.c.version).where(
+    PRODUCTS.c.sku.in_(bindparam("skus", expanding=True))
+)
 
 
 # --- products ---------------------------------------------------------------------------------------------------
@@ -55,10 +85,7 @@ def products_among(session, skus):
     """The products whose sku is among the (sorted, well-formed) `skus`, as dicts with their version."""
     found = []
     for start in range(0, len(skus), SKUS_PER_QUERY):
-        chunk = skus[start : start + SKUS_PER_QUERY]
-        found.extend(
-            session.execute(select(*PUBLIC_COLUMNS, PRODUCTS.c.version).where(PRODUCTS.c.sku.in_(chunk))).mappings()
-        )
+        found.extend(session.execute(_PRODUCTS_AMONG, {"skus": skus[start : start + SKUS_PER_QUERY]}).mappings())
     return [dict(product) for product in found]
 
 
@@ -94,22 +121,22 @@ def update_product(session, sku, changes, now):
 
 def hold_status(session, order_id):
     """The status of the order's hold, or None when it has none."""
-    return session.scalar(select(StockHold.status).where(StockHold.order_id == order_id))
+    return session.scalar(_HOLD_STATUS, {"order_id": order_id})
 
 
 def take_stock(session, lines, now):
-    """Take every line's quantity out of its product's stock, in sku order; OutOfStock (details `{"sku"}`)
-    for the first line whose product has too little or does not exist. The caller's rollback then gives back
-    what earlier lines took: all lines or none."""
+    """Take every line's quantity out of its product's stock, in sku order; `[(sku, stock, version)]` of the
+    products as they are now. OutOfStock (details `{"sku"}`) for the first line whose product has too little or
+    does not exist: the caller's rollback then gives back what earlier lines took, all lines or none."""
+    changed = []
     for line in lines:
         taken = session.execute(
-            update(Product)
-            .where(Product.sku == line["sku"], Product.stock >= line["quantity"])
-            .values(stock=Product.stock - line["quantity"], updated_at=now, version=NEXT_VERSION)
-            .execution_options(synchronize_session=False)
-        )
-        if taken.rowcount != 1:
+            _TAKE_STOCK, {"line_sku": line["sku"], "line_quantity": line["quantity"], "now": now}
+        ).first()
+        if taken is None:
             raise OutOfStock(f"not enough stock of {line['sku']}", {"sku": line["sku"]})
+        changed.append(tuple(taken))
+    return changed
 
 
 def insert_hold(session, order_id, status, lines, now, expires_at):
@@ -126,18 +153,13 @@ def insert_hold(session, order_id, status, lines, now, expires_at):
 
 def commit_hold(session, order_id, now):
     """held → committed; True if this call moved it."""
-    moved = session.execute(
-        update(StockHold)
-        .where(StockHold.order_id == order_id, StockHold.status == HELD)
-        .values(status=COMMITTED, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return moved.rowcount == 1
+    return session.execute(_COMMIT_HOLD, {"order_id": order_id, "now": now}).rowcount == 1
 
 
 def release_hold(session, order_id, now, expired_only=False):
-    """Release the order's hold and give its units back to stock: the skus given back, in sku order, or None
-    when the hold was not in a state to release (absent, already released, or not an expired held one).
+    """Release the order's hold and give its units back to stock: `[(sku, stock, version)]` of the products
+    given back, in sku order, or None when the hold was not in a state to release (absent, already released, or
+    not an expired held one).
 
     The hold's row changes first, conditionally: of concurrent releases one moves it and gives back; the others
     find it released and give back nothing. With `expired_only`, only a held hold past `expires_at` is
@@ -155,19 +177,11 @@ def release_hold(session, order_id, now, expired_only=False):
     )
     if moved.rowcount != 1:
         return None
-    lines = session.execute(
-        select(StockHoldLine.sku, StockHoldLine.quantity)
-        .where(StockHoldLine.order_id == order_id)
-        .order_by(StockHoldLine.sku)
-    ).all()
-    for sku, quantity in lines:
-        session.execute(
-            update(Product)
-            .where(Product.sku == sku)
-            .values(stock=Product.stock + quantity, updated_at=now, version=NEXT_VERSION)
-            .execution_options(synchronize_session=False)
-        )
-    return [sku for sku, _quantity in lines]
+    lines = session.execute(_HOLD_LINES, {"order_id": order_id}).all()
+    return [
+        tuple(session.execute(_GIVE_BACK, {"line_sku": sku, "line_quantity": quantity, "now": now}).one())
+        for sku, quantity in lines
+    ]
 
 
 def insert_tombstone(session, order_id, now):

@@ -5,10 +5,12 @@ order id, so exactly one insert wins and every caller answers the winner's row.
 """
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.payments.domain import REFUNDED, SUCCEEDED
 from services.payments.models import charges, payment_methods
+
+_DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def find_payment_method(session, method_id):
@@ -28,21 +30,13 @@ def find_charge(session, order_id):
 def insert_charge_once(session, row):
     """Insert charge `row` unless its order has a charge row already: (the order's row now, inserted?).
 
-    The insert runs in a savepoint, so a unique violation rolls back only the insert and the transaction stays
-    usable; the re-read then sees the row that won. On PostgreSQL the losing insert waits for the winner's
-    commit before it fails, and each statement of a READ COMMITTED transaction reads what is committed. On
-    SQLite writers are serialised by the database lock, and the loser's transaction (opened by the savepoint,
-    since nothing was written before) reads the newest state once it writes.
+    One `INSERT ... ON CONFLICT DO NOTHING` on the order id: of concurrent callers for one order exactly one
+    inserts. On PostgreSQL the losing insert waits for the winner's commit and then does nothing, and the
+    re-read (READ COMMITTED) sees the winner's row; on SQLite writers are serialised by the database lock.
     """
-    try:
-        with session.begin_nested():
-            session.execute(insert(charges).values(**row))
-    except IntegrityError:
-        found = find_charge(session, row["order_id"])
-        if found is None:  # not a duplicate order id after all (a broken constraint): a bug, not a race
-            raise
-        return found, False
-    return find_charge(session, row["order_id"]), True
+    statement = _DIALECT_INSERTS[session.get_bind().dialect.name](charges).values(**row)
+    inserted = session.execute(statement.on_conflict_do_nothing(index_elements=[charges.c.order_id])).rowcount == 1
+    return find_charge(session, row["order_id"]), inserted
 
 
 def refund_succeeded(session, order_id, now):

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.conftest import assert_error
+from tests.waiting import wait_until
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
 
@@ -163,11 +164,23 @@ def test_bad_item_bodies_are_422(user, product):
         assert_error(user.post("/carts", json=body), 422, "validation_error")
 
 
-def test_prices_are_the_catalogs_current_prices(admin, user, product):
-    cart = new_cart(user, items=[{"sku": product["sku"], "quantity": 2}])
+def test_a_price_change_reaches_every_open_cart(system, admin, user, product):
+    carts = [(user, new_cart(user, items=[{"sku": product["sku"], "quantity": 2}]))]
+    other = system.new_user()
+    carts.append((other, new_cart(other, items=[{"sku": product["sku"], "quantity": 1}])))
     admin.patch(f"/products/{product['sku']}", json={"price_cents": 2000, "name": "Renamed widget"})
-    line = user.get(f"/carts/{cart['id']}").json()["items"][0]
-    assert (line["name"], line["unit_price_cents"], line["line_total_cents"]) == ("Renamed widget", 2000, 4000)
+
+    # Carts shows the prices catalog last announced: the change arrives with its product_changed event.
+    def line(client, cart):
+        item = client.get(f"/carts/{cart['id']}").json()["items"][0]
+        return item["name"], item["unit_price_cents"], item["line_total_cents"]
+
+    for (client, cart), total in zip(carts, (4000, 2000), strict=True):
+        wait_until(
+            lambda client=client, cart=cart, total=total: line(client, cart) == ("Renamed widget", 2000, total),
+            timeout=5,
+            what="the new price in an open cart",
+        )
 
 
 def test_someone_elses_cart_is_404_everywhere(system, user, product):
