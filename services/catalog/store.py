@@ -41,7 +41,7 @@ _GIVE_BACK = (
 )
 _COMMIT_HOLD = (
     update(StockHold.__table__)
-    .where(StockHold.order_id == bindparam("order_id"), StockHold.status == HELD)
+    .where(StockHold.order_id == bindparam("hold_order_id"), StockHold.status == HELD)
     .values(status=COMMITTED, updated_at=bindparam("now"))
 )
 _HOLD_LINES = (
@@ -153,7 +153,7 @@ def insert_hold(session, order_id, status, lines, now, expires_at):
 
 def commit_hold(session, order_id, now):
     """held → committed; True if this call moved it."""
-    return session.execute(_COMMIT_HOLD, {"order_id": order_id, "now": now}).rowcount == 1
+    return session.execute(_COMMIT_HOLD, {"hold_order_id": order_id, "now": now}).rowcount == 1
 
 
 def release_hold(session, order_id, now, expired_only=False):
