@@ -144,7 +144,7 @@ class ReplyQueue(SharedExtension):
 
     def setup(self):
         self.routing_key = str(uuid.uuid4())
-        queue = Queue(
+        self.queue = Queue(
             RPC_REPLY_QUEUE_TEMPLATE.format(self.container.service_name, self.routing_key),
             exchange=get_rpc_exchange(self.container.config),
             routing_key=self.routing_key,
@@ -152,7 +152,7 @@ class ReplyQueue(SharedExtension):
             exclusive=True,
             auto_delete=True,
         )
-        self.consumer.listen(queue, self.on_reply)
+        self.consumer.listen(self.queue, self.on_reply)
 
     def expect(self, correlation_id):
         """Make ready to receive the reply to `correlation_id` (before its request leaves)."""

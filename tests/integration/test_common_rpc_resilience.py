@@ -212,7 +212,7 @@ def test_a_write_after_the_broker_came_back_goes_out_on_a_new_connection(
         proxy.cut()
         proxy.restore()
         wait_until(
-            lambda: consumers(rabbit_config["AMQP_URI"], replies.rpc_reply_listener.queue.name),
+            lambda: consumers(rabbit_config["AMQP_URI"], replies.calls.reply_queue.queue.name),
             timeout=30,
             interval=0.1,
             what="the caller listens for replies again",
