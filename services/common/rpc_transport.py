@@ -21,6 +21,7 @@ import logging
 import amqp
 import eventlet
 import kombu.serialization
+from amqp.exceptions import AMQPError as AmqpError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from amqp.exceptions import RecoverableConnectionError
 from eventlet.event import Event
@@ -126,6 +127,8 @@ class ReplyConsumer(SharedExtension):
         self.on_reply = None
         self.connection = None
         self.running = False
+        self.consuming = False  # on the current connection
+        self.connections = 0  # made so far: more than one means it reconnected
         self.ready = Event()
         self.thread = None
 
@@ -154,9 +157,12 @@ class ReplyConsumer(SharedExtension):
         while self.running:
             try:
                 self._consume()
-            except BROKER_ERRORS as exc:
+            except BROKER_ERRORS + (AmqpError,) as exc:
+                # Also a channel error: after a reconnection the broker may still hold the old connection's
+                # exclusive queue for a moment (RESOURCE_LOCKED) until it notices that connection is gone.
+                self._close()  # not consuming from now on, not only after the pause
                 if self.running:
-                    log.warning("reply queue %s: connection lost (%s); reconnecting", self.queue.name, exc)
+                    log.warning("reply queue %s: not consuming (%s); trying again", self.queue.name, exc)
                     eventlet.sleep(RECONNECT_SECONDS)
             finally:
                 self._close()
@@ -167,6 +173,8 @@ class ReplyConsumer(SharedExtension):
         channel = connect(self.connection).channel()
         self.queue.bind(channel).declare()
         channel.basic_consume(queue=self.queue.name, no_ack=True, callback=self._deliver)
+        self.consuming = True
+        self.connections += 1
         if not self.ready.ready():
             self.ready.send(None)
         while self.running:
@@ -187,6 +195,7 @@ class ReplyConsumer(SharedExtension):
         self.on_reply(properties.get("correlation_id"), body)
 
     def _close(self):
+        self.consuming = False
         connection, self.connection = self.connection, None
         if connection is not None:
             try:

@@ -4,7 +4,6 @@ opening on calls that get no answer (and not on a service's deliberate errors), 
 import eventlet
 import pytest
 from eventlet.event import Event
-from kombu import Connection
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
@@ -188,14 +187,6 @@ def test_a_reply_the_broker_cannot_take_does_not_kill_the_service(proxy, contain
         assert caller.slow(0) == "done"  # reconnected by itself, and serving
 
 
-def consumers(amqp_uri, queue_name):
-    with Connection(amqp_uri, connect_timeout=5) as connection:
-        try:
-            return connection.default_channel.queue_declare(queue_name, passive=True)[2]
-        except Exception:  # not declared (yet)
-            return 0
-
-
 def test_a_write_after_the_broker_came_back_goes_out_on_a_new_connection(
     proxy, runner_factory, container_factory, rabbit_config
 ):
@@ -209,10 +200,12 @@ def test_a_write_after_the_broker_came_back_goes_out_on_a_new_connection(
         assert call("flaky", "write", "before") == "write before"
         # The broker went away and came back: the connection the caller published on is dead. The publish is
         # retried once, at once, on a new connection (a write is never sent twice: the first try did not leave).
+        consumer = replies.calls.reply_queue.consumer
+        connections = consumer.connections
         proxy.cut()
         proxy.restore()
         wait_until(
-            lambda: consumers(rabbit_config["AMQP_URI"], replies.calls.reply_queue.queue.name),
+            lambda: consumer.consuming and consumer.connections > connections,
             timeout=30,
             interval=0.1,
             what="the caller listens for replies again",
