@@ -4,13 +4,18 @@
 order id, so exactly one insert wins and every caller answers the winner's row.
 """
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, insert, select, text, update
 
 from services.payments.domain import REFUNDED, SUCCEEDED
 from services.payments.models import charges, payment_methods
 
-_DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# As SQL both SQLite and PostgreSQL take: SQLAlchemy's dialect insert with on_conflict_do_nothing is not cacheable
+# and was compiled again for every charge.
+_COLUMNS = ("order_id", "status", "reason", "amount_cents", "payment_method_id", "last4", "created_at")
+_INSERT_CHARGE_ONCE = text(
+    f"INSERT INTO charges ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + column for column in _COLUMNS)}) "
+    "ON CONFLICT (order_id) DO NOTHING"
+).bindparams(bindparam("created_at", type_=charges.c.created_at.type))
 
 
 def find_payment_method(session, method_id):
@@ -34,8 +39,7 @@ def insert_charge_once(session, row):
     inserts. On PostgreSQL the losing insert waits for the winner's commit and then does nothing, and the
     re-read (READ COMMITTED) sees the winner's row; on SQLite writers are serialised by the database lock.
     """
-    statement = _DIALECT_INSERTS[session.get_bind().dialect.name](charges).values(**row)
-    inserted = session.execute(statement.on_conflict_do_nothing(index_elements=[charges.c.order_id])).rowcount == 1
+    inserted = session.execute(_INSERT_CHARGE_ONCE, {column: row[column] for column in _COLUMNS}).rowcount == 1
     return find_charge(session, row["order_id"]), inserted
 
 
