@@ -23,11 +23,14 @@ twice). nameko's own `stop()` waits for workers without a bound, and runs waitin
 """
 
 import logging
+import sys
 
 import eventlet
 from eventlet.event import Event
 from nameko.containers import ServiceContainer
+from nameko.containers import _log as nameko_log
 from nameko.exceptions import ContainerBeingKilled
+from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer, QueueConsumer
 from nameko.rpc import Rpc
 
@@ -40,9 +43,19 @@ GRACE_CONFIG_KEY = "SHUTDOWN_GRACE_SECONDS"
 REQUEUEING_ENTRYPOINTS = (Rpc, Consumer)
 
 
+HOOKS = ("worker_setup", "worker_result", "worker_teardown")
+
+
 class GracefulContainer(ServiceContainer):
     """nameko's container, with `stop()` bounded by config `SHUTDOWN_GRACE_SECONDS` (see the module docstring).
-    `kill()` is nameko's."""
+    `kill()` is nameko's.
+
+    It also runs workers more cheaply than nameko does, with the same outcome: a worker's life calls only the
+    dependencies that do something at each step (nameko calls every dependency's `worker_setup`, `worker_result`
+    and `worker_teardown`, most of them empty: the gateway has fifteen), and, unless nameko's logger is at DEBUG,
+    skips nameko's debug lines and their timers (built even when not written: a call-stack string and four timed
+    blocks per worker).
+    """
 
     def __init__(self, service_cls, config):
         super().__init__(service_cls, config)
@@ -64,6 +77,53 @@ class GracefulContainer(ServiceContainer):
                 )
                 raise ContainerBeingKilled()
         return super().spawn_worker(entrypoint, args, kwargs, context_data=context_data, handle_result=handle_result)
+
+    # --- running a worker ---
+
+    def _hooked(self, hook):
+        """The dependencies whose `hook` is their own (not DependencyProvider's no-op), in nameko's order."""
+        hooked = self.__dict__.setdefault("_hooked_dependencies", {})
+        if hook not in hooked:
+            hooked[hook] = [
+                provider
+                for provider in self.dependencies
+                if getattr(type(provider), hook) is not getattr(DependencyProvider, hook)
+            ]
+        return hooked[hook]
+
+    def _worker_setup(self, worker_ctx):
+        for provider in self._hooked("worker_setup"):
+            provider.worker_setup(worker_ctx)
+
+    def _worker_result(self, worker_ctx, result, exc_info):
+        for provider in self._hooked("worker_result"):
+            provider.worker_result(worker_ctx, result, exc_info)
+
+    def _worker_teardown(self, worker_ctx):
+        for provider in self._hooked("worker_teardown"):
+            provider.worker_teardown(worker_ctx)
+
+    def _run_worker(self, worker_ctx, handle_result):
+        """nameko's `_run_worker`, without its debug lines unless they would be written."""
+        if nameko_log.isEnabledFor(logging.DEBUG):
+            return super()._run_worker(worker_ctx, handle_result)
+        self._inject_dependencies(worker_ctx)
+        self._worker_setup(worker_ctx)
+        result = exc_info = None
+        method = getattr(worker_ctx.service, worker_ctx.entrypoint.method_name)
+        try:
+            result = method(*worker_ctx.args, **worker_ctx.kwargs)
+        except Exception as exc:
+            if isinstance(exc, worker_ctx.entrypoint.expected_exceptions):
+                nameko_log.warning("(expected) error handling worker %s: %s", worker_ctx, exc, exc_info=True)
+            else:
+                nameko_log.exception("error handling worker %s: %s", worker_ctx, exc)
+            exc_info = sys.exc_info()
+        if handle_result is not None:
+            result, exc_info = handle_result(worker_ctx, result, exc_info)
+        self._worker_result(worker_ctx, result, exc_info)
+        del exc_info  # breaks the reference cycle at once, as nameko does
+        self._worker_teardown(worker_ctx)
 
     def _handle_worker_thread_exited(self, gt, worker_ctx):
         super()._handle_worker_thread_exited(gt, worker_ctx)
