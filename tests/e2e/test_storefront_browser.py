@@ -25,7 +25,8 @@ from tests.e2e.conftest import ADMIN_EMAIL
 from tests.e2e.pages import PASSWORD, new_product
 from tests.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium; $CHROMIUM names another Chromium-family browser (GitHub's runners use their Chrome).
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # As root Chromium needs --no-sandbox; the rest keep it from calling out or doing more than render.
 CHROMIUM_ARGS = [
     "--no-sandbox",
