@@ -58,11 +58,14 @@ def redact_text(text):
     masked."""
     if not text:
         return text
-    text = _JWT.sub(MASK, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
-    # _KEY_VALUE tries a key at every position (about 45 µs for an ordinary line, most of the cost of a log
-    # line): run it only when one of the words it looks for is there at all.
+    # Each pattern tries a match at every position (_KEY_VALUE about 45 µs for an ordinary line, the others 2 µs
+    # each): run one only when the text holds a word every one of its matches holds.
+    if "eyJ" in text:
+        text = _JWT.sub(MASK, text)
     lowered = text.lower()
+    if "bearer" in lowered:
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+        lowered = text.lower()
     if any(word in lowered for word in _KEY_WORDS):
         text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{MASK}", text)
     return _PAN.sub(_mask_pan, text)
@@ -222,10 +225,15 @@ class Formatter(logging.Formatter):
           # or: {(): services.common.logs.Formatter, log_format: json}
 
     A `format` given in the config is used by the console format only.
+
+    Neither format names a thread, so making one turns off `logging.logThreads` for the process: every
+    `LogRecord` would otherwise ask eventlet's green `current_thread()` for its name, about 5 µs of the 8 µs a
+    record costs to make.
     """
 
     def __init__(self, fmt=None, datefmt=None, style="%", validate=True, *, defaults=None, log_format=None):
         super().__init__(fmt, datefmt, style, validate)
+        logging.logThreads = False
         self.log_format = choose_log_format(log_format)
         if self.log_format == "json":
             self.inner = JsonFormatter()

@@ -53,6 +53,7 @@ def test_tokens_and_named_secrets_are_masked():
     assert jwt not in redact_text(f"token is {jwt}")
     assert redact_text(f"got {jwt} back") == f"got {MASK} back"
     assert redact_text("Authorization: Bearer abc.DEF-123_x") == f"Authorization: Bearer {MASK}"
+    assert redact_text("authorization: BEARER abc.DEF") == f"authorization: BEARER {MASK}"
     assert redact_text("login password=hunter2 ok") == f"login password={MASK} ok"
     assert redact_text("url ?access_token=abc&x=1") == f"url ?access_token={MASK}&x=1"
     assert redact_text("{'password': 'hunter2', 'email': 'a@b.c'}") == f"{{'password': '{MASK}', 'email': 'a@b.c'}}"
@@ -163,6 +164,13 @@ def test_console_lines_are_the_text_format_masked(capture):
     logger.info("registering card 4242424242424242 with Bearer abc")
     [line] = lines()
     assert line.endswith(f"INFO {logger.name} [request_id=req-3] registering card ************4242 with Bearer {MASK}")
+
+
+def test_records_made_after_the_formatter_ask_for_no_thread_name(monkeypatch):
+    monkeypatch.setattr(logging, "logThreads", True)
+    logs.Formatter(log_format="console")
+    record = logging.getLogger("x").makeRecord("x", logging.INFO, "f", 1, "message", (), None)
+    assert record.threadName is None
 
 
 def test_the_format_follows_log_format(monkeypatch):
