@@ -222,6 +222,7 @@ def markdown(results):
         table(["scenario"] + processes, cpu_rows),
         "",
     ]
+    out += cpu_per_request_section(results["baselines"] + results["scenarios"], processes)
 
     message_rows = []
     for scenario in results["baselines"] + results["scenarios"]:
@@ -331,6 +332,48 @@ def markdown(results):
     if results.get("warnings"):
         out += ["## Warnings", ""] + [f"- {warning}" for warning in results["warnings"]] + [""]
     return "\n".join(out)
+
+
+NOT_THE_SYSTEM = ("machine", "other", "generator")
+
+
+def cpu_per_request(scenario, processes):
+    """{process: ms of CPU per request (per confirmed order for checkout)} and their sum, from a scenario's CPU %
+    and throughput; None where the scenario did not run or had no throughput."""
+    if scenario.get("skipped") or not scenario.get("requests_per_s"):
+        return None
+    cpu = scenario.get("cpu", {})
+    each = {
+        name: cpu[name] * 10 / scenario["requests_per_s"]  # % of a core = 10 ms per s
+        for name in processes
+        if name not in NOT_THE_SYSTEM and cpu.get(name) is not None
+    }
+    return each, sum(each.values())
+
+
+def cpu_per_request_section(scenarios, processes):
+    """Where each request's CPU went: what a profile starts from, and steadier than throughput on a noisy machine."""
+    columns = [name for name in processes if name not in NOT_THE_SYSTEM]
+    rows = []
+    for scenario in scenarios:
+        measured = cpu_per_request(scenario, columns)
+        if measured is None:
+            continue
+        each, total = measured
+        rows.append(
+            [scenario["title"]]
+            + [_number(each[name], 2) if each.get(name) else "–" for name in columns]
+            + [f"**{_number(total, 2)}**"]
+        )
+    return [
+        "## CPU per request",
+        "",
+        "ms of CPU per request (per confirmed order for checkout) in each process, and their sum (the load "
+        "generator and other processes left out): the CPU table divided by the throughput.",
+        "",
+        table(["scenario"] + columns + ["total"], rows),
+        "",
+    ]
 
 
 def hop_section(hop):
