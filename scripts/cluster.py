@@ -11,15 +11,15 @@ SIGKILL (its `beam.smp`), `start(n)` starts it again on the same data: it rejoin
 """
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-
-from bench.system import free_port
 
 SBIN = "/usr/lib/rabbitmq/bin"  # the scripts themselves: /usr/sbin's wrappers switch to the rabbitmq user
 START_DEADLINE = 90  # seconds for a node to boot (two busy cores)
@@ -33,6 +33,20 @@ def installed():
 
 class ClusterError(Exception):
     pass
+
+
+def free_port():
+    """A free loopback port below the ephemeral range (32768 and up on Linux). A client that keeps reconnecting
+    to a dead node's port in that range can be given that very port as its own source port and connect to itself
+    (TCP simultaneous open), and then waits on itself instead of failing over."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class Node:

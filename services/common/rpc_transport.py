@@ -74,6 +74,20 @@ def connect(connection):
     return connection
 
 
+def close_or_collect(connection, broken):
+    """Close `connection` (None: nothing to do); one known to be `broken` is only freed: closing it politely
+    waits for the broker's answer on a socket that may never give one."""
+    if connection is None:
+        return
+    if not broken:
+        try:
+            connection.close()
+            return
+        except Exception:  # broken after all: only its resources are left to free
+            pass
+    connection.collect()
+
+
 class RpcChannel(SharedExtension):
     """The container's channel for RPC requests and replies: unconfirmed publishes of ready-made bodies."""
 
@@ -95,7 +109,7 @@ class RpcChannel(SharedExtension):
                 self._channel().basic_publish(message, exchange=exchange, routing_key=routing_key)
             except BROKER_ERRORS:
                 self.losses += 1
-                self._close()  # a connection the broker dropped (it restarted): make a new one, once
+                self._close(broken=True)  # a connection the broker dropped (it restarted): make a new one, once
                 self._channel().basic_publish(message, exchange=exchange, routing_key=routing_key)
 
     def _channel(self):
@@ -109,13 +123,9 @@ class RpcChannel(SharedExtension):
             self.connection = connection
         return self.channel
 
-    def _close(self):
+    def _close(self, broken=False):
         connection, self.connection, self.channel = self.connection, None, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:  # already broken: only its resources are left to free
-                connection.collect()
+        close_or_collect(connection, broken)
 
     def stop(self):
         with self.lock:
@@ -171,7 +181,7 @@ class ReplyConsumer(SharedExtension):
                 # Also a channel error: after a reconnection the broker may still hold the old connection's
                 # exclusive queue for a moment (RESOURCE_LOCKED) until it notices that connection is gone.
                 was_consuming = self.consuming
-                self._close()  # not consuming from now on, not only after the pause
+                self._close(broken=True)  # not consuming from now on, not only after the pause
                 if self.running:
                     log.warning("reply queue %s: not consuming (%s); trying again", self.queue.name, exc)
                     if not was_consuming:  # a connection that was serving is replaced at once (another node)
@@ -206,11 +216,7 @@ class ReplyConsumer(SharedExtension):
             return
         self.on_reply(properties.get("correlation_id"), body)
 
-    def _close(self):
+    def _close(self, broken=False):
         self.consuming = False
         connection, self.connection = self.connection, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:
-                connection.collect()
+        close_or_collect(connection, broken)
