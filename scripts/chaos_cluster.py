@@ -93,7 +93,7 @@ class ClusterChaos(Chaos):
         began = time.monotonic()
         for shopper in shoppers:
             shopper.start()
-        killed_at = None
+        killed_at, nodes_running = None, 0
         try:
             self.sleep_until(began + options.seconds / 3)
             node = self.cluster.kill(KILLED_NODE)
@@ -101,7 +101,8 @@ class ClusterChaos(Chaos):
             say(f"kill -9 RabbitMQ node {node.name}")
             self.sleep_until(began + options.seconds * 2 / 3)
             self.cluster.restart(KILLED_NODE)
-            say(f"node {node.name} is back: {len(self.cluster.running_nodes(node))} nodes running")
+            nodes_running = len(self.cluster.running_nodes(node))
+            say(f"node {node.name} is back: {nodes_running} nodes running")
             self.sleep_until(max(began + options.seconds, time.monotonic() + chaos.AFTER_RESTART))
         finally:
             stopping.set()
@@ -111,6 +112,7 @@ class ClusterChaos(Chaos):
         say("load stopped; waiting for every order to settle")
         result = self.check(ledger, {}, load_seconds)
         result["killed"] = [self.cluster.nodes[KILLED_NODE - 1].name]
+        result["nodes_running"] = nodes_running
         result["errors"] = errors_window(ledger.error_times, killed_at)
         result["services_restarted"] = sorted(name for name, pid in self.system.services().items() if pids[name] != pid)
         say("waiting for every outbox to empty")
@@ -128,6 +130,7 @@ class ClusterChaos(Chaos):
             and not any(result["outbox_unpublished"].values())
             and not any(result["parked_events"].values())
             and killed_at is not None
+            and nodes_running == len(self.cluster.nodes)
         )
         return result
 
