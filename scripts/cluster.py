@@ -3,11 +3,11 @@
     .venv/bin/python -m scripts.cluster        # start one, print its AMQP URIs, stop it on Ctrl-C
 
 Each node is a `rabbitmq-server` of its own beside the machine's broker (which is left alone): its own node name
-(`cmN-<id>@localhost`), AMQP, distribution and management ports (free ones, on 127.0.0.1), and data, log, config
+(`cmN-<id>@localhost`), AMQP, distribution and management ports (free ones below the ephemeral range, on 127.0.0.1), and data, log, config
 and plugin files in a work dir. The nodes share an Erlang cookie (HOME is the work dir, which holds
 `.erlang.cookie`), and nodes 2 and 3 join node 1 (`rabbitmqctl stop_app / join_cluster / start_app`). The
 cluster partition handling is `pause_minority`, as a production cluster should have. `kill(n)` ends node n with
-SIGKILL (its `beam.smp`), `start(n)` starts it again on the same data: it rejoins the cluster by itself.
+SIGKILL (its `beam.smp`), `restart(n)` starts it again on the same data: it rejoins the cluster by itself.
 """
 
 import os
@@ -192,8 +192,11 @@ class Cluster:
     def stop(self):
         """End every node at once (SIGKILL: the cluster's data is thrown away with the work dir)."""
         for node in self.nodes:
-            if node.process is not None and node.process.poll() is None:
-                os.kill(node.pid or node.process.pid, signal.SIGKILL)
+            if node.process is not None:
+                try:  # the whole process group: the start script and beam.smp under it, even before its pid is known
+                    os.killpg(node.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 node.process.wait(30)
             node.pid = node.process = None
 
@@ -210,7 +213,9 @@ def main():
         for node in cluster.nodes:
             print(f"  {node.name}: {node.amqp_uri}  management {node.ctl_uri}")
         print(f"AMQP_URI={cluster.amqp_uri()}", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # received by sigwait, not by a default handler
+        signal.sigwait(stop_signals)
     finally:
         cluster.stop()
         cluster.remove()
