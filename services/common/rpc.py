@@ -13,7 +13,9 @@ but:
 - **with a circuit breaker** (config `BREAKER_FAILURES` > 0; the gateway sets it), one per target service per
   container (services.common.breaker): after `BREAKER_FAILURES` calls in a row got no answer (timeout,
   unavailable, broker away), calls are refused at once with `CircuitOpen` (503) for `BREAKER_RESET_SECONDS`,
-  then one probe call decides. A service's deliberate errors (NotFound...) are answers and never count.
+  then one probe call decides. A service's deliberate errors (NotFound...) are answers and never count, and
+  neither does a timeout during which the caller's own broker connection was lost (`BrokerFailover`, a 504: the
+  request or its reply went with the connection when a broker node died, and the service is not to blame).
 - **reads named in `idempotent` are sent a second time** after a random pause of up to
   `RPC_RETRY_JITTER_SECONDS` (default 0.1 s) when the first got no answer (timeout or unavailable). Nothing else
   is: a write may have been done by the service even though its answer never came.
