@@ -3,11 +3,12 @@
     .venv/bin/python -m scripts.cluster        # start one, print its AMQP URIs, stop it on Ctrl-C
 
 Each node is a `rabbitmq-server` of its own beside the machine's broker (which is left alone): its own node name
-(`cmN-<id>@localhost`), AMQP, distribution and management ports (free ones below the ephemeral range, on 127.0.0.1), and data, log, config
-and plugin files in a work dir. The nodes share an Erlang cookie (HOME is the work dir, which holds
-`.erlang.cookie`), and nodes 2 and 3 join node 1 (`rabbitmqctl stop_app / join_cluster / start_app`). The
-cluster partition handling is `pause_minority`, as a production cluster should have. `kill(n)` ends node n with
-SIGKILL (its `beam.smp`), `restart(n)` starts it again on the same data: it rejoins the cluster by itself.
+(`cmN-<id>@localhost`), AMQP, distribution and management ports (free ones below the ephemeral range, on
+127.0.0.1), and data, log, config and plugin files in a work dir. The nodes share an Erlang cookie (HOME is the
+work dir, which holds `.erlang.cookie`), and nodes 2 and 3 join node 1 (`rabbitmqctl stop_app / join_cluster /
+start_app`). The cluster partition handling is `pause_minority`, as a production cluster should have. `kill(n)`
+ends node n with SIGKILL (its `beam.smp`), `restart(n)` starts it again on the same data: it rejoins the cluster
+by itself.
 """
 
 import os
