@@ -1,7 +1,7 @@
 """`make chaos` (scripts/chaos.py), short: under checkout load, kill -9 one of two carts instances and the orders
-service; afterwards the audit passes and every write acknowledged to a client is present, and applied once. Real processes
-(`make run` with a restart policy) on a fresh vhost and fresh SQLite databases; `make chaos` runs the longer
-default, and `--postgres` on PostgreSQL."""
+service; afterwards the audit passes and every write acknowledged to a client is present, and applied once. Real
+processes (`make run` with a restart policy) on a fresh vhost and fresh SQLite databases; `make chaos` runs the
+longer default, and `--postgres` on PostgreSQL."""
 
 import json
 import signal
