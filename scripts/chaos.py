@@ -8,9 +8,9 @@ What it does, in order:
    with fresh SQLite databases, or PostgreSQL ones with `--postgres`), with two carts instances and
    `CARTMESH_RESTART=1`: the supervisor starts a process that died again, as an orchestrator would.
 2. Drives steady load through the gateway: each shopper creates a cart with one line (`201`), adds a second
-   line (`200`) and checks out (`202`) with an `Idempotency-Key`; a checkout that gets no answer, a 5xx or a
-   429 is sent again with the same key (that is what the key is for) until it is answered or the load ends.
-   Every `2xx` is written down: those are the writes acknowledged to a client.
+   line (`200`) and checks out (`202`). The add and the checkout carry an `Idempotency-Key`: one that gets no
+   answer, a 5xx or a 429 is sent again with the same key (that is what the key is for) until it is answered or
+   the load ends. Every `2xx` is written down: those are the writes acknowledged to a client.
 3. A quarter of the way in, `kill -9` the second carts instance; half way in, `kill -9` the orders service. Both
    are started again by the supervisor; the load goes on at least until orders answers again, and a few
    seconds more.
@@ -107,33 +107,37 @@ class Shopper(threading.Thread):
             cart_id = made.json()["id"]
             with self.ledger.lock:
                 self.ledger.carts[cart_id] = {"token": self.token, "lines": {first: 1}}
-            added = self.call("add_item", "POST", f"/carts/{cart_id}/items", json={"sku": second, "quantity": 1})
+            added = self.until_answered(
+                "add_item", "POST", f"/carts/{cart_id}/items", json={"sku": second, "quantity": 1}
+            )
             if added is None or added.status_code != 200:
-                continue  # not acknowledged: never sent blindly again
+                continue  # not acknowledged
             with self.ledger.lock:
                 self.ledger.carts[cart_id]["lines"][second] = 1
             self.checkout(cart_id)
 
-    def checkout(self, cart_id):
-        key = str(uuid.uuid4())
+    def until_answered(self, kind, method, path, **kwargs):
+        """Send the request with a new `Idempotency-Key`, and again with the same key after no answer, a 5xx or a
+        429, until it is answered otherwise (the answer) or the load ends (None)."""
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
         while True:
-            placed = self.call(
-                "checkout",
-                "POST",
-                f"/carts/{cart_id}/checkout",
-                json={"payment": {"card_number": SUCCEEDING_CARD}},
-                headers={"Idempotency-Key": key},
-            )
-            if placed is not None and placed.status_code in (200, 202):
-                with self.ledger.lock:
-                    self.ledger.orders[placed.json()["id"]] = cart_id
-                return
-            if placed is not None and placed.status_code < 500 and placed.status_code != 429:
-                return  # refused for good (e.g. the cart was checked out by a checkout we never heard of)
+            response = self.call(kind, method, path, headers=headers, **kwargs)
+            if response is not None and response.status_code < 500 and response.status_code != 429:
+                return response
             if self.stopping.wait(0.5):
-                with self.ledger.lock:
-                    self.ledger.unanswered_checkouts += 1
-                return
+                return None
+
+    def checkout(self, cart_id):
+        placed = self.until_answered(
+            "checkout", "POST", f"/carts/{cart_id}/checkout", json={"payment": {"card_number": SUCCEEDING_CARD}}
+        )
+        if placed is None:
+            with self.ledger.lock:
+                self.ledger.unanswered_checkouts += 1
+        elif placed.status_code in (200, 202):
+            with self.ledger.lock:
+                self.ledger.orders[placed.json()["id"]] = cart_id
+        # Any other answer is a refusal for good (e.g. the cart was checked out by a checkout we never heard of).
 
 
 class Chaos:
