@@ -2,13 +2,15 @@
 
 The gateway serves exactly this table (router.py) and describes exactly this table (openapi.py). A handler
 translates the checked request into one RPC call (docs/SERVICES.md); the services' errors travel back as they
-are and become the error envelope in router.py.
+are and become the error envelope in router.py. Every write passes the request's call id (calls.py): made from the
+client's `Idempotency-Key` on the routes that take one (cart writes, checkout), else fresh.
 """
 
 from werkzeug.wrappers import Response
 
 from gateway_http import schemas
 from gateway_http.auth import ADMIN, USER
+from gateway_http.calls import call_id
 from gateway_http.errors import unauthorized, validation_error
 from gateway_http.openapi import openapi_document
 from gateway_http.router import Reply, Route
@@ -18,8 +20,13 @@ from services.common.errors import NotFound, ValidationFailed
 # --- accounts ---------------------------------------------------------------------------------------------
 
 
+def write_call_id(call, operation):
+    """The call id of this request's write `operation` (calls.py), from its Idempotency-Key if it sent one."""
+    return call_id(call.user.id if call.user else None, operation, idempotency_key(call.headers))
+
+
 def register(call):
-    return call.service.accounts.register(call.body.email, call.body.password)
+    return call.service.accounts.register(call.body.email, call.body.password, call_id=call_id(None, "register"))
 
 
 def issue_token(call):
@@ -54,7 +61,7 @@ def get_product(call):
 
 
 def create_product(call):
-    product = call.service.catalog.create_product(call.body.model_dump())
+    product = call.service.catalog.create_product(call.body.model_dump(), call_id=call_id(None, "create_product"))
     call.service.product_cache.changed(product["sku"])
     return product
 
@@ -62,7 +69,7 @@ def create_product(call):
 def update_product(call):
     sku = call.path["sku"]
     try:
-        return call.service.catalog.update_product(sku, call.body.changes())
+        return call.service.catalog.update_product(sku, call.body.changes(), call_id=call_id(None, "update_product"))
     finally:  # even on a timeout: the change may have been made
         call.service.product_cache.changed(sku)
 
@@ -76,7 +83,7 @@ def list_carts(call):
 
 def create_cart(call):
     items = [line.model_dump() for line in call.body.items]
-    return call.service.carts.create_cart(call.user.id, items=items or None)
+    return call.service.carts.create_cart(call.user.id, items=items or None, call_id=write_call_id(call, "create_cart"))
 
 
 def get_cart(call):
@@ -84,28 +91,42 @@ def get_cart(call):
 
 
 def add_item(call):
-    return call.service.carts.add_item(call.user.id, call.path["id"], call.body.sku, call.body.quantity)
+    return call.service.carts.add_item(
+        call.user.id, call.path["id"], call.body.sku, call.body.quantity, call_id=write_call_id(call, "add_item")
+    )
 
 
 def set_item(call):
-    return call.service.carts.set_item(call.user.id, call.path["id"], call.path["sku"], call.body.quantity)
+    return call.service.carts.set_item(
+        call.user.id, call.path["id"], call.path["sku"], call.body.quantity, call_id=write_call_id(call, "set_item")
+    )
 
 
 def remove_item(call):
-    return call.service.carts.remove_item(call.user.id, call.path["id"], call.path["sku"])
+    return call.service.carts.remove_item(
+        call.user.id, call.path["id"], call.path["sku"], call_id=write_call_id(call, "remove_item")
+    )
 
 
 def delete_cart(call):
-    call.service.carts.delete_cart(call.user.id, call.path["id"])
+    call.service.carts.delete_cart(call.user.id, call.path["id"], call_id=write_call_id(call, "delete_cart"))
 
 
 def checkout(call):
     key = idempotency_key(call.headers)
     try:
-        card = call.service.payments.register_card(call.body.payment.card_number)
-    except ValidationFailed as error:  # the Luhn check: name the field as the request does
+        placed = call.service.orders.checkout(
+            call.user.id,
+            call.path["id"],
+            call.body.payment.card_number,
+            idempotency_key=key,
+            call_id=call_id(call.user.id, "checkout", key),
+        )
+    except ValidationFailed as error:
+        if "card_number" not in ((error.details or {}).get("fields") or {}):
+            raise
+        # The Luhn check (payments'): name the field as the request does.
         raise validation_error(error.message, {"payment.card_number": "is not a valid card number"})
-    placed = call.service.orders.checkout(call.user.id, call.path["id"], card["payment_method_id"], idempotency_key=key)
     return Reply(202 if placed["created"] else 200, placed["order"])
 
 
@@ -132,7 +153,8 @@ def get_order(call):
 
 
 def cancel_order(call):
-    return call.service.orders.cancel_order(call.user.id, call.path["id"])
+    user_id = call.user.id
+    return call.service.orders.cancel_order(user_id, call.path["id"], call_id=call_id(user_id, "cancel_order"))
 
 
 # --- operations -------------------------------------------------------------------------------------------

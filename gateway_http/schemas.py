@@ -199,11 +199,22 @@ class Checkout(StrictModel):
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 IDEMPOTENCY_KEY = exact(IDEMPOTENCY_KEY_PATTERN)
 # Request headers an operation reads, by (method, path): name → (JSON schema, description) for /openapi.json.
+_CART_WRITE_KEY = {
+    "Idempotency-Key": (
+        {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+        "a repeat with the same key changes nothing and answers what the first request answered",
+    ),
+}
 HEADER_PARAMS = {
+    ("POST", "/carts"): _CART_WRITE_KEY,
+    ("POST", "/carts/{id}/items"): _CART_WRITE_KEY,
+    ("PUT", "/carts/{id}/items/{sku}"): _CART_WRITE_KEY,
+    ("DELETE", "/carts/{id}/items/{sku}"): _CART_WRITE_KEY,
+    ("DELETE", "/carts/{id}"): _CART_WRITE_KEY,
     ("POST", "/carts/{id}/checkout"): {
         "Idempotency-Key": (
             {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
-            "a repeat with the same key answers the same order and never charges twice",
+            "a repeat with the same key answers the same order and never registers the card or charges twice",
         ),
     },
 }

@@ -8,20 +8,22 @@ What it does, in order:
    with fresh SQLite databases, or PostgreSQL ones with `--postgres`), with two carts instances and
    `CARTMESH_RESTART=1`: the supervisor starts a process that died again, as an orchestrator would.
 2. Drives steady load through the gateway: each shopper creates a cart with one line (`201`), adds a second
-   line (`200`) and checks out (`202`) with an `Idempotency-Key`; a checkout that gets no answer, a 5xx or a
-   429 is sent again with the same key (that is what the key is for) until it is answered or the load ends.
-   Every `2xx` is written down: those are the writes acknowledged to a client.
+   line (`200`) and checks out (`202`). The add and the checkout carry an `Idempotency-Key`: one that gets no
+   answer, a 5xx or a 429 is sent again with the same key (that is what the key is for) until it is answered or
+   the load ends. Every `2xx` is written down: those are the writes acknowledged to a client.
 3. A quarter of the way in, `kill -9` the second carts instance; half way in, `kill -9` the orders service. Both
    are started again by the supervisor; the load goes on at least until orders answers again, and a few
    seconds more.
 4. After the load: waits until no order is left in its saga, then checks that the audit passes (`orders.audit`,
-   as `make audit`), that every acknowledged cart holds at least the lines it was told about, and that every
-   acknowledged order exists and has settled.
+   as `make audit`), that every acknowledged cart holds exactly the lines it was told about (fewer is a lost
+   write, more is an over-counted line), and that every acknowledged order exists and has settled.
 
 It prints a summary and one line `CHAOS {json}`; the exit code is 0 when every check passed, 1 when one failed
 (or the run itself failed). Errors seen by clients during the kills are counted, not judged: a request in
-flight on a killed process may fail. A write a killed instance had committed but not answered is run again by
-the other instance (its message returns to the queue): such lines show up as "applied twice", also counted.
+flight on a killed process may fail. A write a killed instance had committed but not answered goes back to the
+queue and reaches the other instance, which finds its call id recorded (services.common.calls) and answers the
+recorded answer without applying it again: a line holding more than the client was told ("over-counted") fails
+the run.
 Logs and databases are in a work dir, kept with `--keep` or when a check fails.
 """
 
@@ -105,33 +107,37 @@ class Shopper(threading.Thread):
             cart_id = made.json()["id"]
             with self.ledger.lock:
                 self.ledger.carts[cart_id] = {"token": self.token, "lines": {first: 1}}
-            added = self.call("add_item", "POST", f"/carts/{cart_id}/items", json={"sku": second, "quantity": 1})
+            added = self.until_answered(
+                "add_item", "POST", f"/carts/{cart_id}/items", json={"sku": second, "quantity": 1}
+            )
             if added is None or added.status_code != 200:
-                continue  # not acknowledged: never sent blindly again
+                continue  # not acknowledged
             with self.ledger.lock:
                 self.ledger.carts[cart_id]["lines"][second] = 1
             self.checkout(cart_id)
 
-    def checkout(self, cart_id):
-        key = str(uuid.uuid4())
+    def until_answered(self, kind, method, path, **kwargs):
+        """Send the request with a new `Idempotency-Key`, and again with the same key after no answer, a 5xx or a
+        429, until it is answered otherwise (the answer) or the load ends (None)."""
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
         while True:
-            placed = self.call(
-                "checkout",
-                "POST",
-                f"/carts/{cart_id}/checkout",
-                json={"payment": {"card_number": SUCCEEDING_CARD}},
-                headers={"Idempotency-Key": key},
-            )
-            if placed is not None and placed.status_code in (200, 202):
-                with self.ledger.lock:
-                    self.ledger.orders[placed.json()["id"]] = cart_id
-                return
-            if placed is not None and placed.status_code < 500 and placed.status_code != 429:
-                return  # refused for good (e.g. the cart was checked out by a checkout we never heard of)
+            response = self.call(kind, method, path, headers=headers, **kwargs)
+            if response is not None and response.status_code < 500 and response.status_code != 429:
+                return response
             if self.stopping.wait(0.5):
-                with self.ledger.lock:
-                    self.ledger.unanswered_checkouts += 1
-                return
+                return None
+
+    def checkout(self, cart_id):
+        placed = self.until_answered(
+            "checkout", "POST", f"/carts/{cart_id}/checkout", json={"payment": {"card_number": SUCCEEDING_CARD}}
+        )
+        if placed is None:
+            with self.ledger.lock:
+                self.ledger.unanswered_checkouts += 1
+        elif placed.status_code in (200, 202):
+            with self.ledger.lock:
+                self.ledger.orders[placed.json()["id"]] = cart_id
+        # Any other answer is a refusal for good (e.g. the cart was checked out by a checkout we never heard of).
 
 
 class Chaos:
@@ -228,7 +234,7 @@ class Chaos:
         deadline = time.monotonic() + SETTLE_DEADLINE
         while (report := self.audit())["checked"]["in_saga"] and time.monotonic() < deadline:
             time.sleep(0.5)
-        lost, twice, missing_orders, unsettled, outcomes = [], 0, [], [], {}
+        lost, over_counted, missing_orders, unsettled, outcomes = [], [], [], [], {}
         for cart_id, cart in ledger.carts.items():
             answer = requests.get(
                 f"{self.system.base_url}/carts/{cart_id}",
@@ -243,7 +249,7 @@ class Chaos:
                 if present.get(sku, 0) < quantity:
                     lost.append(f"cart {cart_id}: {sku} ×{quantity} acknowledged, {present.get(sku, 0)} present")
                 elif present[sku] > quantity:
-                    twice += 1
+                    over_counted.append(f"cart {cart_id}: {sku} ×{quantity} acknowledged, {present[sku]} present")
         for order_id, cart_id in ledger.orders.items():
             token = ledger.carts[cart_id]["token"]
             answer = requests.get(
@@ -273,13 +279,15 @@ class Chaos:
             "order_outcomes": outcomes,
             "lost_writes": lost + missing_orders,
             "unsettled_orders": unsettled,
-            "lines_applied_twice": twice,
+            "over_counted": len(over_counted),
+            "over_counted_lines": over_counted,
             "audit": {"ok": report["ok"], "breaches": report["breaches"], "checked": report["checked"]},
         }
         result["passed"] = bool(
             report["ok"]
             and not report["checked"]["in_saga"]
             and not lost
+            and not over_counted
             and not missing_orders
             and not unsettled
             and ledger.orders
@@ -306,11 +314,12 @@ def summary(result):
         f"orders: {', '.join(f'{key}: {count}' for key, count in sorted(result['order_outcomes'].items()))}; "
         f"checkouts never answered: {result['unanswered_checkouts']}",
         f"lost acknowledged writes: {len(result['lost_writes'])}; orders unsettled: "
-        f"{len(result['unsettled_orders'])}; lines applied twice: {result['lines_applied_twice']}",
+        f"{len(result['unsettled_orders'])}; over-counted: {result['over_counted']}",
         f"audit: {'ok' if result['audit']['ok'] else 'BREACHED'} ({result['audit']['checked']})",
         "chaos: PASSED" if result["passed"] else "chaos: FAILED",
     ]
     lines += [f"  lost: {problem}" for problem in result["lost_writes"][:20]]
+    lines += [f"  over-counted: {problem}" for problem in result["over_counted_lines"][:20]]
     lines += [f"  breach: {breach}" for breach in result["audit"]["breaches"][:20]]
     return "\n".join(lines)
 

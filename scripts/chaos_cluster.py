@@ -12,7 +12,8 @@ What it does, in order:
 3. A third of the way in, `kill -9` node 1, the node every client is connected to and where every queue's leader
    is; two thirds in, starts it again (it rejoins the cluster). The load goes on a few seconds more.
 4. After the load, as scripts/chaos.py: every order leaves its saga, the audit passes, every acknowledged cart
-   line and order is there and settled; and no event was lost: every outbox is empty and no event is parked.
+   line and order is there (and no line applied twice) and settled; and no event was lost: every outbox is empty
+   and no event is parked.
 
 It prints a summary and one line `CHAOS {json}`, with the window in which clients saw errors (first to last error,
 seconds after the kill) and their count; the exit code is 0 when every check passed. Logs, databases and the
@@ -125,6 +126,7 @@ class ClusterChaos(Chaos):
             result["audit"]["ok"]
             and not result["audit"]["checked"]["in_saga"]
             and not result["lost_writes"]
+            and not result["over_counted"]
             and not result["unsettled_orders"]
             and result["acknowledged"]["orders"]
             and not any(result["outbox_unpublished"].values())
@@ -192,13 +194,14 @@ def summary(result):
         f"orders: {', '.join(f'{key}: {count}' for key, count in sorted(result['order_outcomes'].items()))}; "
         f"checkouts never answered: {result['unanswered_checkouts']}",
         f"lost acknowledged writes: {len(result['lost_writes'])}; orders unsettled: "
-        f"{len(result['unsettled_orders'])}; lines applied twice: {result['lines_applied_twice']}",
+        f"{len(result['unsettled_orders'])}; over-counted: {result['over_counted']}",
         f"outbox rows unpublished: {result['outbox_unpublished']}; parked events: {result['parked_events']}; "
         f"services restarted: {result['services_restarted'] or 'none'}",
         f"audit: {'ok' if result['audit']['ok'] else 'BREACHED'} ({result['audit']['checked']})",
         "chaos: PASSED" if result["passed"] else "chaos: FAILED",
     ]
     lines += [f"  lost: {problem}" for problem in result["lost_writes"][:20]]
+    lines += [f"  over-counted: {problem}" for problem in result["over_counted_lines"][:20]]
     lines += [f"  breach: {breach}" for breach in result["audit"]["breaches"][:20]]
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ recent orders. What it shows comes from the same RPC calls and providers as the 
 (services/common/deadletters.py)."""
 
 from gateway_http import schemas
+from gateway_http.calls import call_id
 from gateway_http.storefront.forms import price_cents, price_text, validate, whole_number
 from gateway_http.storefront.shop import PAGE_SIZE, service_errors
 from services.common.errors import Conflict, NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
@@ -91,7 +92,7 @@ def create_product(visit):
     status = 422
     if not errors:
         try:
-            created = visit.service.catalog.create_product(new.model_dump())
+            created = visit.service.catalog.create_product(new.model_dump(), call_id=call_id(None, "create_product"))
         except Conflict:
             errors, status = {"sku": "is taken by another product"}, 409
         except ValidationFailed as error:
@@ -131,7 +132,7 @@ def update_product(visit):
         errors["price"] = "must be an amount such as 12.50"
     if not errors:
         try:
-            visit.service.catalog.update_product(sku, changes.changes())
+            visit.service.catalog.update_product(sku, changes.changes(), call_id=call_id(None, "update_product"))
         except ValidationFailed as error:
             errors = service_errors(error)
         else:

@@ -1,11 +1,13 @@
 """The shopper's pages: catalog, product, cart and checkout, account (register, log in, log out), orders.
 
-Each handler calls the services through the gateway's RPC proxies, as the API's handlers do (routes.py). A form
+Each handler calls the services through the gateway's RPC proxies, as the API's handlers do (routes.py), a write
+with a fresh call id (gateway_http/calls.py; checkout's comes from the form's idempotency key). A form
 that breaks a rule is shown again with the reason (422, or the service's status), never a 500; a form that worked
 answers 303 to the page that shows its effect, or, asked by htmx, the changed fragment.
 """
 
 from gateway_http import schemas
+from gateway_http.calls import call_id
 from gateway_http.errors import HttpError
 from gateway_http.storefront.forms import validate, whole_number
 from gateway_http.storefront.pages import local_path, new_idempotency_key
@@ -99,9 +101,13 @@ def add_to_cart(visit):
         try:
             carts = visit.service.carts
             if visit.cart is None:
-                visit.cart = carts.create_cart(visit.user.id, items=[line.model_dump()])
+                visit.cart = carts.create_cart(
+                    visit.user.id, items=[line.model_dump()], call_id=call_id(visit.user.id, "create_cart")
+                )
             else:
-                visit.cart = carts.add_item(visit.user.id, visit.cart["id"], line.sku, line.quantity)
+                visit.cart = carts.add_item(
+                    visit.user.id, visit.cart["id"], line.sku, line.quantity, call_id=call_id(visit.user.id, "add_item")
+                )
         except (UnknownProduct, ValidationFailed, Conflict) as error:
             errors = service_errors(error)
     if not errors:
@@ -139,7 +145,9 @@ def change_line(visit, errors, arguments, method):
         if not schemas.exact(schemas.UUID_PATTERN).match(cart_id):
             raise HttpError(422, "validation_error", "The form names no cart.")
         try:
-            visit.cart = getattr(visit.service.carts, method)(visit.user.id, *arguments(cart_id))
+            visit.cart = getattr(visit.service.carts, method)(
+                visit.user.id, *arguments(cart_id), call_id=call_id(visit.user.id, method)
+            )
         except (ValidationFailed, Conflict, UnknownProduct) as error:
             errors = service_errors(error)
         except NotFound:  # the line (or the cart) is gone already: show the cart as it is
@@ -152,7 +160,8 @@ def change_line(visit, errors, arguments, method):
 
 
 def checkout(visit):
-    """Register the card, check the cart out, and show the new order (which then settles by itself)."""
+    """Check the cart out with the card (orders registers it), and show the new order (which then settles by
+    itself)."""
     form = visit.form
     card_number = form.get("card_number", "").replace(" ", "")
     cart_id, key = form.get("cart_id", ""), form.get("idempotency_key", "")
@@ -162,12 +171,15 @@ def checkout(visit):
     if errors:
         return cart_page(visit, status=422, errors=errors, card_number=card_number)
     try:
-        card = visit.service.payments.register_card(card_number)
-    except ValidationFailed:  # the Luhn check
-        return cart_page(visit, status=422, errors={"card_number": "is not a valid card number"}, card_number="")
-    try:
-        placed = visit.service.orders.checkout(visit.user.id, cart_id, card["payment_method_id"], idempotency_key=key)
-    except (EmptyCart, Conflict, NotFound, ValidationFailed) as error:
+        placed = visit.service.orders.checkout(
+            visit.user.id, cart_id, card_number, idempotency_key=key, call_id=call_id(visit.user.id, "checkout", key)
+        )
+    except ValidationFailed as error:
+        if "card_number" in ((error.details or {}).get("fields") or {}):  # the Luhn check
+            return cart_page(visit, status=422, errors={"card_number": "is not a valid card number"}, card_number="")
+        visit.cart = ...
+        return cart_page(visit, status=error.status, errors={"form": error.message})
+    except (EmptyCart, Conflict, NotFound) as error:
         visit.cart = ...
         return cart_page(visit, status=error.status, errors={"form": error.message})
     return visit.redirect(f"/account/orders/{placed['order']['id']}")
@@ -217,7 +229,9 @@ def register(visit):
     status = 422
     if registration is not None:
         try:
-            visit.service.accounts.register(registration.email, registration.password)
+            visit.service.accounts.register(
+                registration.email, registration.password, call_id=call_id(None, "register")
+            )
         except Conflict:
             errors, status = {"email": "already has an account: log in instead"}, 409
         except ValidationFailed as error:

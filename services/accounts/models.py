@@ -1,16 +1,20 @@
-"""The accounts database: one table of users."""
+"""The accounts database: one table of users, and the shared `processed_calls` (services.common.calls)."""
 
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.calls import processed_calls_table
 from services.common.clock import utcnow
 from services.common.rules import EMAIL_MAX_LENGTH
 
 
 class Base(DeclarativeBase):
     pass
+
+
+processed_calls_table(Base.metadata)
 
 
 class User(Base):

@@ -9,7 +9,7 @@ from services.accounts import store
 from services.accounts.dependencies import AdminBootstrap, PasswordHashing, TokenIssuer
 from services.accounts.domain import normalize_email, validate_registration
 from services.accounts.models import User
-from services.common import health
+from services.common import calls, health
 from services.common.context import RequestId
 from services.common.db import Database
 from services.common.errors import EXPECTED, Conflict, NotFound, Unauthorized
@@ -22,7 +22,7 @@ BAD_CREDENTIALS = "the email or password is wrong"
 
 
 # `health.HealthRpc`, not an imported `HealthRpc`: `nameko run` would take that name for a second service.
-class AccountsService(health.HealthRpc):
+class AccountsService(health.HealthRpc, calls.PrunedCalls):
     name = "accounts"
 
     db = Database("DATABASE_URL")
@@ -33,7 +33,8 @@ class AccountsService(health.HealthRpc):
     admin_bootstrap = AdminBootstrap("DATABASE_URL")
 
     @rpc(expected_exceptions=EXPECTED)
-    def register(self, email, password):
+    @calls.exactly_once
+    def register(self, email, password, call_id=None):
         """A new user: `{"id", "email"}`; Conflict when the email is taken in any letter case."""
         email = validate_registration(email, password)
         normalized = normalize_email(email)

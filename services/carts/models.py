@@ -1,6 +1,6 @@
 """The carts service's tables: a cart per row in `carts`, one row per sku in `cart_lines`, the orders that
 released their cart in `released_orders`, carts' copy of the catalog's names and prices in `products`, and the
-shared `processed_events`.
+shared `processed_events` and `processed_calls`.
 
 A line stores the name and unit price the catalog last gave for its sku: an open cart shows the copy's current
 values and falls back to these; a checked-out cart shows these (frozen at checkout).
@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, I
 from sqlalchemy.orm import declarative_base
 
 from services.carts.domain import STATUSES
+from services.common.calls import processed_calls_table
 from services.common.db import UtcDateTime
 from services.common.events import processed_events_table
 from services.common.rules import MAX_QUANTITY
@@ -24,6 +25,7 @@ NAMING = {
 
 Base = declarative_base(metadata=MetaData(naming_convention=NAMING))
 processed_events = processed_events_table(Base.metadata)
+processed_calls_table(Base.metadata)
 
 _STATUS_LIST = ", ".join(f"'{status}'" for status in STATUSES)
 

@@ -32,7 +32,7 @@ from services.carts.domain import (
 
 # The module, not the class: `nameko run services.carts.service` would take an imported HealthRpc (it has an
 # entrypoint) for a second service.
-from services.common import deadletters, health
+from services.common import calls, deadletters, health
 from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database
@@ -72,8 +72,9 @@ def unknown_product(sku):
     return UnknownProduct(f"the catalog has no product with sku {sku}", {"sku": sku})
 
 
-class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
-    """RPC interface of carts (docs/SERVICES.md); every method takes the owner's `user_id` first."""
+class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc, calls.PrunedCalls):
+    """RPC interface of carts (docs/SERVICES.md); every method takes the owner's `user_id` first, and every write
+    a `call_id` (services.common.calls)."""
 
     name = "carts"
 
@@ -92,7 +93,8 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         return {"items": [build_cart(row, lines[row["id"]], products) for row in rows]}
 
     @rpc(expected_exceptions=CARTS_EXPECTED)
-    def create_cart(self, user_id, items=None):
+    @calls.exactly_once
+    def create_cart(self, user_id, items=None, call_id=None):
         validate_user_id(user_id)
         wanted = merge_items(items)
         products = self._products(wanted)
@@ -121,7 +123,8 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         return build_cart(cart, lines, products)
 
     @rpc(expected_exceptions=CARTS_EXPECTED)
-    def add_item(self, user_id, cart_id, sku, quantity):
+    @calls.exactly_once
+    def add_item(self, user_id, cart_id, sku, quantity, call_id=None):
         validate_user_id(user_id)
         validate_sku(sku)
         validate_quantity(quantity, minimum=1)
@@ -135,7 +138,8 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         return self._reread(user_id, cart["id"], products)
 
     @rpc(expected_exceptions=CARTS_EXPECTED)
-    def set_item(self, user_id, cart_id, sku, quantity):
+    @calls.exactly_once
+    def set_item(self, user_id, cart_id, sku, quantity, call_id=None):
         validate_user_id(user_id)
         validate_sku(sku)
         validate_quantity(quantity, minimum=0)
@@ -155,7 +159,8 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         return self._reread(user_id, cart["id"], products)
 
     @rpc(expected_exceptions=CARTS_EXPECTED)
-    def remove_item(self, user_id, cart_id, sku):
+    @calls.exactly_once
+    def remove_item(self, user_id, cart_id, sku, call_id=None):
         validate_user_id(user_id)
         cart, lines, copied = self._read_open(user_id, cart_id)
         skus = {line["sku"] for line in lines}
@@ -168,7 +173,8 @@ class CartsService(health.HealthRpc, deadletters.ParkedEventsRpc):
         return self._reread(user_id, cart["id"], products)
 
     @rpc(expected_exceptions=CARTS_EXPECTED)
-    def delete_cart(self, user_id, cart_id):
+    @calls.exactly_once
+    def delete_cart(self, user_id, cart_id, call_id=None):
         validate_user_id(user_id)
         cart_id = normalize_uuid(cart_id)
         if cart_id is None:

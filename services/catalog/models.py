@@ -1,10 +1,12 @@
-"""The catalog database: products, the stock holds of orders and their lines, and the outbox."""
+"""The catalog database: products, the stock holds of orders and their lines, the outbox, and the processed calls
+(services.common.calls)."""
 
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.calls import processed_calls_table
 from services.common.clock import utcnow
 from services.common.db import UtcDateTime
 from services.common.outbox import outbox_table
@@ -16,6 +18,7 @@ class Base(DeclarativeBase):
 
 
 outbox_table(Base.metadata)
+processed_calls_table(Base.metadata)
 
 # Byte order for skus on PostgreSQL too (SQLite compares bytes already), so "sku order" is the same everywhere
 # whatever the database's default collation.

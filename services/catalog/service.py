@@ -23,7 +23,7 @@ from services.catalog.domain import (
     validate_new_product,
     validate_page,
 )
-from services.common import health
+from services.common import calls, health
 from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database, commit_step
@@ -44,7 +44,7 @@ RELEASE_ATTEMPTS = 3
 
 
 # `health.HealthRpc`, not an imported `HealthRpc`: `nameko run` would take that name for a second service.
-class CatalogService(health.HealthRpc):
+class CatalogService(health.HealthRpc, calls.PrunedCalls):
     name = "catalog"
 
     db = Database("DATABASE_URL")
@@ -74,7 +74,8 @@ class CatalogService(health.HealthRpc):
         return sorted(store.products_among(self.db, wanted), key=lambda product: product["sku"])
 
     @rpc(expected_exceptions=EXPECTED)
-    def create_product(self, product):
+    @calls.exactly_once
+    def create_product(self, product, call_id=None):
         """The new product; Conflict when its sku exists. All of its stock is on hand."""
         fields = validate_new_product(product)
         if store.product_exists(self.db, fields["sku"]):
@@ -87,7 +88,8 @@ class CatalogService(health.HealthRpc):
         return self._changed(created)
 
     @rpc(expected_exceptions=EXPECTED)
-    def update_product(self, sku, changes):
+    @calls.exactly_once
+    def update_product(self, sku, changes, call_id=None):
         """The product after applying `changes` (any of name, description, price_cents, stock). Setting
         `stock` moves `on_hand` by the same difference: held and sold units stay counted."""
         changes = validate_changes(changes)

@@ -128,3 +128,18 @@ _CARD_NUMBER = re.compile(CARD_NUMBER_PATTERN)
 def is_card_number_shape(value):
     """Whether `value` is a string of 12 to 19 ASCII digits (the Luhn check is payments')."""
     return isinstance(value, str) and _CARD_NUMBER.fullmatch(value) is not None
+
+
+# --- call ids ---------------------------------------------------------------------------------------------------
+
+# The id a caller gives one write call (services.common.calls): the gateway sends a UUID or a SHA-256 in hex.
+CALL_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+CALL_ID_REASON = "must be 1 to 64 characters of A-Z a-z 0-9 - _"
+_CALL_ID = re.compile(CALL_ID_PATTERN)
+
+
+def validate_call_id(value):
+    """`value` if it is None (no call id) or a call id; ValidationFailed on `call_id` otherwise."""
+    if value is not None and not (isinstance(value, str) and _CALL_ID.fullmatch(value)):
+        raise ValidationFailed.field("call_id", CALL_ID_REASON)
+    return value

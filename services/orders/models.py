@@ -1,8 +1,9 @@
-"""The orders database: orders with their saga state, plus the outbox and processed-events tables."""
+"""The orders database: orders with their saga state, plus the outbox, processed-events and processed-calls tables."""
 
 from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import declarative_base
 
+from services.common.calls import processed_calls_table
 from services.common.db import UtcDateTime
 from services.common.events import processed_events_table
 from services.common.outbox import outbox_table
@@ -10,6 +11,7 @@ from services.common.outbox import outbox_table
 Base = declarative_base()
 outbox_table(Base.metadata)
 processed_events_table(Base.metadata)
+processed_calls_table(Base.metadata)
 
 
 class Order(Base):

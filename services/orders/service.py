@@ -5,6 +5,10 @@ checkout's transaction has committed (`services.common.deferred`), and, for anyt
 behind, from a sweep that resumes every unsettled order. A run goes forward in memory and records where it got
 in one compare-and-set (`commit_step`), except that it records a decision to undo before undoing anything
 (services/orders/domain.py).
+
+Checkout and cancel commit a first step before they call other services, so their call id (services.common.calls)
+is recorded in that first step, with the order's id: a repeat of the call answers that order as it is now.
+Checkout looks its call id and idempotency key up before anything else, the card's registration included.
 """
 
 import json
@@ -17,7 +21,7 @@ from nameko.dependency_providers import Config
 from nameko.timer import timer
 from sqlalchemy.exc import IntegrityError
 
-from services.common import health
+from services.common import calls, health
 from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database, commit_step
@@ -26,6 +30,7 @@ from services.common.errors import (
     EXPECTED,
     Conflict,
     EmptyCart,
+    Forbidden,
     NotFound,
     OutOfStock,
     ServiceTimeout,
@@ -34,14 +39,14 @@ from services.common.errors import (
 from services.common.metrics import Telemetry
 from services.common.outbox import Outbox
 from services.common.rpc import Rpc, rpc
-from services.common.rules import DEFAULT_PAGE_LIMIT, is_uuid, validate_user_id
+from services.common.rules import DEFAULT_PAGE_LIMIT, is_uuid, validate_call_id, validate_user_id
 from services.orders import domain, store
 
 log = logging.getLogger(__name__)
 UNREACHABLE = (ServiceTimeout, ServiceUnavailable)
 
 
-class OrdersService(health.HealthRpc):
+class OrdersService(health.HealthRpc, calls.PrunedCalls):
     name = "orders"
 
     db = Database("DATABASE_URL")
@@ -55,14 +60,19 @@ class OrdersService(health.HealthRpc):
     later = Later()
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
-    def checkout(self, user_id, cart_id, payment_method_id, idempotency_key=None):
+    def checkout(self, user_id, cart_id, card_number, idempotency_key=None, call_id=None):
+        """`{"order", "created"}`: a new pending order paid with a payment method registered now for `card_number`,
+        or (created False) the order an earlier call with the same call id or idempotency key placed, found before
+        anything is written or registered."""
         validate_user_id(user_id)
+        call_id = validate_call_id(call_id)
         if not is_uuid(cart_id):  # as carts answers a malformed id, before an order row is written for it
             raise NotFound("the cart does not exist")
-        if idempotency_key is not None:
-            existing = store.find_by_key(self.db, user_id, idempotency_key)
-            if existing is not None:
-                return {"order": domain.as_answer(self._placed(existing)), "created": False}
+        existing = self._earlier_checkout(user_id, idempotency_key, call_id)
+        if existing is not None:
+            return {"order": domain.as_answer(self._placed(existing)), "created": False}
+        # The same call id makes payments answer the same method to a repeat that got this far.
+        payment_method_id = self.payments.register_card(user_id, card_number, call_id=call_id)["payment_method_id"]
         now = utcnow()
         values = {
             "id": str(uuid.uuid4()),
@@ -81,17 +91,21 @@ class OrdersService(health.HealthRpc):
         }
         try:
             order = store.add_order(self.db, values)
-            commit_step(self.db)  # the key is taken before anything else happens
-        except IntegrityError:  # the same key, sent concurrently: answer the order that took it
+            if call_id is not None:
+                calls.record(self.db, call_id, "checkout", {"order_id": order.id})
+            commit_step(self.db)  # the key and the call id are taken before anything else happens
+        except IntegrityError:  # the same key or call, sent concurrently: answer the order that took it
             self.db.rollback()
-            return {
-                "order": domain.as_answer(self._placed(store.find_by_key(self.db, user_id, idempotency_key))),
-                "created": False,
-            }
+            existing = self._earlier_checkout(user_id, idempotency_key, call_id)
+            if existing is None:
+                raise
+            return {"order": domain.as_answer(self._placed(existing)), "created": False}
         try:
             cart = self.carts.checkout_cart(user_id, cart_id, order.id)
         except (NotFound, EmptyCart, Conflict):
             store.delete_order(self.db, order.id)  # nothing was checked out: the order never existed
+            if call_id is not None:
+                calls.forget(self.db, call_id)  # nor did the call: a repeat tries again
             commit_step(self.db)
             raise
         except UNREACHABLE:
@@ -137,11 +151,21 @@ class OrdersService(health.HealthRpc):
         }
 
     @rpc(expected_exceptions=EXPECTED + UNREACHABLE)
-    def cancel_order(self, user_id, order_id):
+    def cancel_order(self, user_id, order_id, call_id=None):
         validate_user_id(user_id)
+        call_id = validate_call_id(call_id)
+        earlier = self._earlier_call(call_id, "cancel_order")
+        if earlier is not None:
+            return domain.as_answer(self._own(user_id, earlier["order_id"]))
         order = self._own(user_id, order_id)
         if not store.cancel(self.db, order.id, utcnow()):
+            self.db.rollback()  # a concurrent copy of this call may have cancelled it: read what it recorded
+            earlier = self._earlier_call(call_id, "cancel_order")
+            if earlier is not None:
+                return domain.as_answer(self._own(user_id, earlier["order_id"]))
             raise Conflict(f"an order that is {order.status} cannot be cancelled")
+        if call_id is not None:
+            calls.record(self.db, call_id, "cancel_order", {"order_id": order.id})
         commit_step(self.db)  # cancelling is recorded before the saga calls payments and catalog
         self._advance(order.id)  # refund and restock now; the sweep finishes it if a service is away
         return domain.as_answer(store.reload_order(self.db, order.id))
@@ -224,7 +248,10 @@ class OrdersService(health.HealthRpc):
                 return domain.TIMEOUT
             return "ok"
         if order.step == domain.CHARGING:
-            charge = self.payments.charge(order.id, order.total_cents, order.payment_method_id)
+            try:
+                charge = self.payments.charge(order.id, order.total_cents, order.payment_method_id, order.user_id)
+            except Forbidden:  # not the owner's payment method: nothing is charged
+                return domain.PAYMENT_DECLINED
             return {"succeeded": "ok", "declined": domain.PAYMENT_DECLINED}.get(charge["status"], domain.TIMEOUT)
         if order.step == domain.CONFIRMING:
             try:
@@ -257,6 +284,24 @@ class OrdersService(health.HealthRpc):
                 eventlet.sleep(0.05)
                 order = store.reload_order(self.db, order.id)
         return order
+
+    def _earlier_call(self, call_id, method):
+        """The recorded answer of call `call_id` of `method`, or None (no call id, or not recorded)."""
+        if call_id is None:
+            return None
+        answer = calls.recorded(self.db, call_id, method)
+        return None if answer is calls.MISSING else answer
+
+    def _earlier_checkout(self, user_id, idempotency_key, call_id):
+        """The order of `user_id` that a checkout with call id `call_id` or with `idempotency_key` placed, or None."""
+        earlier = self._earlier_call(call_id, "checkout")
+        if earlier is not None:
+            order = store.find_order(self.db, earlier["order_id"])
+            if order is not None and order.user_id == user_id:
+                return order
+        if idempotency_key is not None:
+            return store.find_by_key(self.db, user_id, idempotency_key)
+        return None
 
     def _own(self, user_id, order_id):
         order = store.find_order(self.db, order_id) if is_uuid(order_id) else None

@@ -1,5 +1,5 @@
-"""The payments database: the payment methods (last four digits and verdict, never a card number) and one
-charge row per order.
+"""The payments database: the payment methods (last four digits, verdict and owner, never a card number), one
+charge row per order, and the processed calls (services.common.calls).
 
 The charge row's primary key is the order id: it is what makes `charge` idempotent and lets exactly one of
 concurrent callers decide the order's result.
@@ -8,6 +8,7 @@ concurrent callers decide the order's result.
 from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, MetaData, String
 from sqlalchemy.orm import declarative_base
 
+from services.common.calls import processed_calls_table
 from services.common.db import UtcDateTime
 from services.payments.domain import STATUSES, VERDICTS
 
@@ -20,6 +21,7 @@ NAMING = {
 }
 
 Base = declarative_base(metadata=MetaData(naming_convention=NAMING))
+processed_calls_table(Base.metadata)
 
 
 def _one_of(column, values):
@@ -27,13 +29,15 @@ def _one_of(column, values):
 
 
 class PaymentMethod(Base):
-    """A registered card: its last four digits and the provider's verdict for it, nothing more."""
+    """A registered card: its last four digits, the provider's verdict for it, and the user who registered it (only
+    that user's orders may be charged on it; NULL for a method registered before owners were recorded)."""
 
     __tablename__ = "payment_methods"
 
     id = Column(String(36), primary_key=True)
     last4 = Column(String(4), nullable=False)
     verdict = Column(String(32), nullable=False)
+    user_id = Column(String(36), nullable=True)
     created_at = Column(UtcDateTime, nullable=False)
 
     __table_args__ = (

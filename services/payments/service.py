@@ -1,7 +1,8 @@
 """The payments service: a simulated card provider that keeps no card, and one charge per order.
 
-`register_card` checks a card number and keeps only its last four digits and the provider's verdict.
-`charge` is idempotent on the order id: the first call decides and later (or concurrent) calls answer the
+`register_card` checks a card number and keeps only its last four digits, the provider's verdict and the user who
+registered it; once per call id (services.common.calls). `charge` charges only a method of the order's user, and is
+idempotent on the order id: the first call decides and later (or concurrent) calls answer the
 recorded result. `refund` gives a succeeded charge back, or leaves a voided tombstone so that a charge that
 arrives after the refund charges nothing. No method calls another service, so the SQLite rule of
 `services.common.db.Database` (no yield while the write lock is held) holds by construction.
@@ -11,14 +12,14 @@ import logging
 
 # The module, not the class: `nameko run services.payments.service` would take an imported HealthRpc (it has
 # an entrypoint) for a second service.
-from services.common import health
+from services.common import calls, health
 from services.common.clock import utcnow
 from services.common.context import RequestId
 from services.common.db import Database
-from services.common.errors import EXPECTED, NotFound
+from services.common.errors import EXPECTED, Forbidden, NotFound
 from services.common.metrics import Telemetry
 from services.common.rpc import rpc
-from services.common.rules import normalize_uuid, validate_order_id
+from services.common.rules import normalize_uuid, validate_order_id, validate_user_id
 from services.payments import store
 from services.payments.domain import (
     SUCCEEDED,
@@ -37,7 +38,7 @@ from services.payments.domain import (
 log = logging.getLogger(__name__)
 
 
-class PaymentsService(health.HealthRpc):
+class PaymentsService(health.HealthRpc, calls.PrunedCalls):
     """RPC interface of payments (docs/SERVICES.md)."""
 
     name = "payments"
@@ -47,11 +48,15 @@ class PaymentsService(health.HealthRpc):
     telemetry = Telemetry()
 
     @rpc(expected_exceptions=EXPECTED)
-    def register_card(self, card_number):
-        """`{"payment_method_id", "last4"}` for a valid card; ValidationFailed (field `card_number`) else."""
+    @calls.exactly_once
+    def register_card(self, user_id, card_number, call_id=None):
+        """`{"payment_method_id", "last4"}` of a new payment method of `user_id` for a valid card; ValidationFailed
+        (field `card_number`) else."""
+        validate_user_id(user_id)
         card_number = validate_card_number(card_number)
         method = {
             "id": new_id(),
+            "user_id": user_id,
             "last4": last4(card_number),
             "verdict": card_verdict(card_number),
             "created_at": utcnow(),
@@ -61,14 +66,18 @@ class PaymentsService(health.HealthRpc):
         return {"payment_method_id": method["id"], "last4": method["last4"]}
 
     @rpc(expected_exceptions=EXPECTED)
-    def charge(self, order_id, amount_cents, payment_method_id):
+    def charge(self, order_id, amount_cents, payment_method_id, user_id):
         """`{"order_id", "status", "reason", "amount_cents", "last4"}`, decided by the first call for the
-        order: `succeeded`, `declined` (reason: the verdict), or `voided` (refunded first: nothing charged)."""
+        order: `succeeded`, `declined` (reason: the verdict), or `voided` (refunded first: nothing charged).
+        Forbidden when the payment method is not `user_id`'s (the order's owner)."""
         order_id = validate_order_id(order_id)
         amount_cents = validate_amount(amount_cents)
+        validate_user_id(user_id)
         row = store.find_charge(self.db, order_id)
         if row is None:
             method = self._payment_method(payment_method_id)
+            if method["user_id"] != user_id:
+                raise Forbidden("the payment method belongs to another user")
             status, reason = charge_outcome(method["verdict"])
             row, inserted = store.insert_charge_once(
                 self.db,

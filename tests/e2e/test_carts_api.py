@@ -235,3 +235,42 @@ def test_concurrent_adds_are_never_lost(system, user, product):
     statuses = list(eventlet.GreenPool(25).imap(add_one, range(25)))
     assert statuses == [200] * 25
     assert user.get(f"/carts/{cart['id']}").json()["items"][0]["quantity"] == 25
+
+
+def test_a_cart_write_retried_with_its_idempotency_key_applies_once(system, user, product):
+    sku = product["sku"]
+    made = [user.post("/carts", json={}, headers={"Idempotency-Key": "open-1"}) for _ in range(2)]
+    assert [response.status_code for response in made] == [201, 201]
+    assert made[0].json() == made[1].json()
+    cart = made[0].json()
+    assert [item["id"] for item in user.get("/carts").json()["items"]].count(cart["id"]) == 1
+
+    path = f"/carts/{cart['id']}/items"
+    added = [user.post(path, json={"sku": sku, "quantity": 2}, headers={"Idempotency-Key": "add-1"}) for _ in range(3)]
+    assert [response.status_code for response in added] == [200] * 3
+    assert {response.json()["items"][0]["quantity"] for response in added} == {2}
+    assert user.get(f"/carts/{cart['id']}").json()["items"][0]["quantity"] == 2
+    # Another key (or none) is another request.
+    assert (
+        user.post(path, json={"sku": sku, "quantity": 2}, headers={"Idempotency-Key": "add-2"}).json()["items"][0][
+            "quantity"
+        ]
+        == 4
+    )
+    assert user.post(path, json={"sku": sku, "quantity": 1}).json()["items"][0]["quantity"] == 5
+    # A key is the caller's own: another user's request with the same key is not a repeat of this one.
+    other = system.new_user()
+    theirs = new_cart(other)
+    response = other.post(
+        f"/carts/{theirs['id']}/items", json={"sku": sku, "quantity": 2}, headers={"Idempotency-Key": "add-1"}
+    )
+    assert response.json()["items"][0]["quantity"] == 2
+
+
+def test_a_malformed_idempotency_key_on_a_cart_write_is_422_and_changes_nothing(user, product):
+    cart = new_cart(user)
+    response = user.post(
+        f"/carts/{cart['id']}/items", json={"sku": product["sku"], "quantity": 1}, headers={"Idempotency-Key": "a b"}
+    )
+    assert_error(response, 422, "validation_error")
+    assert user.get(f"/carts/{cart['id']}").json()["items"] == []

@@ -5,7 +5,14 @@ import uuid
 
 import eventlet
 import pytest
+from nameko.containers import get_container_cls
+from sqlalchemy import func, select
 
+from services.common.db import make_engine
+from services.common.errors import ServiceUnavailable
+from services.common.rpc import rpc
+from services.payments.models import payment_methods
+from services.payments.service import PaymentsService
 from tests.e2e.conftest import assert_error
 from tests.waiting import wait_until
 
@@ -180,6 +187,33 @@ def test_one_key_sent_concurrently_makes_one_order_and_one_charge(system, admin,
     assert stock_of(user, sku) == 4
 
 
+def payment_methods_of(system, user_id):
+    """How many payment methods payments keeps for `user_id`."""
+    engine = make_engine(system.database_urls["payments"])
+    try:
+        with engine.connect() as connection:
+            query = select(func.count()).select_from(payment_methods).where(payment_methods.c.user_id == user_id)
+            return connection.execute(query).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_a_checkout_retried_with_its_key_registers_one_payment_method(system, admin, user):
+    sku = stocked(admin, stock=5)
+    cart = cart_with(user, (sku, 1))
+    user_id = user.get("/me").json()["id"]
+    first = checkout(user, cart, key="retry-me")
+    assert first.status_code == 202, first.text
+    assert payment_methods_of(system, user_id) == 1
+
+    for _ in range(3):
+        again = checkout(user, cart, key="retry-me")
+        assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    assert payment_methods_of(system, user_id) == 1
+    assert settled(user, first.json()["id"])["status"] == "confirmed"
+    assert system.rpc("payments", "net_charges")[first.json()["id"]] == 500
+
+
 def test_twelve_buyers_race_for_five_units(system, admin):
     sku = stocked(admin, stock=5)
     buyers = [system.new_user() for _ in range(12)]
@@ -233,22 +267,32 @@ def test_orders_are_paginated_newest_first(admin, user):
     assert_error(user.get("/orders", params={"limit": 0}), 422, "validation_error")
 
 
+class PaymentsRefusingCharges(PaymentsService):
+    """payments as the saga finds it when it is away at the charge (cards still register: checkout needs that)."""
+
+    @rpc(expected_exceptions=ServiceUnavailable)
+    def charge(self, order_id, amount_cents, payment_method_id, user_id):
+        raise ServiceUnavailable("payments is away")
+
+
 def test_orders_crash_between_reserve_and_charge_then_settles(own_system):
     """orders dies with an order reserved but not charged (payments is away); started again with payments
     back, it resumes the saga from its database and the order settles."""
     system, admin, user = own_system, own_system.admin(), own_system.new_user()
     sku = stocked(admin, stock=2)
     cart = cart_with(user, (sku, 1))
-    card = system.rpc("payments", "register_card", GOOD)  # the gateway's first step, while payments is up
     payments = system.stop("payments")
+    away = get_container_cls(system.configs["payments"])(PaymentsRefusingCharges, system.configs["payments"])
+    away.start()
     try:
-        order = system.rpc("orders", "checkout", user.get("/me").json()["id"], cart["id"], card["payment_method_id"])[
-            "order"
-        ]
+        response = checkout(user, cart)
+        assert response.status_code == 202, response.text
+        order = response.json()
         wait_until(lambda: stock_of(user, sku) == 1)  # reserved: the saga now waits to charge
         assert user.get(f"/orders/{order['id']}").json()["status"] == "pending"
         system.kill("orders")
     finally:
+        away.stop()
         system.start(payments)
     system.start("orders")
     final = settled(user, order["id"], timeout=30)

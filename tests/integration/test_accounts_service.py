@@ -1,5 +1,7 @@
 """The accounts service in a real container on the real broker, on SQLite and PostgreSQL."""
 
+import uuid
+
 import eventlet
 import pytest
 from nameko.cli.run import import_service
@@ -200,3 +202,27 @@ def test_concurrent_duplicate_registrations_make_one_user(start_accounts, accoun
 
 def test_nameko_run_finds_exactly_the_accounts_service():
     assert import_service("services.accounts.service") == [AccountsService]
+
+
+def test_register_repeated_with_its_call_id_answers_the_same_user(start_accounts, accounts_config):
+    start_accounts(accounts_config)
+    call_id = uuid.uuid4().hex
+    with ServiceRpcProxy("accounts", accounts_config) as accounts:
+        user = accounts.register("gina@example.com", "correct horse", call_id=call_id)
+        assert accounts.register("gina@example.com", "correct horse", call_id=call_id) == user  # not a Conflict
+        with pytest.raises(Conflict):  # another call is another registration
+            accounts.register("gina@example.com", "correct horse", call_id=uuid.uuid4().hex)
+    assert [row["id"] for row in users_in(accounts_config)] == [user["id"]]
+
+
+def test_copies_of_one_register_call_sent_at_once_make_one_user(start_accounts, accounts_config):
+    start_accounts(accounts_config)
+    call_id = uuid.uuid4().hex
+
+    def register(_n):
+        with ServiceRpcProxy("accounts", accounts_config) as accounts:
+            return accounts.register("hal@example.com", "correct horse", call_id=call_id)
+
+    answers = list(eventlet.GreenPool(6).imap(register, range(6)))
+    [row] = users_in(accounts_config)
+    assert answers == [{"id": row["id"], "email": "hal@example.com"}] * 6

@@ -157,7 +157,7 @@ def test_service_runs_over_tls_with_a_client_certificate(tls_env, tmp_path, cont
 
     # A caller over TLS too: the same config. The reply proves both directions went through the proxy.
     with ClusterRpcProxy(config, timeout=15) as cluster:
-        card = cluster.payments.register_card("4242424242424242")
+        card = cluster.payments.register_card("tls-user", "4242424242424242")
     assert card["last4"] == "4242"
 
     # The port speaks nothing but TLS: plain AMQP to it gets nowhere, so the service's connections were TLS.

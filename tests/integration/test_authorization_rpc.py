@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from conftest import POSTGRES_ADMIN_URL
-from services.common.errors import NotFound, ValidationFailed
+from services.common.errors import Forbidden, NotFound, ValidationFailed
 from tests.e2e.conftest import assert_error, running_system
 from tests.waiting import wait_until
 
@@ -91,10 +91,6 @@ def world(request, vhost_pipeline, tmp_path_factory):
         yield World(system)
 
 
-def _payment_method(w):
-    return w.rpc("payments", "register_card", GOOD_CARD)["payment_method_id"]
-
-
 # Every RPC method of carts and orders that takes an owner, called as Alice on Bob's cart or order:
 # (service, method, arguments from the world).
 RPC_DOORS = {
@@ -115,11 +111,11 @@ RPC_DOORS = {
         "checkout_cart",
         lambda w: (w.alice_id, w.bob_checked_out, w.bob_order),
     ),
-    "orders.checkout": ("orders", "checkout", lambda w: (w.alice_id, w.bob_cart, _payment_method(w))),
+    "orders.checkout": ("orders", "checkout", lambda w: (w.alice_id, w.bob_cart, GOOD_CARD)),
     "orders.checkout with bob's key": (
         "orders",
         "checkout",
-        lambda w: (w.alice_id, w.bob_cart, _payment_method(w), BOB_KEY),
+        lambda w: (w.alice_id, w.bob_cart, GOOD_CARD, BOB_KEY),
     ),
     "orders.get_order": ("orders", "get_order", lambda w: (w.alice_id, w.bob_order)),
     "orders.get_order upper case": ("orders", "get_order", lambda w: (w.alice_id, w.bob_order.upper())),
@@ -156,7 +152,7 @@ OWNER_DOORS = {
     "orders.list_orders": ("orders", "list_orders", lambda w, owner: (owner,)),
     "orders.get_order": ("orders", "get_order", lambda w, owner: (owner, w.bob_order)),
     "orders.cancel_order": ("orders", "cancel_order", lambda w, owner: (owner, w.bob_order)),
-    "orders.checkout": ("orders", "checkout", lambda w, owner: (owner, w.bob_cart, _payment_method(w))),
+    "orders.checkout": ("orders", "checkout", lambda w, owner: (owner, w.bob_cart, GOOD_CARD)),
 }
 
 
@@ -178,12 +174,25 @@ def test_an_idempotency_key_is_per_user(world):
     carol_id = carol.get("/me").json()["id"]
     bobs = world.bobs_things(stock=False)
     cart = world._cart(carol)
-    placed = world.rpc("orders", "checkout", carol_id, cart, _payment_method(world), idempotency_key=BOB_KEY)
+    placed = world.rpc("orders", "checkout", carol_id, cart, GOOD_CARD, idempotency_key=BOB_KEY)
     assert placed["created"] is True and placed["order"]["id"] != world.bob_order
     assert placed["order"]["cart_id"] == cart
     assert world.bobs_things(stock=False) == bobs
-    again = world.rpc("orders", "checkout", carol_id, cart, _payment_method(world), idempotency_key=BOB_KEY)
+    again = world.rpc("orders", "checkout", carol_id, cart, GOOD_CARD, idempotency_key=BOB_KEY)
     assert (again["created"], again["order"]["id"]) == (False, placed["order"]["id"])
+
+
+def test_a_payment_method_is_charged_for_its_owner_only(world):
+    """Alice cannot pay with Bob's payment method, even knowing its id: payments refuses the charge and charges
+    nothing; Bob's own charge on it goes through."""
+    bob_method = world.rpc("payments", "register_card", world.bob_id, GOOD_CARD)["payment_method_id"]
+    charges = world.rpc("payments", "net_charges")
+    alices_order, bobs_order = str(uuid.uuid4()), str(uuid.uuid4())
+    with pytest.raises(Forbidden):
+        world.rpc("payments", "charge", alices_order, 100, bob_method, world.alice_id)
+    assert world.rpc("payments", "net_charges") == charges
+    assert world.rpc("payments", "charge", bobs_order, 100, bob_method, world.bob_id)["status"] == "succeeded"
+    world.rpc("payments", "refund", bobs_order)  # what the audit expects of a charge without an order
 
 
 # --- the same doors over HTTP, with Alice's token --------------------------------------------------------------------

@@ -520,3 +520,45 @@ def test_parallel_adds_never_take_a_line_over_999(two_instances):
     assert sorted(quantities(cart)["BREAD"] for cart in accepted) == [997, 999]
     assert len(refused) == 8 and all(isinstance(error, ValidationFailed) for error in refused)
     assert quantities(service.get_cart(ALICE, cart_id)) == {"BREAD": 999}
+
+
+# --- call ids: each write applied once --------------------------------------------------------------------------
+
+
+def test_every_write_repeated_with_its_call_id_answers_the_same_and_changes_nothing(service, db):
+    def twice(method, *args):
+        call_id = uuid.uuid4().hex
+        first = getattr(service, method)(*args, call_id=call_id)
+        assert getattr(service, method)(*args, call_id=call_id) == first, method
+        return first
+
+    cart = twice("create_cart", ALICE, [{"sku": "APPLE", "quantity": 1}])
+    assert len(service.list_carts(ALICE)["items"]) == 1
+    assert quantities(twice("add_item", ALICE, cart["id"], "APPLE", 2)) == {"APPLE": 3}
+    assert quantities(twice("set_item", ALICE, cart["id"], "BREAD", 4)) == {"APPLE": 3, "BREAD": 4}
+    assert quantities(twice("remove_item", ALICE, cart["id"], "BREAD")) == {"APPLE": 3}  # not NotFound the 2nd time
+    assert [(line["sku"], line["quantity"]) for line in stored_lines(db, cart["id"])] == [("APPLE", 3)]
+    assert twice("delete_cart", ALICE, cart["id"]) is None
+    assert service.list_carts(ALICE)["items"] == []
+    # A new call id is a new call: the cart is gone now.
+    with pytest.raises(NotFound):
+        service.delete_cart(ALICE, cart["id"], call_id=uuid.uuid4().hex)
+
+
+def test_copies_of_one_add_item_call_sent_at_once_add_once(service, config):
+    cart = service.create_cart(ALICE)
+    call_id = uuid.uuid4().hex
+
+    def add(_n):
+        with ServiceRpcProxy("carts", config) as proxy:
+            return proxy.add_item(ALICE, cart["id"], "CHEESE", 2, call_id=call_id)
+
+    answers = list(eventlet.GreenPool(6).imap(add, range(6)))
+    assert [quantities(answer) for answer in answers] == [{"CHEESE": 2}] * 6
+    assert quantities(service.get_cart(ALICE, cart["id"])) == {"CHEESE": 2}
+
+
+def test_a_malformed_call_id_is_refused_and_writes_nothing(service):
+    with pytest.raises(ValidationFailed):
+        service.create_cart(ALICE, call_id="not a call id")
+    assert service.list_carts(ALICE)["items"] == []

@@ -1,5 +1,7 @@
 """The catalog service in a real container on the real broker, on SQLite and PostgreSQL."""
 
+import uuid
+
 import eventlet
 import pytest
 from eventlet.queue import Empty, Queue
@@ -258,3 +260,29 @@ def test_concurrent_updates_of_one_product_all_apply(catalog, catalog_config):
 
 def test_nameko_run_finds_exactly_the_catalog_service():
     assert import_service("services.catalog.service") == [CatalogService]
+
+
+def test_create_and_update_repeated_with_their_call_ids_apply_once(product_events):
+    catalog, received = product_events
+    create_id, update_id = uuid.uuid4().hex, uuid.uuid4().hex
+    created = catalog.create_product(MUG, call_id=create_id)
+    assert catalog.create_product(MUG, call_id=create_id) == created  # not a Conflict: the same call
+    updated = catalog.update_product("MUG-1", {"stock": 3}, call_id=update_id)
+    catalog.update_product("MUG-1", {"stock": 9}, call_id=update_id)  # a repeat with other arguments changes nothing
+    assert catalog.update_product("MUG-1", {"stock": 3}, call_id=update_id) == updated
+    assert catalog.get_product("MUG-1") == dict(MUG, stock=3)
+    # One event per call applied, none for the repeats.
+    assert next_event(received)["product_version"] == 1
+    assert next_event(received) == {"product": dict(MUG, stock=3), "product_version": 2}
+    assert received.empty()
+
+
+def test_copies_of_one_create_call_sent_at_once_all_answer_the_product(catalog, catalog_config):
+    call_id = uuid.uuid4().hex
+
+    def create(_n):
+        with ServiceRpcProxy("catalog", catalog_config) as proxy:
+            return proxy.create_product(MUG, call_id=call_id)
+
+    assert list(eventlet.GreenPool(6).imap(create, range(6))) == [MUG] * 6
+    assert catalog.list_products()["total"] == 1

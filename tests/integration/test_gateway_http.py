@@ -50,7 +50,7 @@ class FakeAccounts:
     request_id = RequestId()
 
     @rpc(expected_exceptions=EXPECTED)
-    def register(self, email, password):
+    def register(self, email, password, call_id=None):
         if any(user["email"].lower() == email.lower() for user in Store.users.values()):
             raise Conflict("that email is already registered")
         if len(password) < 8:
@@ -104,14 +104,14 @@ class FakeCatalog:
         return Store.products[sku]
 
     @rpc(expected_exceptions=EXPECTED)
-    def create_product(self, product):
+    def create_product(self, product, call_id=None):
         if product["sku"] in Store.products:
             raise Conflict("that sku exists")
         Store.products[product["sku"]] = dict(product)
         return Store.products[product["sku"]]
 
     @rpc(expected_exceptions=EXPECTED)
-    def update_product(self, sku, changes):
+    def update_product(self, sku, changes, call_id=None):
         if sku not in Store.products:
             raise NotFound(f"no product {sku}")
         Store.products[sku].update(changes)
@@ -132,7 +132,7 @@ class FakeCarts:
         return {"items": [self._view(cart) for cart in reversed(mine)]}
 
     @rpc(expected_exceptions=EXPECTED)
-    def create_cart(self, user_id, items=None):
+    def create_cart(self, user_id, items=None, call_id=None):
         cart = {"id": str(uuid.uuid4()), "owner": user_id, "status": "open", "lines": {}}
         for line in items or []:
             self._add(cart, line["sku"], line["quantity"])
@@ -144,13 +144,13 @@ class FakeCarts:
         return self._view(self._mine(user_id, cart_id))
 
     @rpc(expected_exceptions=EXPECTED)
-    def add_item(self, user_id, cart_id, sku, quantity):
+    def add_item(self, user_id, cart_id, sku, quantity, call_id=None):
         cart = self._open(user_id, cart_id)
         self._add(cart, sku, quantity)
         return self._view(cart)
 
     @rpc(expected_exceptions=EXPECTED)
-    def set_item(self, user_id, cart_id, sku, quantity):
+    def set_item(self, user_id, cart_id, sku, quantity, call_id=None):
         cart = self._open(user_id, cart_id)
         cart["lines"].pop(sku, None)
         if quantity:
@@ -158,14 +158,14 @@ class FakeCarts:
         return self._view(cart)
 
     @rpc(expected_exceptions=EXPECTED)
-    def remove_item(self, user_id, cart_id, sku):
+    def remove_item(self, user_id, cart_id, sku, call_id=None):
         cart = self._open(user_id, cart_id)
         if cart["lines"].pop(sku, None) is None:
             raise NotFound("no such line")
         return self._view(cart)
 
     @rpc(expected_exceptions=EXPECTED)
-    def delete_cart(self, user_id, cart_id):
+    def delete_cart(self, user_id, cart_id, call_id=None):
         self._open(user_id, cart_id)
         del Store.carts[cart_id]
 

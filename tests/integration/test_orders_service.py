@@ -5,8 +5,8 @@ Everything is observed through the services' RPC interfaces: the order (status, 
 stock and stock holds, payments' net charges, the cart. Covered: the way to `confirmed`; each way to `failed`
 (out of stock, declined card, the deadline); each step whose service is away (carts at checkout, payments at
 charge and refund, catalog at commit and release), the order waiting, and the resume sweep finishing it once
-the service is back; cancelling, also with payments away; idempotency keys. After every test the cross-service
-audit is clean.
+the service is back; cancelling, also with payments away; idempotency keys and call ids. After every test the
+cross-service audit is clean.
 """
 
 import uuid
@@ -14,11 +14,15 @@ import uuid
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 from prometheus_client import REGISTRY
+from sqlalchemy import func, select
 
 from services.carts.service import CartsService
 from services.catalog.service import CatalogService
+from services.common.db import make_engine
 from services.common.errors import Conflict, NotFound, ServiceUnavailable
+from services.common.rpc import rpc
 from services.orders.service import OrdersService
+from services.payments.models import payment_methods
 from services.payments.service import PaymentsService
 from tests.waiting import wait_until
 
@@ -37,12 +41,30 @@ SETTINGS = {
 }
 SETTLE_SECONDS = 30  # for an order to settle, on two busy cores
 GOOD, DECLINED = "4242424242424242", "4000000000000002"
+# The charges and refunds `PaymentsAway` refused, in order: (method, order id).
+REFUSED_BY_PAYMENTS_AWAY = []
+
+
+class PaymentsAway(PaymentsService):
+    """payments as orders' saga finds it when it is away: every charge and refund is answered ServiceUnavailable.
+    Cards still register, on the real payments database: checkout registers the card before its first write, so a
+    payments that is wholly away refuses the checkout itself (covered by the carts-away test's twin below)."""
+
+    @rpc(expected_exceptions=ServiceUnavailable)
+    def charge(self, order_id, amount_cents, payment_method_id, user_id):
+        REFUSED_BY_PAYMENTS_AWAY.append(("charge", order_id))
+        raise ServiceUnavailable("payments is away")
+
+    @rpc(expected_exceptions=ServiceUnavailable)
+    def refund(self, order_id):
+        REFUSED_BY_PAYMENTS_AWAY.append(("refund", order_id))
+        raise ServiceUnavailable("payments is away")
 
 
 class Shop:
     """catalog, payments, carts and orders, each in its own container on its own fresh database, on the test's
     vhost. `rpc` calls any of them; `stop(name)` stops a service gracefully, `start(name)` starts it again on
-    the same database."""
+    the same database. `stop("payments")` leaves `PaymentsAway` in its place until `start("payments")`."""
 
     def __init__(self, container_factory, configs, rpc):
         self.container_factory = container_factory
@@ -51,12 +73,18 @@ class Shop:
         self.containers = {}
 
     def start(self, name):
+        if name == "payments" and "payments-away" in self.containers:
+            self.stop("payments-away")
         container = self.container_factory(SERVICES[name], self.configs[name])
         container.start()
         self.containers[name] = container
 
     def stop(self, name):
         self.containers.pop(name).stop()
+        if name == "payments":
+            away = self.container_factory(PaymentsAway, self.configs["payments"])
+            away.start()
+            self.containers["payments-away"] = away
 
     # The observable state of an order, through the services' RPC interfaces.
 
@@ -108,16 +136,29 @@ class Shop:
         return self.rpc.carts.create_cart(user, [{"sku": sku, "quantity": quantity} for sku, quantity in lines])["id"]
 
     def card(self, number=GOOD):
-        return self.rpc.payments.register_card(number)["payment_method_id"]
+        """The card number a checkout pays with (orders registers it)."""
+        return number
 
-    def checkout(self, user, cart_id, card, key=None):
+    def checkout(self, user, cart_id, card, key=None, call_id=None):
         """orders.checkout: the order as it answered."""
-        return self.rpc.orders.checkout(user, cart_id, card, idempotency_key=key)["order"]
+        return self.rpc.orders.checkout(user, cart_id, card, idempotency_key=key, call_id=call_id)["order"]
+
+    def payment_methods(self):
+        """How many payment methods payments has registered."""
+        engine = make_engine(self.configs["payments"]["DATABASE_URL"])
+        try:
+            with engine.connect() as connection:
+                return connection.execute(select(func.count()).select_from(payment_methods)).scalar()
+        finally:
+            engine.dispose()
 
 
 def unanswered_calls(target):
     """How many of orders' calls to `target` found nothing consuming its queue (a process-wide counter of the
-    containers' own metrics): a rise shows that the saga tried that step, and that the service was away."""
+    containers' own metrics), or for payments how many `PaymentsAway` refused: a rise shows that the saga tried
+    that step, and that the service was away."""
+    if target == "payments":
+        return len(REFUSED_BY_PAYMENTS_AWAY)
     labels = {"service": "orders", "target": target, "reason": "unavailable"}
     return REGISTRY.get_sample_value("cartmesh_rpc_client_failures_total", labels) or 0
 
@@ -244,7 +285,8 @@ def test_an_order_past_its_deadline_fails_with_timeout_and_everything_is_given_b
     assert shop.hold(order_id) == "released" and shop.stock(sku) == 4
     assert shop.charged(order_id) == 0
     # A charge or reserve arriving late for the order takes nothing.
-    assert shop.rpc.payments.charge(order_id, 1500, card)["status"] == "voided"
+    method_id = shop.rpc.payments.register_card(user, GOOD)["payment_method_id"]
+    assert shop.rpc.payments.charge(order_id, 1500, method_id, user)["status"] == "voided"
     with pytest.raises(Conflict):
         shop.rpc.catalog.reserve_stock(order_id, [{"sku": sku, "quantity": 3}])
     assert shop.charged(order_id) == 0 and shop.stock(sku) == 4
@@ -462,3 +504,64 @@ def test_a_key_belongs_to_its_user(shop, user):
     assert mine["id"] != theirs["id"]
     assert shop.settled(user, mine["id"])["status"] == shop.settled(other, theirs["id"])["status"] == "confirmed"
     assert shop.stock(sku) == 3
+
+
+def test_a_repeated_idempotency_key_registers_no_further_payment_method(shop, user):
+    sku = shop.product(stock=5)
+    cart_id = shop.cart(user, (sku, 1))
+    first = shop.rpc.orders.checkout(user, cart_id, GOOD, idempotency_key="card-once")
+    methods = shop.payment_methods()
+    assert methods == 1
+
+    for _ in range(3):  # the key is looked up before the card is registered
+        again = shop.rpc.orders.checkout(user, cart_id, GOOD, idempotency_key="card-once")
+        assert (again["created"], again["order"]["id"]) == (False, first["order"]["id"])
+    assert shop.payment_methods() == methods
+    assert shop.settled(user, first["order"]["id"])["status"] == "confirmed"
+
+
+# --- call ids --------------------------------------------------------------------------------------------------
+
+
+def test_a_repeated_checkout_call_answers_its_order_and_writes_nothing(shop, user):
+    sku = shop.product(stock=5)
+    cart_id = shop.cart(user, (sku, 1))
+    call_id = uuid.uuid4().hex
+
+    first = shop.rpc.orders.checkout(user, cart_id, GOOD, call_id=call_id)
+    again = shop.rpc.orders.checkout(user, cart_id, GOOD, call_id=call_id)
+
+    assert first["created"] and again == {"order": again["order"], "created": False}
+    assert again["order"]["id"] == first["order"]["id"]
+    assert shop.payment_methods() == 1
+    assert shop.rpc.orders.list_orders(user)["total"] == 1
+    assert shop.settled(user, first["order"]["id"])["status"] == "confirmed"
+
+
+def test_a_repeated_cancel_call_answers_the_cancelled_order_instead_of_a_conflict(shop, user):
+    sku = shop.product(stock=4, price_cents=300)
+    order_id = shop.checkout(user, shop.cart(user, (sku, 1)), shop.card())["id"]
+    assert shop.settled(user, order_id)["status"] == "confirmed"
+    call_id = uuid.uuid4().hex
+
+    first = shop.rpc.orders.cancel_order(user, order_id, call_id=call_id)
+    again = shop.rpc.orders.cancel_order(user, order_id, call_id=call_id)
+
+    assert first["status"] == again["status"] == "cancelled" and again["id"] == order_id
+    with pytest.raises(Conflict):  # another call to cancel it is refused as before
+        shop.rpc.orders.cancel_order(user, order_id, call_id=uuid.uuid4().hex)
+    wait_until(lambda: shop.stock(sku) == 4, timeout=SETTLE_SECONDS, what="the stock back")
+    assert shop.charged(order_id) == 0
+
+
+def test_with_payments_wholly_away_checkout_is_refused_before_anything_is_written(shop, user):
+    sku = shop.product(stock=5)
+    cart_id = shop.cart(user, (sku, 1))
+    shop.containers.pop("payments").stop()  # no stand-in: nothing answers payments' queue
+    try:
+        with pytest.raises(ServiceUnavailable):
+            shop.rpc.orders.checkout(user, cart_id, GOOD, idempotency_key="away")
+        assert shop.rpc.orders.list_orders(user)["total"] == 0
+        assert shop.cart_status(user, cart_id) == "open"
+    finally:
+        shop.start("payments")

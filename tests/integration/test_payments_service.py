@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import utcnow
 from services.common.db import make_engine
-from services.common.errors import NotFound, ValidationFailed
+from services.common.errors import Forbidden, NotFound, ValidationFailed
 from services.payments import store
 from services.payments.models import Base, charges, payment_methods
 from services.payments.service import PaymentsService
@@ -25,6 +25,7 @@ from services.payments.service import PaymentsService
 SUCCEEDS = "4242424242424242"
 DECLINED = "4000000000000002"
 NO_FUNDS = "4000000000009995"
+OWNER = str(uuid.uuid4())  # the user every test card is registered for and charged as
 
 # card → (verdict stored, charge status, reason)
 CARDS = {
@@ -122,13 +123,13 @@ def test_the_database_refuses_more_than_four_digits_of_a_card(db):
 def test_every_test_card_gets_its_verdict(payments, db):
     assert payments.health() == "ok"
     for card, (verdict, status, reason) in CARDS.items():
-        method = payments.register_card(card)
+        method = payments.register_card(OWNER, card)
         assert method["last4"] == card[-4:]
         stored = [row for row in rows(db, payment_methods) if row["id"] == method["payment_method_id"]]
         assert [(row["last4"], row["verdict"]) for row in stored] == [(card[-4:], verdict)]
 
         order_id = new_order_id()
-        answer = payments.charge(order_id, 1999, method["payment_method_id"])
+        answer = payments.charge(order_id, 1999, method["payment_method_id"], OWNER)
         assert answer == {
             "order_id": order_id,
             "status": status,
@@ -151,7 +152,7 @@ INVALID_CARDS = {
 def test_an_invalid_card_is_refused_and_nothing_is_stored(payments, db):
     for card, reason in INVALID_CARDS.items():
         with pytest.raises(ValidationFailed) as failure:
-            payments.register_card(card)
+            payments.register_card(OWNER, card)
         assert failure.value.details == {"fields": {"card_number": reason}}
         assert str(card) not in str(failure.value)
     assert rows(db, payment_methods) == []
@@ -161,52 +162,52 @@ def test_an_invalid_card_is_refused_and_nothing_is_stored(payments, db):
 
 
 def test_a_charge_is_decided_once_per_order(payments, db):
-    good = payments.register_card(SUCCEEDS)["payment_method_id"]
-    bad = payments.register_card(DECLINED)["payment_method_id"]
+    good = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
+    bad = payments.register_card(OWNER, DECLINED)["payment_method_id"]
 
     paid = new_order_id()
-    first = payments.charge(paid, 1500, good)
+    first = payments.charge(paid, 1500, good, OWNER)
     assert first["status"] == "succeeded"
     # The same order again, even with another amount or card: the recorded answer, and still one row.
-    assert payments.charge(paid, 1500, good) == first
-    assert payments.charge(paid, 999, bad) == first
-    assert payments.charge(paid.upper(), 1500, good) == first
+    assert payments.charge(paid, 1500, good, OWNER) == first
+    assert payments.charge(paid, 999, bad, OWNER) == first
+    assert payments.charge(paid.upper(), 1500, good, OWNER) == first
 
     declined = new_order_id()
-    refused = payments.charge(declined, 700, bad)
+    refused = payments.charge(declined, 700, bad, OWNER)
     assert refused["status"] == "declined"
-    assert payments.charge(declined, 700, good) == refused
+    assert payments.charge(declined, 700, good, OWNER) == refused
 
     assert sorted(row["order_id"] for row in rows(db, charges)) == sorted([paid, declined])
     assert charge_row(db, paid)["amount_cents"] == 1500
 
 
 def test_a_charge_with_bad_input_is_refused_and_writes_nothing(payments, db):
-    method_id = payments.register_card(SUCCEEDS)["payment_method_id"]
+    method_id = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
     for amount in (0, -5, 1.5, "100", True, None):
         with pytest.raises(ValidationFailed) as failure:
-            payments.charge(new_order_id(), amount, method_id)
+            payments.charge(new_order_id(), amount, method_id, OWNER)
         assert list(failure.value.details["fields"]) == ["amount_cents"]
     for order_id in ("order-1", None, 12):
         with pytest.raises(ValidationFailed) as failure:
-            payments.charge(order_id, 100, method_id)
+            payments.charge(order_id, 100, method_id, OWNER)
         assert list(failure.value.details["fields"]) == ["order_id"]
     for unknown in (str(uuid.uuid4()), "not-an-id", None, 7, SUCCEEDS):
         with pytest.raises(NotFound):
-            payments.charge(new_order_id(), 100, unknown)
+            payments.charge(new_order_id(), 100, unknown, OWNER)
     assert rows(db, charges) == []
 
 
 def test_concurrent_charges_of_one_order_make_one_charge(payments, config, db):
-    method_id = payments.register_card(SUCCEEDS)["payment_method_id"]
+    method_id = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
     order_id = new_order_id()
 
     def charge(n):
         if n % 2:
             with ServiceRpcProxy("payments", config) as proxy:
-                return proxy.charge(order_id, 2500, method_id)
+                return proxy.charge(order_id, 2500, method_id, OWNER)
         with ClusterRpcProxy(config, timeout=30) as cluster:
-            return cluster.payments.charge(order_id, 2500, method_id)
+            return cluster.payments.charge(order_id, 2500, method_id, OWNER)
 
     answers = list(eventlet.GreenPool(8).imap(charge, range(8)))
     assert (
@@ -218,30 +219,30 @@ def test_concurrent_charges_of_one_order_make_one_charge(payments, config, db):
 
 
 def test_concurrent_charges_and_refunds_of_one_order_leave_nothing_charged(payments, config, db):
-    method_id = payments.register_card(SUCCEEDS)["payment_method_id"]
+    method_id = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
     order_id = new_order_id()
 
     def call(n):
         with ServiceRpcProxy("payments", config) as proxy:
             if n % 2:
                 return proxy.refund(order_id)
-            return proxy.charge(order_id, 300, method_id)
+            return proxy.charge(order_id, 300, method_id, OWNER)
 
     answers = list(eventlet.GreenPool(8).imap(call, range(8)))
     assert {answer["status"] for answer in answers} <= {"succeeded", "refunded", "voided"}
     assert charge_row(db, order_id)["status"] in ("refunded", "voided")
     assert payments.net_charges() == {order_id: 0}
     # Whatever interleaving happened, the order is settled: a later charge charges nothing.
-    assert payments.charge(order_id, 300, method_id)["status"] == "voided"
+    assert payments.charge(order_id, 300, method_id, OWNER)["status"] == "voided"
 
 
 # --- refunds -------------------------------------------------------------------------------------------------
 
 
 def test_a_refunded_charge_is_not_charged_again(payments, db):
-    method_id = payments.register_card(SUCCEEDS)["payment_method_id"]
+    method_id = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
     order_id = new_order_id()
-    assert payments.charge(order_id, 4200, method_id)["status"] == "succeeded"
+    assert payments.charge(order_id, 4200, method_id, OWNER)["status"] == "succeeded"
 
     refunded = payments.refund(order_id)
     assert refunded["status"] == "refunded"
@@ -249,7 +250,7 @@ def test_a_refunded_charge_is_not_charged_again(payments, db):
     assert refunded["refunded_at"].endswith("Z") and refunded["created_at"].endswith("Z")
     assert payments.refund(order_id) == refunded  # idempotent: refunded_at unchanged
 
-    assert payments.charge(order_id, 4200, method_id) == {
+    assert payments.charge(order_id, 4200, method_id, OWNER) == {
         "order_id": order_id,
         "status": "voided",
         "reason": None,
@@ -261,7 +262,7 @@ def test_a_refunded_charge_is_not_charged_again(payments, db):
 
 
 def test_a_refund_before_any_charge_leaves_a_tombstone(payments, db):
-    method_id = payments.register_card(SUCCEEDS)["payment_method_id"]
+    method_id = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
     order_id = new_order_id()
 
     tombstone = payments.refund(order_id)
@@ -277,7 +278,7 @@ def test_a_refund_before_any_charge_leaves_a_tombstone(payments, db):
     assert payments.refund(order_id) == tombstone
 
     # The late charge charges nothing.
-    assert payments.charge(order_id, 990, method_id) == {
+    assert payments.charge(order_id, 990, method_id, OWNER) == {
         "order_id": order_id,
         "status": "voided",
         "reason": None,
@@ -290,9 +291,9 @@ def test_a_refund_before_any_charge_leaves_a_tombstone(payments, db):
 
 
 def test_a_declined_charge_stays_declined_on_refund(payments):
-    method_id = payments.register_card(NO_FUNDS)["payment_method_id"]
+    method_id = payments.register_card(OWNER, NO_FUNDS)["payment_method_id"]
     order_id = new_order_id()
-    payments.charge(order_id, 100, method_id)
+    payments.charge(order_id, 100, method_id, OWNER)
     record = payments.refund(order_id)
     assert (record["status"], record["reason"], record["refunded_at"]) == ("declined", "insufficient_funds", None)
     with pytest.raises(ValidationFailed):
@@ -301,13 +302,13 @@ def test_a_declined_charge_stays_declined_on_refund(payments):
 
 def test_net_charges_counts_only_what_is_still_charged(payments):
     assert payments.net_charges() == {}
-    good = payments.register_card(SUCCEEDS)["payment_method_id"]
-    bad = payments.register_card(DECLINED)["payment_method_id"]
+    good = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
+    bad = payments.register_card(OWNER, DECLINED)["payment_method_id"]
     kept, refunded, declined, voided = (new_order_id() for _ in range(4))
-    payments.charge(kept, 1000, good)
-    payments.charge(refunded, 2000, good)
+    payments.charge(kept, 1000, good, OWNER)
+    payments.charge(refunded, 2000, good, OWNER)
     payments.refund(refunded)
-    payments.charge(declined, 3000, bad)
+    payments.charge(declined, 3000, bad, OWNER)
     payments.refund(voided)
     assert payments.net_charges() == {kept: 1000, refunded: 0, declined: 0, voided: 0}
 
@@ -342,19 +343,19 @@ def another_writer_wins(monkeypatch, db, row):
 
 
 def test_a_charge_that_loses_the_insert_race_answers_the_winner(worker, monkeypatch, db):
-    method_id = worker.register_card(SUCCEEDS)["payment_method_id"]
+    method_id = worker.register_card(OWNER, SUCCEEDS)["payment_method_id"]
     worker.db.commit()
     order_id = new_order_id()
     another_writer_wins(monkeypatch, db, dict(order_id=order_id, status="voided", amount_cents=0, created_at=utcnow()))
 
-    answer = worker.charge(order_id, 500, method_id)
+    answer = worker.charge(order_id, 500, method_id, OWNER)
     worker.db.commit()
     assert answer == {"order_id": order_id, "status": "voided", "reason": None, "amount_cents": 0, "last4": None}
     assert [(row["order_id"], row["status"]) for row in rows(db, charges)] == [(order_id, "voided")]
 
 
 def test_a_refund_that_loses_the_insert_race_to_a_charge_refunds_it(worker, monkeypatch, db):
-    method_id = worker.register_card(SUCCEEDS)["payment_method_id"]
+    method_id = worker.register_card(OWNER, SUCCEEDS)["payment_method_id"]
     worker.db.commit()
     order_id = new_order_id()
     another_writer_wins(
@@ -384,13 +385,13 @@ def test_no_card_number_is_stored_or_logged(payments, db, caplog):
     numbers = list(CARDS) + ["4242424242424241"]  # the last one fails the Luhn check
     for number in numbers:
         try:
-            method_id = payments.register_card(number)["payment_method_id"]
+            method_id = payments.register_card(OWNER, number)["payment_method_id"]
         except ValidationFailed:
             continue
         order_id = new_order_id()
-        payments.charge(order_id, 1234, method_id)
+        payments.charge(order_id, 1234, method_id, OWNER)
         payments.refund(order_id)
-        payments.charge(order_id, 1234, method_id)
+        payments.charge(order_id, 1234, method_id, OWNER)
 
     # Every column of every table, the migration bookkeeping included.
     metadata = MetaData()
@@ -412,3 +413,24 @@ def test_no_card_number_is_stored_or_logged(payments, db, caplog):
     assert any(record.levelno == logging.DEBUG for record in caplog.records)
     for number in numbers:
         assert number[:-4] not in logged, number
+
+
+# --- owners and call ids ----------------------------------------------------------------------------------------
+
+
+def test_a_method_is_charged_only_for_its_owner(payments, db):
+    method_id = payments.register_card(OWNER, SUCCEEDS)["payment_method_id"]
+    assert [row["user_id"] for row in rows(db, payment_methods) if row["id"] == method_id] == [OWNER]
+    with pytest.raises(Forbidden):
+        payments.charge(new_order_id(), 100, method_id, str(uuid.uuid4()))
+    assert rows(db, charges) == []
+
+
+def test_register_card_twice_with_one_call_id_registers_one_method(payments, db):
+    call_id = uuid.uuid4().hex
+    first = payments.register_card(OWNER, SUCCEEDS, call_id=call_id)
+    assert payments.register_card(OWNER, SUCCEEDS, call_id=call_id) == first
+    assert [row["id"] for row in rows(db, payment_methods)] == [first["payment_method_id"]]
+    # Another call id is another call.
+    assert payments.register_card(OWNER, SUCCEEDS, call_id=uuid.uuid4().hex) != first
+    assert len(rows(db, payment_methods)) == 2

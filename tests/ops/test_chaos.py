@@ -1,7 +1,7 @@
 """`make chaos` (scripts/chaos.py), short: under checkout load, kill -9 one of two carts instances and the orders
-service; afterwards the audit passes and every write acknowledged to a client is present. Real processes
-(`make run` with a restart policy) on a fresh vhost and fresh SQLite databases; `make chaos` runs the longer
-default, and `--postgres` on PostgreSQL."""
+service; afterwards the audit passes and every write acknowledged to a client is present, and applied once. Real
+processes (`make run` with a restart policy) on a fresh vhost and fresh SQLite databases; `make chaos` runs the
+longer default, and `--postgres` on PostgreSQL."""
 
 import json
 import signal
@@ -45,6 +45,7 @@ def test_kill_9_of_a_carts_instance_and_of_orders_under_load_loses_no_acknowledg
     assert result["killed"] == ["carts-2", "orders"]
     assert result["acknowledged"]["orders"] > 0 and result["acknowledged"]["lines"] > 0
     assert result["lost_writes"] == [], output[-5000:]
+    assert result["over_counted"] == 0 and result["over_counted_lines"] == [], output[-5000:]
     assert result["unsettled_orders"] == []
     assert result["audit"]["ok"], result["audit"]
     assert result["audit"]["checked"]["in_saga"] == 0
@@ -64,15 +65,16 @@ def test_the_summary_says_what_was_killed_lost_and_audited():
             "order_outcomes": {"confirmed": 9},
             "lost_writes": ["cart c1: X ×1 ..."],
             "unsettled_orders": [],
-            "lines_applied_twice": 1,
+            "over_counted": 1,
+            "over_counted_lines": ["cart c2: Y ×1 acknowledged, 2 present"],
             "audit": {"ok": True, "breaches": [], "checked": {"orders": 9, "in_saga": 0, "holds": 9}},
             "passed": False,
         }
     )
     assert "kill -9 of carts-2 and orders" in text
     assert "lost acknowledged writes: 1" in text and "lost: cart c1" in text
-    assert "lines applied twice: 1" in text
-    assert text.splitlines()[-2] == "chaos: FAILED"
+    assert "over-counted: 1" in text and "over-counted: cart c2" in text
+    assert text.splitlines()[-3] == "chaos: FAILED"  # then the lost and the over-counted lines
 
 
 def test_the_supervisor_with_a_restart_policy_starts_a_killed_child_again():

@@ -60,6 +60,7 @@ def test_kill_9_of_a_broker_node_under_load_loses_no_acknowledged_write_and_no_e
     assert result["nodes_running"] == 3  # the killed node rejoined
     assert result["acknowledged"]["orders"] > 0 and result["acknowledged"]["lines"] > 0
     assert result["lost_writes"] == [], output[-5000:]
+    assert result["over_counted"] == 0, output[-5000:]
     assert result["unsettled_orders"] == []
     assert result["audit"]["ok"], result["audit"]
     assert result["audit"]["checked"]["orders"] >= result["acknowledged"]["orders"]

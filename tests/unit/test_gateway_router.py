@@ -4,6 +4,8 @@ for the RPC proxies. Checks the order of the checks, auth, body handling and the
 import io
 import json
 import logging
+import re
+import uuid
 from contextlib import nullcontext
 from functools import partial
 
@@ -20,6 +22,7 @@ from gateway_http.ratelimit.stores import MemoryStore
 from gateway_http.router import Reply, Route, Router
 from gateway_http.routes import ROUTES
 from services.common.errors import Conflict, ServiceTimeout, Unauthorized
+from services.common.rules import CALL_ID_PATTERN
 from services.common.tokens import issue_token, verify_token
 
 SECRET = "unit-test-secret-of-a-decent-length!"
@@ -110,6 +113,18 @@ def error_of(response):
     return response.status_code, body["error"]["code"]
 
 
+def without_call_id(call):
+    """`call` (name, args, kwargs) without its `call_id` keyword, which every write must carry."""
+    name, args, kwargs = call
+    kwargs = dict(kwargs)
+    assert is_call_id(kwargs.pop("call_id", None)), call
+    return name, args, kwargs
+
+
+def is_call_id(value):
+    return isinstance(value, str) and re.fullmatch(CALL_ID_PATTERN, value) is not None
+
+
 def test_handlers_call_the_services_per_the_interfaces():
     service = FakeService(answer={"ok": True})
     assert serve(service, "GET", "/products?limit=5&offset=10&q=tea").get_json() == {"ok": True}
@@ -118,20 +133,43 @@ def test_handlers_call_the_services_per_the_interfaces():
     serve(service, "GET", "/products")
     assert service.catalog.calls[-1] == ("list_products", (), {"limit": 20, "offset": 0, "q": None})
     serve(service, "PATCH", "/products/tea", {"stock": 3}, headers=token(admin=True))
-    assert service.catalog.calls[-1] == ("update_product", ("tea", {"stock": 3}), {})
+    assert without_call_id(service.catalog.calls[-1]) == ("update_product", ("tea", {"stock": 3}), {})
 
     created = serve(service, "POST", "/carts", {"items": [{"sku": "tea", "quantity": 2}]}, headers=token())
     assert created.status_code == 201
-    assert service.carts.calls[-1] == ("create_cart", (USER_ID,), {"items": [{"sku": "tea", "quantity": 2}]})
+    assert without_call_id(service.carts.calls[-1]) == (
+        "create_cart",
+        (USER_ID,),
+        {"items": [{"sku": "tea", "quantity": 2}]},
+    )
     serve(service, "POST", "/carts", headers=token())  # no body: {}
-    assert service.carts.calls[-1] == ("create_cart", (USER_ID,), {"items": None})
+    assert without_call_id(service.carts.calls[-1]) == ("create_cart", (USER_ID,), {"items": None})
     serve(service, "PUT", f"/carts/{CART_ID.upper()}/items/tea", {"quantity": 0}, headers=token())
-    assert service.carts.calls[-1] == ("set_item", (USER_ID, CART_ID, "tea", 0), {})
+    assert without_call_id(service.carts.calls[-1]) == ("set_item", (USER_ID, CART_ID, "tea", 0), {})
 
     deleted = serve(service, "DELETE", f"/carts/{CART_ID}", headers=token())
     assert (deleted.status_code, deleted.data) == (204, b"")
     assert "Content-Type" not in deleted.headers
-    assert service.carts.calls[-1] == ("delete_cart", (USER_ID, CART_ID), {})
+    assert without_call_id(service.carts.calls[-1]) == ("delete_cart", (USER_ID, CART_ID), {})
+
+
+def test_a_write_with_an_idempotency_key_has_the_same_call_id_each_time_and_one_without_a_fresh_one():
+    service = FakeService(answer={"ok": True})
+    path = f"/carts/{CART_ID}/items"
+
+    def add(key=None, user=None):
+        headers = dict(token(user_id=user or USER_ID), **({"Idempotency-Key": key} if key else {}))
+        assert serve(service, "POST", path, {"sku": "tea", "quantity": 1}, headers=headers).status_code == 200
+        return service.carts.calls[-1][2]["call_id"]
+
+    keyed = add("k-1")
+    assert is_call_id(keyed) and add("k-1") == keyed
+    assert add("k-2") != keyed
+    assert add("k-1", user=str(uuid.uuid4())) != keyed  # a key is its user's
+    assert len({add(), add(), keyed}) == 3
+    # The same key on another route is another call.
+    serve(service, "DELETE", f"/carts/{CART_ID}/items/tea", headers=dict(token(), **{"Idempotency-Key": "k-1"}))
+    assert service.carts.calls[-1][2]["call_id"] != keyed
 
 
 def test_checks_run_in_a_fixed_order():

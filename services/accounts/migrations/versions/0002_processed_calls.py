@@ -1,0 +1,24 @@
+"""The processed write calls (services.common.calls).
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-04
+"""
+
+from alembic import op
+
+from services.common.calls import PROCESSED_CALLS
+from services.common.migrate import create_shared_tables
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    create_shared_tables(op, PROCESSED_CALLS)
+
+
+def downgrade():
+    op.drop_table("processed_calls")
