@@ -29,9 +29,10 @@ import sys
 import threading
 import time
 
+import requests
 from sqlalchemy import MetaData, create_engine, func, inspect, select
 
-from bench.system import Cartmesh, Vhost, seed
+from bench.system import Cartmesh, Vhost, seed, wait_until
 from bench.wrk import BenchError
 from scripts import chaos, run
 from scripts.chaos import RESULT_MARK, TIMEOUT, Chaos, Ledger, Shopper, say
@@ -40,6 +41,7 @@ from services.common.deadletters import parked_events
 from services.common.outbox import outbox_table
 
 KILLED_NODE = 1
+READABLE_DEADLINE = 60  # seconds for the gateway's circuits to close again after the load
 DRAIN_DEADLINE = 60  # seconds for the outboxes to empty after the load (their relays back off up to 5 s)
 
 
@@ -110,7 +112,9 @@ class ClusterChaos(Chaos):
             for shopper in shoppers:
                 shopper.join(TIMEOUT + 5)
         load_seconds = time.monotonic() - began
-        say("load stopped; waiting for every order to settle")
+        say("load stopped; waiting for the gateway to read carts and orders again")
+        self.wait_readable(ledger)
+        say("waiting for every order to settle")
         result = self.check(ledger, {}, load_seconds)
         result["killed"] = [self.cluster.nodes[KILLED_NODE - 1].name]
         result["nodes_running"] = nodes_running
@@ -135,6 +139,31 @@ class ClusterChaos(Chaos):
             and nodes_running == len(self.cluster.nodes)
         )
         return result
+
+    def wait_readable(self, ledger):
+        """Until an acknowledged cart and order can be read: a circuit the fail-over opened refuses every read of
+        its backend until it closes, and a refused read is not a lost write."""
+        cart_id, cart = next(iter(ledger.carts.items()), (None, None))
+        order_id, order_cart = next(iter(ledger.orders.items()), (None, None))
+        reads = []
+        if cart_id:
+            reads.append((f"/carts/{cart_id}", cart["token"]))
+        if order_id:
+            reads.append((f"/orders/{order_id}", ledger.carts[order_cart]["token"]))
+
+        def answered(path, token):
+            try:
+                headers = {"Authorization": f"Bearer {token}"}
+                return requests.get(self.system.base_url + path, headers=headers, timeout=TIMEOUT).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(
+            lambda: all(answered(path, token) for path, token in reads),
+            READABLE_DEADLINE,
+            "the gateway reads carts and orders again",
+            self.system.processes,
+        )
 
     def drain_outboxes(self):
         """{service: unpublished outbox rows}, once all are 0 or after DRAIN_DEADLINE seconds."""
