@@ -59,8 +59,10 @@ bench: $(STAMP)
 
 # make chaos [CHAOS_ARGS="--seconds 60 --postgres postgresql://postgres@127.0.0.1:5432/postgres"]: kill -9 a carts
 # instance and orders under checkout load, then check the audit and every acknowledged write (scripts/chaos.py).
+# make chaos CHAOS_ARGS=--cluster: the same checks around kill -9 of a node of a local three-node RabbitMQ cluster,
+# on quorum queues (scripts/chaos_cluster.py).
 chaos: $(STAMP)
-	$(BIN)/python -m scripts.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m scripts.$(if $(filter --cluster,$(CHAOS_ARGS)),chaos_cluster,chaos) $(CHAOS_ARGS)
 
 # make soak [SOAK_ARGS="--seconds 180 --postgres postgresql://postgres@127.0.0.1:5432/postgres"]: mixed load (browse, cart,
 # checkout) for 10 minutes by default; RSS, open fds and queue depths per process at start and end, errors, and what

@@ -13,6 +13,7 @@ from nameko.extensions import DependencyProvider
 
 from services.common.errors import ServiceUnavailable
 from services.common.rpc import Rpc
+from services.common.rpc_transport import addresses
 
 MANAGEMENT_PORT = 15672
 AUTO = "auto"  # RABBITMQ_API_URI's default: the management API of the broker AMQP_URI names
@@ -87,8 +88,10 @@ class ServiceMap(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.api_uri = management_api_uri(config.get("RABBITMQ_API_URI"), config.get("AMQP_URI"))
-        self.vhost = vhost_of(config.get("AMQP_URI"))
+        # With several brokers in AMQP_URI (a cluster's nodes), the first one's API and vhost.
+        first_broker = (addresses(config.get("AMQP_URI") or "") or [None])[0]
+        self.api_uri = management_api_uri(config.get("RABBITMQ_API_URI"), first_broker)
+        self.vhost = vhost_of(first_broker)
         self.timeout = float(config.get("RABBITMQ_API_TIMEOUT") or DEFAULT_TIMEOUT)
         self.names = sorted(
             {dependency.target_service for dependency in self.container.dependencies if isinstance(dependency, Rpc)}

@@ -23,12 +23,12 @@ from services.common.rpc import rpc
 DEFAULT_SHOWN = 50  # parked events `parked_events` answers at most, by default
 
 
-def parked_events(amqp_uri, service_name, ssl=None, limit=None):
+def parked_events(config, service_name, limit=None):
     """The parked events of `service_name` (the first `limit` of them; None: all), as dicts; they stay parked.
-    `ssl`: config AMQP_SSL."""
+    `config`: the service's (AMQP_URI, AMQP_SSL, AMQP_QUEUE_TYPE)."""
     events = []
-    with Connection(amqp_uri, ssl=ssl) as connection:
-        queue = parked_queue(service_name)(connection.default_channel)
+    with Connection(config["AMQP_URI"], ssl=config.get("AMQP_SSL")) as connection:
+        queue = parked_queue(service_name, config)(connection.default_channel)
         queue.declare()
         fetched = []
         while (limit is None or len(fetched) < limit) and (message := queue.get(no_ack=False)) is not None:
@@ -46,12 +46,12 @@ def parked_events(amqp_uri, service_name, ssl=None, limit=None):
     return events
 
 
-def replay(amqp_uri, service_name, ssl=None):
+def replay(config, service_name):
     """Send every parked event of `service_name` back to its queue; returns how many."""
     count = 0
-    with Connection(amqp_uri, ssl=ssl) as connection:
+    with Connection(config["AMQP_URI"], ssl=config.get("AMQP_SSL")) as connection:
         channel = connection.default_channel
-        queue = parked_queue(service_name)(channel)
+        queue = parked_queue(service_name, config)(channel)
         queue.declare()
         producer = connection.Producer(channel)
         while (message := queue.get(no_ack=False)) is not None:
@@ -82,11 +82,11 @@ class ParkedEventsRpc:
     def parked_events(self, limit=DEFAULT_SHOWN):
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise ValidationFailed.field("limit", "must be an integer from 1 to 1000")
-        return parked_events(self.parked_config["AMQP_URI"], self.name, self.parked_config.get("AMQP_SSL"), limit)
+        return parked_events(self.parked_config, self.name, limit)
 
     @rpc
     def replay_parked(self):
-        return replay(self.parked_config["AMQP_URI"], self.name, self.parked_config.get("AMQP_SSL"))
+        return replay(self.parked_config, self.name)
 
 
 def main(argv):
@@ -95,12 +95,11 @@ def main(argv):
         return 2
     command, service = argv[0], argv[1]
     config = load_config(argv[2] if len(argv) > 2 else f"config/{service}.yml")
-    amqp_uri, ssl = config["AMQP_URI"], config.get("AMQP_SSL")
     if command == "list":
-        for event in parked_events(amqp_uri, service, ssl):
+        for event in parked_events(config, service):
             print(json.dumps(event, sort_keys=True))
     else:
-        print(f"replayed {replay(amqp_uri, service, ssl)} parked event(s) of {service}")
+        print(f"replayed {replay(config, service)} parked event(s) of {service}")
     return 0
 
 

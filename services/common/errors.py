@@ -93,6 +93,12 @@ class ServiceTimeout(CartmeshError):
     code, status = "gateway_timeout", 504
 
 
+class BrokerFailover(ServiceTimeout):
+    """Raised by the RPC client: no answer in time, and the caller's own broker connection was lost meanwhile (a
+    broker node went away and the client moved to another): the call's request or reply went with it. A 504 like
+    any timeout, but a circuit breaker does not count it against the service."""
+
+
 class StartupRefused(Exception):
     """The configuration is unsafe or unusable, so the container does not start.
 
@@ -105,4 +111,4 @@ class StartupRefused(Exception):
 EXPECTED = (NotFound, Conflict, ValidationFailed, UnknownProduct, EmptyCart, OutOfStock, Unauthorized, Forbidden)
 
 # Every error that crosses an RPC call: services.common.remote_errors registers these with nameko.
-REMOTE = EXPECTED + (ServiceUnavailable, ServiceTimeout)
+REMOTE = EXPECTED + (ServiceUnavailable, ServiceTimeout, BrokerFailover)

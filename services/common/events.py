@@ -4,7 +4,9 @@ nameko acks an event whose handler raised, and the event is gone. `reliable_even
 is nameko's `event_handler` with a different ending for failures: the event is republished to a retry queue
 whose messages expire after a back-off (`EVENT_RETRY_SECONDS` × 2^(attempt-1), at most 60 s) and then flow back
 to the handler's queue; after `EVENT_MAX_ATTEMPTS` attempts (default 5) it goes to the service's parked queue
-`parked-<service>` instead. `python -m services.common.deadletters` lists and replays parked events.
+`parked-<service>` instead. `python -m services.common.deadletters` lists and replays parked events. The handler's
+queue, the retry queue and the parked queue are quorum queues when `AMQP_QUEUE_TYPE` says so
+(services.common.queues).
 
 Redelivery happens (a relay publishes twice, a retry races a late success), so handlers call
 `first_delivery(session, event_id, handler)` before their effect: it records the event id in the
@@ -22,6 +24,7 @@ from sqlalchemy import Column, MetaData, String, Table, insert, select
 
 from services.common.clock import utcnow
 from services.common.db import UtcDateTime
+from services.common.queues import typed
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +70,19 @@ def retry_delay(attempt, base_seconds):
     return min(base_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
 
 
-def parked_queue(service_name):
-    return Queue(f"parked-{service_name}", durable=True)
+def parked_queue(service_name, config):
+    return typed(Queue(f"parked-{service_name}", durable=True), config)
 
 
-def retry_queue(queue_name):
+def retry_queue(queue_name, config):
     """Messages wait here until they expire, then the broker dead-letters them back to `queue_name`."""
-    return Queue(
-        f"{queue_name}.retry",
-        durable=True,
-        queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name},
+    return typed(
+        Queue(
+            f"{queue_name}.retry",
+            durable=True,
+            queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name},
+        ),
+        config,
     )
 
 
@@ -86,6 +92,7 @@ class ReliableEventHandler(EventHandler):
     def setup(self):
         super().setup()
         config = self.container.config
+        typed(self.queue, config)
         self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
         self.retry_seconds = float(config.get("EVENT_RETRY_SECONDS", 1))
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY), use_confirms=True)
@@ -105,7 +112,7 @@ class ReliableEventHandler(EventHandler):
         headers = dict(message.headers, **{ATTEMPTS_HEADER: attempt, QUEUE_HEADER: self.queue.name})
         if attempt < self.max_attempts:
             delay = retry_delay(attempt, self.retry_seconds)
-            queue = retry_queue(self.queue.name)
+            queue = retry_queue(self.queue.name, self.container.config)
             log.warning(
                 "event %s failed (attempt %d of %d); retrying in %.1f s",
                 self.queue.name,
@@ -117,7 +124,7 @@ class ReliableEventHandler(EventHandler):
                 message.payload, exchange="", routing_key=queue.name, headers=headers, expiration=delay, declare=[queue]
             )
         else:
-            queue = parked_queue(self.container.service_name)
+            queue = parked_queue(self.container.service_name, self.container.config)
             headers[ERROR_HEADER] = "".join(traceback.format_exception_only(*exc_info[:2])).strip()[:1000]
             log.error("event %s failed %d times; parked in %s", self.queue.name, attempt, queue.name)
             self.publisher.publish(

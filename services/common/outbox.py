@@ -24,7 +24,6 @@ import uuid
 
 import eventlet
 from eventlet.event import Event
-from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
@@ -36,7 +35,7 @@ from services.common.clock import utcnow
 from services.common.db import Database, UtcDateTime, after_commit
 from services.common.messages import EVENT_ID
 from services.common.metrics import set_outbox_backlog
-from services.common.rpc import PUBLISH_RETRY_POLICY, PUBLISH_TRANSPORT_OPTIONS
+from services.common.rpc import fast_publisher
 from services.common.tracing import producer_headers
 
 log = logging.getLogger(__name__)
@@ -93,15 +92,9 @@ class Outbox(DependencyProvider, HeaderEncoder):
         config = self.container.config
         self.poll_seconds = float(config.get("OUTBOX_POLL_SECONDS", 1))
         self.exchange = get_event_exchange(self.container.service_name, config)
-        self.publisher = Publisher(
-            config[AMQP_URI_CONFIG_KEY],
-            ssl=config.get(AMQP_SSL_CONFIG_KEY),
-            use_confirms=True,
-            declare=[self.exchange],
-            retry_policy=PUBLISH_RETRY_POLICY,
+        self.publisher = fast_publisher(
+            config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY), use_confirms=True, declare=[self.exchange]
         )
-        # An instance attribute: nameko's class-level default is shared by every publisher, and mutated.
-        self.publisher.transport_options = dict(PUBLISH_TRANSPORT_OPTIONS)
         self._database()  # fail at setup, not at the first emit
 
     def _database(self):

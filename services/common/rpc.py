@@ -13,7 +13,9 @@ but:
 - **with a circuit breaker** (config `BREAKER_FAILURES` > 0; the gateway sets it), one per target service per
   container (services.common.breaker): after `BREAKER_FAILURES` calls in a row got no answer (timeout,
   unavailable, broker away), calls are refused at once with `CircuitOpen` (503) for `BREAKER_RESET_SECONDS`,
-  then one probe call decides. A service's deliberate errors (NotFound...) are answers and never count.
+  then one probe call decides. A service's deliberate errors (NotFound...) are answers and never count, and
+  neither does a timeout during which the caller's own broker connection was lost (`BrokerFailover`, a 504: the
+  request or its reply went with the connection when a broker node died, and the service is not to blame).
 - **reads named in `idempotent` are sent a second time** after a random pause of up to
   `RPC_RETRY_JITTER_SECONDS` (default 0.1 s) when the first got no answer (timeout or unavailable). Nothing else
   is: a write may have been done by the service even though its answer never came.
@@ -71,9 +73,10 @@ from nameko.rpc import Rpc as RpcEntrypoint
 import services.common.remote_errors  # noqa: F401  (registers the error classes with nameko)
 from services.common import metrics
 from services.common.breaker import CLOSED, CircuitBreaker, CircuitOpen
-from services.common.errors import ServiceTimeout, ServiceUnavailable
+from services.common.errors import BrokerFailover, ServiceTimeout, ServiceUnavailable
 from services.common.metrics import rpc_call
-from services.common.rpc_transport import BROKER_ERRORS, TRANSIENT, ReplyConsumer, RpcChannel
+from services.common.queues import TypedRpcConsumer
+from services.common.rpc_transport import BROKER_ERRORS, TRANSIENT, ReplyConsumer, RpcChannel, addresses, connect
 from services.common.tracing import outgoing_headers
 
 DEFAULT_TIMEOUT = 5.0
@@ -107,7 +110,7 @@ def consumer_count(amqp_uri, service_name, ssl=None):
     broker to ask)."""
     try:
         with Connection(amqp_uri, ssl=ssl, connect_timeout=2) as connection:
-            channel = connection.channel()
+            channel = connect(connection).channel()
             try:
                 _, _, consumers = channel.queue_declare(f"rpc-{service_name}", passive=True)
             except Exception:  # the broker closes the channel when the queue does not exist
@@ -118,16 +121,28 @@ def consumer_count(amqp_uri, service_name, ssl=None):
 
 
 def is_no_answer(exc):
-    """The failures a circuit breaker counts: the call got no answer (not a service's deliberate error)."""
-    return isinstance(exc, (ServiceTimeout, ServiceUnavailable)) and not isinstance(exc, CircuitOpen)
+    """The failures a circuit breaker counts: the call got no answer (not a service's deliberate error), and not
+    because the caller's own broker connection was lost meanwhile (`BrokerFailover`: the service is not to blame)."""
+    return isinstance(exc, (ServiceTimeout, ServiceUnavailable)) and not isinstance(exc, (CircuitOpen, BrokerFailover))
 
 
 def fast_publisher(amqp_uri, ssl=None, login_method=None, **options):
     """A nameko `Publisher` that gives up after one immediate retry and a 1 s connect timeout."""
-    publisher = Publisher(amqp_uri, ssl=ssl, login_method=login_method, retry_policy=PUBLISH_RETRY_POLICY, **options)
+    retry_policy, transport_options = failover_policies(amqp_uri)
+    publisher = Publisher(amqp_uri, ssl=ssl, login_method=login_method, retry_policy=retry_policy, **options)
     # An instance attribute: nameko's class-level default is shared by every publisher, and mutated.
-    publisher.transport_options = dict(PUBLISH_TRANSPORT_OPTIONS)
+    publisher.transport_options = transport_options
     return publisher
+
+
+def failover_policies(amqp_uri):
+    """(retry policy, transport options) of a publisher that fails fast: one immediate retry per broker address,
+    so that with several (`a;b;c`) a publish that meets a dead node moves on to the next one at once."""
+    retries = max(1, len(addresses(amqp_uri)))
+    return (
+        dict(PUBLISH_RETRY_POLICY, max_retries=retries),
+        dict(PUBLISH_TRANSPORT_OPTIONS, max_retries=retries),
+    )
 
 
 # --- the calling side --------------------------------------------------------------------------------------------
@@ -231,12 +246,19 @@ class TimedMethodProxy(HeaderEncoder):
     def _timed_call(self, *args, **kwargs):
         target, calls = self.target, self.target.calls
         correlation_id = None
+        connections = calls.connections()
         with eventlet.Timeout(target.timeout, False):  # publishing and waiting together
             correlation_id = self._publish(args, kwargs)
             try:
                 return reply_result(calls.reply_queue.wait(correlation_id))
             finally:
                 calls.reply_queue.forget(correlation_id)  # a reply that never came (the request expired)
+        if calls.connections() != connections:
+            # The request or its reply went with a broker connection (a node lost, the client failed over).
+            raise BrokerFailover(
+                f"the {self.service_name} service did not answer in time (the connection to the message broker "
+                "was lost meanwhile)"
+            )
         if correlation_id is None:  # the publish itself did not end in time
             raise ServiceUnavailable(
                 f"the {self.service_name} service is not available (the message broker is not reachable)"
@@ -329,6 +351,11 @@ class RpcCalls(SharedExtension):
             delivery_mode=TRANSIENT,
         )
 
+    def connections(self):
+        """Broker connections lost or made so far by the reply consumer and the request channel: a call during
+        which this changed may have lost its request or its reply with a connection."""
+        return (self.reply_queue.consumer.connections, self.reply_queue.consumer.consuming, self.channel.losses)
+
 
 class Rpc(DependencyProvider):
     """Injects a proxy to `target_service` whose calls time out, fail fast and may be retried (see the module
@@ -396,6 +423,7 @@ class ResilientRpc(RpcEntrypoint):
     docstring). Use `rpc`."""
 
     channel = RpcChannel()
+    rpc_consumer = TypedRpcConsumer()
 
     def setup(self):
         super().setup()

@@ -12,8 +12,11 @@ own `basic_publish` here). This module keeps what those layers give that RPC nee
   makes a new one and is tried once more, and then fails (the caller answers `ServiceUnavailable`).
 - `ReplyConsumer` (a SharedExtension) declares the container's reply queue — exclusive to its connection, so the
   broker deletes it with the connection — and consumes it in no-ack mode in one managed thread, handing each
-  reply to its waiting call directly. A lost connection is made again (the queue with it), every second until
-  the broker answers; calls waiting meanwhile end at their timeouts.
+  reply to its waiting call directly. A lost connection is made again (the queue with it) at once, then every
+  second until a broker answers; calls waiting meanwhile end at their timeouts.
+
+`AMQP_URI` may name several brokers, `;`-separated (the nodes of a cluster): kombu then connects to the first
+that answers, and both connect to the next one in turn, without pausing, when one is away (`connect`).
 """
 
 import logging
@@ -57,6 +60,11 @@ def connection_for(config, **options):
     )
 
 
+def addresses(amqp_uri):
+    """The broker URLs of an `AMQP_URI`: one, or several `;`-separated (kombu's fail-over list)."""
+    return [url.strip() for url in amqp_uri.split(";") if url.strip()]
+
+
 def connect(connection):
     """Connect `connection` now, trying each of its broker addresses once without pausing (kombu's `connect()`
     waits 2 s before its one retry); raises one of `BROKER_ERRORS` when none answers."""
@@ -66,6 +74,20 @@ def connect(connection):
     return connection
 
 
+def close_or_collect(connection, broken):
+    """Close `connection` (None: nothing to do); one known to be `broken` is only freed: closing it politely
+    waits for the broker's answer on a socket that may never give one."""
+    if connection is None:
+        return
+    if not broken:
+        try:
+            connection.close()
+            return
+        except Exception:  # broken after all: only its resources are left to free
+            pass
+    connection.collect()
+
+
 class RpcChannel(SharedExtension):
     """The container's channel for RPC requests and replies: unconfirmed publishes of ready-made bodies."""
 
@@ -73,6 +95,7 @@ class RpcChannel(SharedExtension):
         self.connection = None
         self.channel = None
         self.lock = Semaphore()
+        self.losses = 0  # connections found broken so far
 
     def publish(self, body, content_type, content_encoding, exchange, routing_key, **properties):
         """Send `body` (bytes, already serialised) with the AMQP `properties` (reply_to, correlation_id,
@@ -85,7 +108,8 @@ class RpcChannel(SharedExtension):
             try:
                 self._channel().basic_publish(message, exchange=exchange, routing_key=routing_key)
             except BROKER_ERRORS:
-                self._close()  # a connection the broker dropped (it restarted): make a new one, once
+                self.losses += 1
+                self._close(broken=True)  # a connection the broker dropped (it restarted): make a new one, once
                 self._channel().basic_publish(message, exchange=exchange, routing_key=routing_key)
 
     def _channel(self):
@@ -99,13 +123,9 @@ class RpcChannel(SharedExtension):
             self.connection = connection
         return self.channel
 
-    def _close(self):
+    def _close(self, broken=False):
         connection, self.connection, self.channel = self.connection, None, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:  # already broken: only its resources are left to free
-                connection.collect()
+        close_or_collect(connection, broken)
 
     def stop(self):
         with self.lock:
@@ -160,10 +180,12 @@ class ReplyConsumer(SharedExtension):
             except BROKER_ERRORS + (AmqpError,) as exc:
                 # Also a channel error: after a reconnection the broker may still hold the old connection's
                 # exclusive queue for a moment (RESOURCE_LOCKED) until it notices that connection is gone.
-                self._close()  # not consuming from now on, not only after the pause
+                was_consuming = self.consuming
+                self._close(broken=True)  # not consuming from now on, not only after the pause
                 if self.running:
                     log.warning("reply queue %s: not consuming (%s); trying again", self.queue.name, exc)
-                    eventlet.sleep(RECONNECT_SECONDS)
+                    if not was_consuming:  # a connection that was serving is replaced at once (another node)
+                        eventlet.sleep(RECONNECT_SECONDS)
             finally:
                 self._close()
 
@@ -194,11 +216,7 @@ class ReplyConsumer(SharedExtension):
             return
         self.on_reply(properties.get("correlation_id"), body)
 
-    def _close(self):
+    def _close(self, broken=False):
         self.consuming = False
         connection, self.connection = self.connection, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:
-                connection.collect()
+        close_or_collect(connection, broken)

@@ -175,15 +175,15 @@ def test_a_poison_event_is_parked_then_replayed(runner_factory, config):
         notes.write("healthy")
     assert next_received() == "healthy"
     parked = wait_until(
-        lambda: parked_events(config["AMQP_URI"], "listener"), timeout=15, interval=0.1, what="the poison event parked"
+        lambda: parked_events(config, "listener"), timeout=15, interval=0.1, what="the poison event parked"
     )
     assert len(parked) == 1
     assert parked[0]["payload"]["text"] == "poison pill" and parked[0]["attempts"] == 3
     assert "cannot digest this" in parked[0]["error"]
     poison["on"] = False
-    assert replay(config["AMQP_URI"], "listener") == 1
+    assert replay(config, "listener") == 1
     assert next_received() == "poison pill"
-    assert parked_events(config["AMQP_URI"], "listener") == []
+    assert parked_events(config, "listener") == []
 
 
 def test_a_service_lists_and_replays_its_parked_events_over_rpc(runner_factory, config):

@@ -11,7 +11,7 @@ from nameko.testing.utils import get_container
 from prometheus_client import REGISTRY
 
 from services.common.breaker import CircuitOpen
-from services.common.errors import EXPECTED, NotFound, ServiceTimeout, ServiceUnavailable
+from services.common.errors import EXPECTED, BrokerFailover, NotFound, ServiceTimeout, ServiceUnavailable
 from services.common.rpc import Rpc
 from services.common.rpc import rpc as resilient_rpc
 from tests.broker_proxy import TcpProxy
@@ -212,3 +212,25 @@ def test_a_write_after_the_broker_came_back_goes_out_on_a_new_connection(
         )
         assert call("flaky", "write", "after") == "write after"
     assert CALLS == [("write", "before"), ("write", "after")]
+
+
+def test_a_call_whose_reply_went_with_the_callers_connection_does_not_open_the_circuit(
+    proxy, runner_factory, container_factory, rabbit_config
+):
+    proxied = rabbit_config["AMQP_URI"].replace("localhost:5672", f"127.0.0.1:{proxy.port}")
+    runner_factory(rabbit_config, FlakyService).start()
+    caller = container_factory(CallerService, caller_config(dict(rabbit_config, AMQP_URI=proxied), BREAKER_FAILURES=1))
+    caller.start()
+    replies = next(dependency for dependency in caller.dependencies if isinstance(dependency, Rpc))
+    consumer = replies.calls.reply_queue.consumer
+    connections = consumer.connections
+    with entrypoint_hook(caller, "call") as call:
+        in_flight = eventlet.spawn(call, "flaky", "write", "slow")  # 1 s of work, over the 0.5 s timeout
+        wait_until(lambda: ("write", "slow") in CALLS, timeout=10, interval=0.02, what="the request is being run")
+        proxy.cut()  # the caller's connections go (as when its broker node dies); it connects again at once
+        proxy.restore()
+        with pytest.raises(BrokerFailover):
+            in_flight.wait()
+        wait_until(lambda: consumer.consuming and consumer.connections > connections, timeout=30, interval=0.1)
+        assert replies.breaker.state == "closed"  # one failure would have opened it, had it counted
+        assert call("flaky", "write", "slow") == "write slow"
