@@ -1,12 +1,11 @@
-"""services.common.db's tuning: a pooled connection per worker, a small page cache on each, and SQLite commits
-without an fsync each."""
+"""services.common.db's tuning: a pooled connection per worker, and SQLite commits without an fsync each."""
 
 import pytest
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import text
 
-from services.common.db import EXTRA_CONNECTIONS, SQLITE_CACHE_KIB, Database, make_engine, pool_options
+from services.common.db import EXTRA_CONNECTIONS, Database, make_engine, pool_options
 
 
 class PoolService:
@@ -46,13 +45,4 @@ def test_sqlite_files_use_wal_and_synchronous_normal(tmp_path):
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 1
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
-    engine.dispose()
-
-
-def test_every_sqlite_connection_keeps_a_small_page_cache(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'small-cache.db'}", **pool_options(2))
-    with engine.connect() as first, engine.connect() as second:
-        for connection in (first, second):  # a pragma holds per connection, so each one is set
-            assert connection.execute(text("PRAGMA cache_size")).scalar() == -SQLITE_CACHE_KIB
-    assert SQLITE_CACHE_KIB < 2000  # smaller than SQLite's default, which is the point
     engine.dispose()
