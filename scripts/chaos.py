@@ -318,20 +318,20 @@ def summary(result):
         f"audit: {'ok' if result['audit']['ok'] else 'BREACHED'} ({result['audit']['checked']})",
         "chaos: PASSED" if result["passed"] else "chaos: FAILED",
     ]
-    lines += [f"  lost: {problem}" for problem in result["lost_writes"][:20]]
+    return "\n".join(lines + problem_lines(result))
+
+
+def problem_lines(result):
+    """The first writes lost, lines over-counted and audit breaches of a run's result, a line each."""
+    lines = [f"  lost: {problem}" for problem in result["lost_writes"][:20]]
     lines += [f"  over-counted: {problem}" for problem in result["over_counted_lines"][:20]]
     lines += [f"  breach: {breach}" for breach in result["audit"]["breaches"][:20]]
-    return "\n".join(lines)
+    return lines
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m scripts.chaos", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--seconds",
-        type=int,
-        default=int(os.environ.get("CHAOS_SECONDS", 24)),
-        help="seconds of load (default 24; longer if orders takes longer to come back)",
-    )
+def add_load_options(parser, seconds, seconds_help):
+    """The options every chaos run takes: its load, its databases, its logs."""
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("CHAOS_SECONDS", seconds)), help=seconds_help)
     parser.add_argument("--shoppers", type=int, default=6, help="concurrent shoppers (default 6)")
     parser.add_argument(
         "--postgres",
@@ -340,6 +340,11 @@ def parse_args(argv):
         help="run on fresh PostgreSQL databases made through this admin URL (default: SQLite)",
     )
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of every service (default INFO)")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m scripts.chaos", description=__doc__.split("\n\n")[0])
+    add_load_options(parser, 24, "seconds of load (default 24; longer if orders takes longer to come back)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (databases, logs)")
     return parser.parse_args(argv)
 
@@ -349,17 +354,16 @@ def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
-def main(argv=None):
-    options = parse_args(sys.argv[1:] if argv is None else argv)
+def run_and_report(chaos, options, summary, failures=(BenchError,), kept="logs and databases"):
+    """Run `chaos` (a Chaos), stop it whatever happens, print its summary and result line; the exit status."""
     signal.signal(signal.SIGTERM, _interrupt)
-    chaos = Chaos(options)
     result = None
     try:
         result = chaos.run()
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
         return 130
-    except BenchError as exc:
+    except failures as exc:
         say(f"failed: {exc}")
         return 1
     finally:
@@ -367,10 +371,15 @@ def main(argv=None):
         if result is not None and result["passed"] and not options.keep:
             shutil.rmtree(chaos.work_dir, ignore_errors=True)
         else:
-            say(f"logs and databases kept in {chaos.work_dir}")
+            say(f"{kept} kept in {chaos.work_dir}")
     print(summary(result), flush=True)
     print(RESULT_MARK + json.dumps(result, sort_keys=True), flush=True)
     return 0 if result["passed"] else 1
+
+
+def main(argv=None):
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_and_report(Chaos(options), options, summary)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,7 @@ nodes' data are in a work dir, kept with `--keep` or when a check fails.
 """
 
 import argparse
-import json
 import os
-import shutil
-import signal
 import sys
 import threading
 import time
@@ -35,7 +32,7 @@ from sqlalchemy import MetaData, create_engine, func, inspect, select
 from bench.system import Cartmesh, Vhost, seed, wait_until
 from bench.wrk import BenchError
 from scripts import chaos, run
-from scripts.chaos import RESULT_MARK, TIMEOUT, Chaos, Ledger, Shopper, say
+from scripts.chaos import TIMEOUT, Chaos, Ledger, Shopper, say
 from scripts.cluster import Cluster, ClusterError
 from services.common.deadletters import parked_events
 from services.common.outbox import outbox_table
@@ -229,55 +226,22 @@ def summary(result):
         f"audit: {'ok' if result['audit']['ok'] else 'BREACHED'} ({result['audit']['checked']})",
         "chaos: PASSED" if result["passed"] else "chaos: FAILED",
     ]
-    lines += [f"  lost: {problem}" for problem in result["lost_writes"][:20]]
-    lines += [f"  over-counted: {problem}" for problem in result["over_counted_lines"][:20]]
-    lines += [f"  breach: {breach}" for breach in result["audit"]["breaches"][:20]]
-    return "\n".join(lines)
+    return "\n".join(lines + chaos.problem_lines(result))
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m scripts.chaos_cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cluster", action="store_true", help="accepted (make chaos CHAOS_ARGS=--cluster)")
-    parser.add_argument(
-        "--seconds",
-        type=int,
-        default=int(os.environ.get("CHAOS_SECONDS", 30)),
-        help="seconds of load (default 30; longer if the node takes longer to come back)",
-    )
-    parser.add_argument("--shoppers", type=int, default=6, help="concurrent shoppers (default 6)")
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get("CHAOS_POSTGRES_URL"),
-        metavar="ADMIN_URL",
-        help="run on fresh PostgreSQL databases made through this admin URL (default: SQLite)",
-    )
-    parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of every service (default INFO)")
+    chaos.add_load_options(parser, 30, "seconds of load (default 30; longer if the node takes longer to come back)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (databases, logs, node data)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     options = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, chaos._interrupt)
-    run_ = ClusterChaos(options)
-    result = None
-    try:
-        result = run_.run()
-    except KeyboardInterrupt:
-        say("interrupted: stopping everything")
-        return 130
-    except (BenchError, ClusterError) as exc:
-        say(f"failed: {exc}")
-        return 1
-    finally:
-        run_.stop()
-        if result is not None and result["passed"] and not options.keep:
-            shutil.rmtree(run_.work_dir, ignore_errors=True)
-        else:
-            say(f"logs, databases and node data kept in {run_.work_dir}")
-    print(summary(result), flush=True)
-    print(RESULT_MARK + json.dumps(result, sort_keys=True), flush=True)
-    return 0 if result["passed"] else 1
+    return chaos.run_and_report(
+        ClusterChaos(options), options, summary, (BenchError, ClusterError), "logs, databases and node data"
+    )
 
 
 if __name__ == "__main__":

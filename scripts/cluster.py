@@ -36,18 +36,27 @@ class ClusterError(Exception):
     pass
 
 
+# Ports free_port has handed out: a port is only bound when its node starts, so a probe alone would hand the same
+# free port to two nodes of a cluster.
+_handed_out = set()
+
+
 def free_port():
-    """A free loopback port below the ephemeral range (32768 and up on Linux). A client that keeps reconnecting
-    to a dead node's port in that range can be given that very port as its own source port and connect to itself
-    (TCP simultaneous open), and then waits on itself instead of failing over."""
+    """A free loopback port below the ephemeral range (32768 and up on Linux), never one handed out before in this
+    process. Below the range because a client that keeps reconnecting to a dead node's port in it can be given that
+    very port as its own source port and connect to itself (TCP simultaneous open), and then waits on itself
+    instead of failing over."""
     while True:
         port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
 
 
 class Node:

@@ -73,6 +73,15 @@ def test_cluster_nodes_listen_below_the_ephemeral_port_range():
     assert all(20000 <= port < 32768 for port in ports)
 
 
+def test_no_port_is_handed_out_twice(monkeypatch):
+    # The nodes bind their ports only when they start, so each pick must differ from the ones before it: make the
+    # random choice repeat itself and check that free_port still moves on.
+    picks = iter([25001, 25001, 25001, 25002])
+    monkeypatch.setattr(cluster.random, "randrange", lambda _low, _high: next(picks))
+    monkeypatch.setattr(cluster, "_handed_out", set())
+    assert [cluster.free_port(), cluster.free_port()] == [25001, 25002]
+
+
 def test_the_errors_window_runs_from_the_first_client_error_to_the_last():
     window = chaos_cluster.errors_window([11.0, 10.5, 13.25], killed_at=10.0)
     assert window == {"count": 3, "first_after_kill": 0.5, "last_after_kill": 3.2, "window_seconds": 2.8}
