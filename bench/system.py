@@ -110,6 +110,15 @@ class Processes:
         run.stop_supervisor(self.process, self.output(), STOP_DEADLINE)
 
 
+def poll(read, done, deadline, interval=0.5):
+    """Call `read()` until `done(value)` holds or `deadline` seconds have passed; the last value, for the caller to
+    judge (a check that reports what is left rather than failing at the deadline)."""
+    end = time.monotonic() + deadline
+    while not done(value := read()) and time.monotonic() < end:
+        time.sleep(interval)
+    return value
+
+
 def wait_until(predicate, deadline, what, process=None):
     end = time.monotonic() + deadline
     while time.monotonic() < end:

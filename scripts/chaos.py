@@ -28,6 +28,7 @@ Logs and databases are in a work dir, kept with `--keep` or when a check fails.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ import uuid
 
 import requests
 
-from bench.system import Cartmesh, PostgresDatabases, Vhost, seed, wait_until
+from bench.system import Cartmesh, PostgresDatabases, Vhost, poll, seed, wait_until
 from bench.wrk import BenchError
 
 SUCCEEDING_CARD = "4242424242424242"
@@ -189,22 +190,33 @@ class Chaos:
         )
         say(f"{name} is back (pid {self.system.services()[name]})")
 
-    def run(self):
-        options = self.options
-        self.start()
+    @contextlib.contextmanager
+    def load(self, ledger):
+        """Seed products and shoppers, and keep the shoppers' load running while the body runs (it gets the moment
+        the load began); the shoppers are stopped and joined however the body ends."""
         say("seeding products and shoppers")
-        data = seed(self.system, options.shoppers)
-        ledger, stopping = Ledger(), threading.Event()
+        data = seed(self.system, self.options.shoppers)
+        stopping = threading.Event()
         shoppers = [
             Shopper(self.system.base_url, token, data["skus"], number, ledger, stopping)
             for number, token in enumerate(data["tokens"])
         ]
-        say(f"load: {len(shoppers)} shoppers for {options.seconds} s")
+        say(f"load: {len(shoppers)} shoppers for {self.options.seconds} s")
         began = time.monotonic()
         for shopper in shoppers:
             shopper.start()
-        kills = {}
         try:
+            yield began
+        finally:
+            stopping.set()
+            for shopper in shoppers:
+                shopper.join(TIMEOUT + 5)
+
+    def run(self):
+        options = self.options
+        self.start()
+        ledger, kills = Ledger(), {}
+        with self.load(ledger) as began:
             self.sleep_until(began + options.seconds * 0.25)
             kills["carts-2"] = self.kill("carts-2")
             self.sleep_until(began + options.seconds * 0.5)
@@ -212,10 +224,6 @@ class Chaos:
             self.wait_restarted("orders", kills["orders"], "rpc-orders", 1)
             self.wait_restarted("carts-2", kills["carts-2"], "rpc-carts", 2)
             self.sleep_until(max(began + options.seconds, time.monotonic() + AFTER_RESTART))
-        finally:
-            stopping.set()
-            for shopper in shoppers:
-                shopper.join(TIMEOUT + 5)
         load_seconds = time.monotonic() - began
         say("load stopped; waiting for every order to settle")
         return self.check(ledger, kills, load_seconds)
@@ -231,9 +239,7 @@ class Chaos:
             return cluster.orders.audit()
 
     def check(self, ledger, kills, load_seconds):
-        deadline = time.monotonic() + SETTLE_DEADLINE
-        while (report := self.audit())["checked"]["in_saga"] and time.monotonic() < deadline:
-            time.sleep(0.5)
+        report = poll(self.audit, lambda audit: not audit["checked"]["in_saga"], SETTLE_DEADLINE)
         lost, over_counted, missing_orders, unsettled, outcomes = [], [], [], [], {}
         for cart_id, cart in ledger.carts.items():
             answer = requests.get(

@@ -23,16 +23,15 @@ nodes' data are in a work dir, kept with `--keep` or when a check fails.
 import argparse
 import os
 import sys
-import threading
 import time
 
 import requests
 from sqlalchemy import MetaData, create_engine, func, inspect, select
 
-from bench.system import Cartmesh, Vhost, seed, wait_until
+from bench.system import Cartmesh, Vhost, poll, wait_until
 from bench.wrk import BenchError
 from scripts import chaos, run
-from scripts.chaos import TIMEOUT, Chaos, Ledger, Shopper, say
+from scripts.chaos import TIMEOUT, Chaos, Ledger, say
 from scripts.cluster import Cluster, ClusterError
 from services.common.deadletters import parked_events
 from services.common.outbox import outbox_table
@@ -81,20 +80,9 @@ class ClusterChaos(Chaos):
     def run(self):
         options = self.options
         self.start()
-        say("seeding products and shoppers")
-        data = seed(self.system, options.shoppers)
         pids = self.system.services()
-        ledger, stopping = TimedLedger(), threading.Event()
-        shoppers = [
-            Shopper(self.system.base_url, token, data["skus"], number, ledger, stopping)
-            for number, token in enumerate(data["tokens"])
-        ]
-        say(f"load: {len(shoppers)} shoppers for {options.seconds} s")
-        began = time.monotonic()
-        for shopper in shoppers:
-            shopper.start()
-        killed_at, nodes_running = None, 0
-        try:
+        ledger, killed_at, nodes_running = TimedLedger(), None, 0
+        with self.load(ledger) as began:
             self.sleep_until(began + options.seconds / 3)
             node = self.cluster.kill(KILLED_NODE)
             killed_at = time.monotonic()
@@ -104,10 +92,6 @@ class ClusterChaos(Chaos):
             nodes_running = len(self.cluster.running_nodes(node))
             say(f"node {node.name} is back: {nodes_running} nodes running")
             self.sleep_until(max(began + options.seconds, time.monotonic() + chaos.AFTER_RESTART))
-        finally:
-            stopping.set()
-            for shopper in shoppers:
-                shopper.join(TIMEOUT + 5)
         load_seconds = time.monotonic() - began
         say("load stopped; waiting for the gateway to read carts and orders again")
         self.wait_readable(ledger)
@@ -164,10 +148,7 @@ class ClusterChaos(Chaos):
 
     def drain_outboxes(self):
         """{service: unpublished outbox rows}, once all are 0 or after DRAIN_DEADLINE seconds."""
-        deadline = time.monotonic() + DRAIN_DEADLINE
-        while any((unpublished := self.unpublished()).values()) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return unpublished
+        return poll(self.unpublished, lambda counts: not any(counts.values()), DRAIN_DEADLINE)
 
     def unpublished(self):
         counts = {}

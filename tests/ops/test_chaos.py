@@ -5,13 +5,11 @@ longer default, and `--postgres` on PostgreSQL."""
 
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from scripts import chaos
-from scripts.run import ROOT
+from tests.ops.script_runs import run_script
 from tests.waiting import wait_until
 
 SECONDS = 14  # of load: kills at 3.5 s and 7 s, then load until orders is back and a few seconds more
@@ -21,25 +19,9 @@ DEADLINE = 170  # the whole run, on two busy cores (it takes about 60 s here)
 @pytest.mark.timeout(DEADLINE + 10)
 def test_kill_9_of_a_carts_instance_and_of_orders_under_load_loses_no_acknowledged_write(tmp_path):
     log_path = tmp_path / "chaos.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.chaos", "--seconds", str(SECONDS), "--log-level", "WARNING"],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            code = process.wait(DEADLINE)
-        finally:
-            if process.poll() is None:  # SIGTERM: it stops the system it started, then exits
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-    output = log_path.read_text(errors="replace")
-    results = [line[len(chaos.RESULT_MARK) :] for line in output.splitlines() if line.startswith(chaos.RESULT_MARK)]
+    code, output, results = run_script(
+        "scripts.chaos", ["--seconds", str(SECONDS), "--log-level", "WARNING"], log_path, DEADLINE, chaos.RESULT_MARK
+    )
     assert results, output[-5000:]
     result = json.loads(results[-1])
     assert result["killed"] == ["carts-2", "orders"]

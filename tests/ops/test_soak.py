@@ -3,14 +3,11 @@ fds and queue depths; the report is written, no client got an unexpected answer 
 grew. `make soak` runs the ten-minute default (docs/RESILIENCE.md has one run)."""
 
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
 
 from scripts import soak
-from scripts.run import ROOT
+from tests.ops.script_runs import run_script
 
 SECONDS = 20  # of load, the first 5 s a warm-up
 DEADLINE = 150  # the whole run, on two busy cores (it takes about 50 s here)
@@ -20,25 +17,7 @@ DEADLINE = 150  # the whole run, on two busy cores (it takes about 50 s here)
 def test_a_short_soak_reports_every_process_with_no_errors_and_no_fd_growth(tmp_path):
     log_path = tmp_path / "soak.log"
     argv = ["--seconds", str(SECONDS), "--warmup", "5", "--shoppers", "2", "--out", str(tmp_path / "results")]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.soak", *argv],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            code = process.wait(DEADLINE)
-        finally:
-            if process.poll() is None:  # SIGTERM: it stops the system it started, then exits
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-    output = log_path.read_text(errors="replace")
-    results = [line[len(soak.RESULT_MARK) :] for line in output.splitlines() if line.startswith(soak.RESULT_MARK)]
+    code, output, results = run_script("scripts.soak", argv, log_path, DEADLINE, soak.RESULT_MARK)
     assert results, output[-5000:]
     result = json.loads(results[-1])
 
